@@ -1,0 +1,55 @@
+# healer — see README.md. `make run` runs the service on embedded defaults;
+# `make test` is what CI runs.
+
+GO        ?= go
+BIN       := bin
+HEALER    := $(BIN)/healer
+K8S_VERSION  ?= v1.36.3
+ETCD_VERSION ?= v3.6.7
+GOLANGCI_LINT_VERSION ?= v2.6.2
+export K8S_VERSION ETCD_VERSION
+
+.PHONY: all build run test e2e testenv bench lint policy-test fmt vet clean
+
+all: build
+
+build:
+	$(GO) build -o $(HEALER) ./cmd/healer
+
+## run: the service with embedded NATS JetStream, the in-process limiter and the built-in policies.
+run:
+	$(GO) run ./cmd/healer serve --data-dir ./data
+
+## testenv: kube-apiserver and etcd built from the Go module proxy into bin/ (cached outside the clone).
+testenv:
+	@bash hack/testenv/build.sh
+
+## test: vet, Rego tests and every Go test, on real NATS, Redis, etcd and kube-apiserver.
+test: testenv vet policy-test
+	$(GO) test -count=1 -timeout 20m ./...
+
+vet:
+	$(GO) vet ./...
+
+## e2e: only the end-to-end tests.
+e2e: testenv
+	$(GO) test -count=1 -timeout 20m -v ./test/e2e/...
+
+## policy-test: the Rego unit tests of the built-in policies, the way a policy author runs them.
+policy-test:
+	$(GO) run ./cmd/healer policy test policies
+
+## bench: Go benchmarks and the webhook load generator; figures go to docs/benchmarks.md.
+bench: testenv
+	$(GO) test -run '^$$' -bench . -benchmem -count 1 ./policies/ ./audit/ ./detectors/alertmanager/ ./bus/
+	$(GO) run ./test/load -duration 10s -concurrency 32 -alerts 10
+
+## lint: golangci-lint with the linters in .golangci.yml.
+lint:
+	$(GO) run github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_LINT_VERSION) run ./...
+
+fmt:
+	gofmt -w $$(git ls-files '*.go')
+
+clean:
+	rm -rf $(BIN)/healer data

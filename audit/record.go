@@ -1,0 +1,388 @@
+package audit
+
+import (
+	"bytes"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Kind names the step of the remediation pipeline a record describes.
+type Kind string
+
+// The kinds of audit record.
+const (
+	// KindEvent records an event received from a detector.
+	KindEvent Kind = "event"
+	// KindDecision records the policy decision taken for an event.
+	KindDecision Kind = "decision"
+	// KindSuppressed records a remediation that a guard suppressed; its
+	// details carry a "reason".
+	KindSuppressed Kind = "suppressed"
+	// KindApproval records a human approval or rejection.
+	KindApproval Kind = "approval"
+	// KindActionStarted records that a remediator started acting.
+	KindActionStarted Kind = "action.started"
+	// KindActionProgress records progress of a long action as it happens
+	// (pods evicted and remaining, replacement steps).
+	KindActionProgress Kind = "action.progress"
+	// KindActionFinished records that a remediator finished successfully.
+	KindActionFinished Kind = "action.finished"
+	// KindActionFailed records that a remediator failed.
+	KindActionFailed Kind = "action.failed"
+	// KindVerified records the check that a remediation had its effect.
+	KindVerified Kind = "verified"
+	// KindPolicyLoaded records that a policy bundle was loaded.
+	KindPolicyLoaded Kind = "policy.loaded"
+	// KindPolicyRefused records that a policy bundle was refused.
+	KindPolicyRefused Kind = "policy.refused"
+)
+
+// Kinds returns every valid kind, in pipeline order.
+func Kinds() []Kind {
+	return []Kind{
+		KindEvent, KindDecision, KindSuppressed, KindApproval,
+		KindActionStarted, KindActionProgress, KindActionFinished, KindActionFailed, KindVerified,
+		KindPolicyLoaded, KindPolicyRefused,
+	}
+}
+
+// Valid reports whether k is one of the kinds listed in Kinds.
+func (k Kind) Valid() bool {
+	for _, v := range Kinds() {
+		if k == v {
+			return true
+		}
+	}
+	return false
+}
+
+// GenesisHash is the PrevHash of the first record of a trail.
+const GenesisHash = "0000000000000000000000000000000000000000000000000000000000000000"
+
+// ErrInvalidRecord is returned by Append for a record that cannot be stored.
+var ErrInvalidRecord = errors.New("invalid audit record")
+
+// Record is one entry of the audit trail. Its JSON form is the canonical
+// form described in the package documentation followed by "hash".
+type Record struct {
+	// Seq is the record's 1-based position in the chain and its stream sequence.
+	Seq uint64 `json:"seq"`
+	// ID uniquely identifies the record. IDs made by Append are 32 hex
+	// digits that sort by creation time.
+	ID string `json:"id"`
+	// Time is when the step happened, in UTC.
+	Time time.Time `json:"time"`
+	// Kind names the step.
+	Kind Kind `json:"kind"`
+	// EventID is the id of the event the step belongs to, if any.
+	EventID string `json:"event_id"`
+	// Target names what was acted on, for example "node/worker-1".
+	Target string `json:"target"`
+	// Remediator names the remediation, for example "node.cordon".
+	Remediator string `json:"remediator"`
+	// Actor is who took the step: "healer/engine", "alertmanager", a
+	// Slack user and so on.
+	Actor string `json:"actor"`
+	// PolicyRevision identifies the policy bundle that decided.
+	PolicyRevision string `json:"policy_revision"`
+	// TraceID links the record to a distributed trace.
+	TraceID string `json:"trace_id"`
+	// ActionID identifies the remediation action the step belongs to.
+	ActionID string `json:"action_id"`
+	// Details is a free-form JSON object.
+	Details json.RawMessage `json:"details"`
+	// PrevHash is the Hash of the previous record, or GenesisHash.
+	PrevHash string `json:"prev_hash"`
+	// Hash is the hex SHA-256 of the record's canonical form.
+	Hash string `json:"hash"`
+}
+
+// ComputeHash returns the hex SHA-256 of the record's canonical form, which
+// leaves out Hash itself. It does not modify the record.
+func (r *Record) ComputeHash() string {
+	sum := sha256.Sum256(r.appendCanonical(nil, false))
+	return hex.EncodeToString(sum[:])
+}
+
+// MarshalJSON encodes the record in canonical form followed by "hash".
+func (r Record) MarshalJSON() ([]byte, error) {
+	if _, err := detailsJSON(r.Details); err != nil {
+		return nil, fmt.Errorf("audit record %d (%s): details: %w", r.Seq, r.ID, err)
+	}
+	return r.appendCanonical(nil, true), nil
+}
+
+// appendCanonical appends the canonical form of r to dst, with the hash
+// member last when withHash is set. Details that are not valid JSON are
+// written trimmed but otherwise as they are, so that such a record still
+// gets a (never matching) hash instead of an error.
+func (r *Record) appendCanonical(dst []byte, withHash bool) []byte {
+	details, err := detailsJSON(r.Details)
+	if err != nil {
+		details = bytes.TrimSpace(r.Details)
+	}
+	dst = append(dst, `{"seq":`...)
+	dst = strconv.AppendUint(dst, r.Seq, 10)
+	fields := []struct {
+		name, value string
+	}{
+		{"id", r.ID},
+		{"time", r.Time.UTC().Format(time.RFC3339Nano)},
+		{"kind", string(r.Kind)},
+		{"event_id", r.EventID},
+		{"target", r.Target},
+		{"remediator", r.Remediator},
+		{"actor", r.Actor},
+		{"policy_revision", r.PolicyRevision},
+		{"trace_id", r.TraceID},
+		{"action_id", r.ActionID},
+	}
+	for _, f := range fields {
+		dst = append(dst, ',', '"')
+		dst = append(dst, f.name...)
+		dst = append(dst, '"', ':')
+		dst = appendString(dst, f.value)
+	}
+	dst = append(dst, `,"details":`...)
+	dst = append(dst, details...)
+	dst = append(dst, `,"prev_hash":`...)
+	dst = appendString(dst, r.PrevHash)
+	if withHash {
+		dst = append(dst, `,"hash":`...)
+		dst = appendString(dst, r.Hash)
+	}
+	return append(dst, '}')
+}
+
+// appendString appends s as a JSON string escaped as encoding/json does
+// without HTML escaping.
+func appendString(dst []byte, s string) []byte {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	// Encoding a string cannot fail.
+	_ = enc.Encode(s)
+	return append(dst, bytes.TrimSuffix(buf.Bytes(), []byte("\n"))...)
+}
+
+// detailsJSON returns the canonical form of details: "{}" when they are
+// empty or null, else canonicalJSON.
+func detailsJSON(raw json.RawMessage) (json.RawMessage, error) {
+	trimmed := bytes.TrimSpace(raw)
+	if len(trimmed) == 0 || bytes.Equal(trimmed, []byte("null")) {
+		return json.RawMessage("{}"), nil
+	}
+	return canonicalJSON(trimmed)
+}
+
+// canonicalJSON re-encodes the JSON value raw without insignificant
+// whitespace, with strings escaped by appendString, object members in their
+// original order and numbers as their literal text.
+func canonicalJSON(raw json.RawMessage) (json.RawMessage, error) {
+	trimmed := bytes.TrimSpace(raw)
+	dec := json.NewDecoder(bytes.NewReader(trimmed))
+	dec.UseNumber()
+	type frame struct {
+		object bool
+		n      int // values (and keys, in an object) written so far
+	}
+	var (
+		out   = make([]byte, 0, len(trimmed))
+		stack []frame
+		done  bool
+	)
+	prefix := func() {
+		if len(stack) == 0 {
+			return
+		}
+		top := &stack[len(stack)-1]
+		switch {
+		case top.object && top.n%2 == 1:
+			out = append(out, ':')
+		case top.n > 0:
+			out = append(out, ',')
+		}
+		top.n++
+	}
+	for {
+		tok, err := dec.Token()
+		if errors.Is(err, io.EOF) {
+			if !done {
+				return nil, errors.New("unexpected end of JSON input")
+			}
+			return out, nil
+		}
+		if err != nil {
+			return nil, err
+		}
+		if done {
+			return nil, errors.New("unexpected data after the JSON value")
+		}
+		switch v := tok.(type) {
+		case json.Delim:
+			switch v {
+			case '{', '[':
+				prefix()
+				stack = append(stack, frame{object: v == '{'})
+			default:
+				stack = stack[:len(stack)-1]
+			}
+			out = append(out, byte(v))
+		case string:
+			prefix()
+			out = appendString(out, v)
+		case json.Number:
+			prefix()
+			out = append(out, v...)
+		case bool:
+			prefix()
+			out = strconv.AppendBool(out, v)
+		case nil:
+			prefix()
+			out = append(out, "null"...)
+		}
+		done = len(stack) == 0
+	}
+}
+
+// canonicalDetails returns details in canonical form and checks that they
+// are a JSON object.
+func canonicalDetails(raw json.RawMessage) (json.RawMessage, error) {
+	c, err := detailsJSON(raw)
+	if err != nil {
+		return nil, fmt.Errorf("details are not valid JSON: %w", err)
+	}
+	if c[0] != '{' {
+		return nil, fmt.Errorf("details must be a JSON object, not %.40s", c)
+	}
+	return c, nil
+}
+
+// Details builds a details object from alternating keys and values, in the
+// given order, for example Details("reason", "rate limit", "limit",
+// "node.cordon:node/x"). Keys that are not strings are formatted with
+// fmt.Sprint; a value without a key gets the key "!BADKEY". Errors and
+// time.Duration values are written as their strings, json.RawMessage values
+// as they are, and other values as encoding/json encodes them (or as their
+// fmt.Sprint form if that fails).
+func Details(kv ...any) json.RawMessage {
+	out := []byte{'{'}
+	for i := 0; i < len(kv); i += 2 {
+		var key string
+		var value any
+		if i+1 < len(kv) {
+			key, value = fmt.Sprint(kv[i]), kv[i+1]
+			if s, ok := kv[i].(string); ok {
+				key = s
+			}
+		} else {
+			key, value = "!BADKEY", kv[i]
+		}
+		if i > 0 {
+			out = append(out, ',')
+		}
+		out = appendString(out, key)
+		out = append(out, ':')
+		out = append(out, detailValue(value)...)
+	}
+	out = append(out, '}')
+	c, err := canonicalJSON(out)
+	if err != nil {
+		// Every piece was checked to be valid JSON; this is unreachable
+		// but must not produce an invalid record.
+		return DetailsOf(map[string]string{"details_error": err.Error()})
+	}
+	return c
+}
+
+func detailValue(v any) []byte {
+	switch x := v.(type) {
+	case error:
+		if x == nil {
+			return []byte("null")
+		}
+		return appendString(nil, x.Error())
+	case time.Duration:
+		return appendString(nil, x.String())
+	case json.RawMessage:
+		if c, err := canonicalJSON(x); err == nil {
+			return c
+		}
+		return appendString(nil, string(x))
+	}
+	b, err := json.Marshal(v)
+	if err != nil {
+		return appendString(nil, fmt.Sprint(v))
+	}
+	c, err := canonicalJSON(b)
+	if err != nil {
+		return appendString(nil, fmt.Sprint(v))
+	}
+	return c
+}
+
+// DetailsOf encodes v (a struct or a map) as a details object. A value that
+// does not encode to a JSON object is wrapped as {"value": v}; a value that
+// cannot be encoded at all gives {"details_error": "<why>"}.
+func DetailsOf(v any) json.RawMessage {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return Details("details_error", err.Error())
+	}
+	c, err := detailsJSON(b)
+	if err != nil {
+		return Details("details_error", err.Error())
+	}
+	if c[0] != '{' {
+		return Details("value", c)
+	}
+	return c
+}
+
+// newID returns a 32-hex-digit record id: 48 bits of Unix milliseconds
+// followed by 80 random bits, so ids sort by creation time.
+func newID(now time.Time) string {
+	var b [16]byte
+	var ms [8]byte
+	binary.BigEndian.PutUint64(ms[:], uint64(now.UnixMilli()))
+	copy(b[:6], ms[2:])
+	// crypto/rand.Read never returns an error.
+	_, _ = rand.Read(b[6:])
+	return hex.EncodeToString(b[:])
+}
+
+// normalize validates r and puts it in the form Append stores: canonical
+// details, valid UTF-8 strings, UTC time and an id.
+func (r *Record) normalize(now time.Time) error {
+	if !r.Kind.Valid() {
+		return fmt.Errorf("%w: kind %q is not one of %v", ErrInvalidRecord, r.Kind, Kinds())
+	}
+	details, err := canonicalDetails(r.Details)
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrInvalidRecord, err)
+	}
+	r.Details = details
+	if r.Time.IsZero() {
+		r.Time = now
+	}
+	r.Time = r.Time.UTC()
+	if r.ID == "" {
+		r.ID = newID(now)
+	}
+	for _, s := range []*string{
+		&r.ID, &r.EventID, &r.Target, &r.Remediator, &r.Actor,
+		&r.PolicyRevision, &r.TraceID, &r.ActionID,
+	} {
+		*s = strings.ToValidUTF8(*s, "\uFFFD")
+	}
+	return nil
+}

@@ -1,0 +1,356 @@
+package audit
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/selfheal/healer/bus"
+)
+
+// maxAppendAttempts bounds how often Append retries after another writer
+// extended the trail first.
+const maxAppendAttempts = 100
+
+// ErrTailInvalid is returned by Append when the last message of the stream
+// is not a valid record, so the chain cannot be extended. It means the
+// trail was tampered with or written by something else; run Verify.
+var ErrTailInvalid = errors.New("last message of the audit stream is not a valid record")
+
+// Trail appends records to and reads records from the audit stream. It is
+// safe for concurrent use, and several Trails (in one process or in several
+// replicas) may append to the same stream.
+type Trail struct {
+	js  jetstream.JetStream
+	log *slog.Logger
+
+	// mu serializes appends and guards the cached tail.
+	mu       sync.Mutex
+	tailOK   bool
+	tailSeq  uint64
+	tailHash string
+}
+
+// NewTrail returns a Trail on the stream bus.StreamAudit, which the caller
+// creates with bus.EnsureStreams. A nil log discards log output.
+func NewTrail(js jetstream.JetStream, log *slog.Logger) *Trail {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Trail{js: js, log: log}
+}
+
+// Append adds r to the trail and returns the stored record. It fills Seq,
+// PrevHash and Hash, sets ID when empty and Time when zero (Time is stored
+// in UTC), and stores details in canonical form. Records with an unknown
+// kind or details that are not a JSON object are refused with
+// ErrInvalidRecord.
+//
+// Append publishes with an expected-last-sequence check against the tail
+// it has cached, so the hot path is a single publish. When another writer
+// got there first it re-reads the tail and retries. An error means the
+// record was not stored, or (after a lost acknowledgement) that it is
+// unknown whether it was: callers must then not take the audited step.
+func (t *Trail) Append(ctx context.Context, r Record) (Record, error) {
+	if err := r.normalize(time.Now()); err != nil {
+		return Record{}, err
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for attempt := 1; ; attempt++ {
+		if !t.tailOK {
+			if err := t.loadTail(ctx); err != nil {
+				return Record{}, fmt.Errorf("audit: append %s record %s: %w", r.Kind, r.ID, err)
+			}
+		}
+		rec := r
+		rec.Seq = t.tailSeq + 1
+		rec.PrevHash = t.tailHash
+		rec.Hash = rec.ComputeHash()
+		ack, err := t.js.Publish(ctx, bus.SubjectAudit, rec.appendCanonical(nil, true),
+			jetstream.WithExpectStream(bus.StreamAudit),
+			jetstream.WithExpectLastSequence(t.tailSeq))
+		if err == nil {
+			if ack.Sequence != rec.Seq {
+				// Unreachable while the expected-last-sequence check holds.
+				t.tailOK = false
+				return Record{}, fmt.Errorf("audit: append %s record %s: stored at stream sequence %d, chained as %d", rec.Kind, rec.ID, ack.Sequence, rec.Seq)
+			}
+			t.tailSeq, t.tailHash = rec.Seq, rec.Hash
+			t.log.DebugContext(ctx, "audit record appended", "seq", rec.Seq, "kind", rec.Kind, "target", rec.Target, "id", rec.ID)
+			return rec, nil
+		}
+		// Whatever happened, the cached tail may now be stale.
+		t.tailOK = false
+		if !isWrongLastSequence(err) {
+			return Record{}, fmt.Errorf("audit: append %s record %s to stream %s: %w", rec.Kind, rec.ID, bus.StreamAudit, err)
+		}
+		if attempt >= maxAppendAttempts {
+			return Record{}, fmt.Errorf("audit: append %s record %s: gave up after %d attempts, other writers kept extending the trail: %w", rec.Kind, rec.ID, attempt, err)
+		}
+		t.log.DebugContext(ctx, "audit tail moved, retrying append", "expected_last_seq", t.tailSeq, "attempt", attempt)
+		if attempt > 2 {
+			// Several lost races in a row: back off a little, randomly,
+			// so that competing writers do not keep colliding.
+			wait := rand.N(time.Duration(attempt) * time.Millisecond)
+			select {
+			case <-ctx.Done():
+				return Record{}, fmt.Errorf("audit: append %s record %s: %w", rec.Kind, rec.ID, ctx.Err())
+			case <-time.After(wait):
+			}
+		}
+	}
+}
+
+// loadTail reads the last record of the stream into the cached tail.
+// The caller holds t.mu.
+func (t *Trail) loadTail(ctx context.Context) error {
+	stream, err := t.js.Stream(ctx, bus.StreamAudit)
+	if err != nil {
+		return fmt.Errorf("open stream %s: %w", bus.StreamAudit, err)
+	}
+	last := stream.CachedInfo().State.LastSeq
+	if last == 0 {
+		t.tailOK, t.tailSeq, t.tailHash = true, 0, GenesisHash
+		return nil
+	}
+	msg, err := stream.GetMsg(ctx, last)
+	if err != nil {
+		return fmt.Errorf("read last record %d of stream %s: %w", last, bus.StreamAudit, err)
+	}
+	var rec Record
+	if err := json.Unmarshal(msg.Data, &rec); err != nil {
+		t.log.ErrorContext(ctx, "audit trail tail is not a valid record; refusing to extend it", "stream_seq", last, "error", err)
+		return fmt.Errorf("%w: stream sequence %d: %w", ErrTailInvalid, last, err)
+	}
+	if rec.Seq != last || rec.Hash != rec.ComputeHash() {
+		t.log.ErrorContext(ctx, "audit trail tail was altered; refusing to extend it", "stream_seq", last, "record_seq", rec.Seq, "id", rec.ID)
+		return fmt.Errorf("%w: stream sequence %d holds record %q claiming seq %d with a hash that does not match its content", ErrTailInvalid, last, rec.ID, rec.Seq)
+	}
+	t.tailOK, t.tailSeq, t.tailHash = true, last, rec.Hash
+	return nil
+}
+
+func isWrongLastSequence(err error) bool {
+	var apiErr *jetstream.APIError
+	if !errors.As(err, &apiErr) {
+		return false
+	}
+	return apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
+		apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant
+}
+
+// Default and maximum number of records Query returns.
+const (
+	DefaultLimit = 100
+	MaxLimit     = 10000
+)
+
+// sinceSlack widens the start time Query asks JetStream for, because
+// Filter.Since applies to the record's Time while JetStream seeks by the
+// time the server stored the message, which can be a little earlier when a
+// writer's clock runs ahead.
+const sinceSlack = 5 * time.Minute
+
+// ErrInvalidFilter is returned by Query for a filter it cannot apply.
+var ErrInvalidFilter = errors.New("invalid audit filter")
+
+// Filter selects records. Zero fields match everything.
+type Filter struct {
+	// Target, Remediator, Kind and EventID must equal the record's.
+	Target, Remediator string
+	Kind               Kind
+	EventID            string
+	// Since keeps records whose Time is at or after it.
+	Since time.Time
+	// After keeps records stored after stream sequence After, which is
+	// the Seq of every intact record, for paging.
+	After uint64
+	// Limit is the maximum number of records returned: DefaultLimit when
+	// zero, at most MaxLimit.
+	Limit int
+
+	// fromStart makes After 0 page from the first record, as "after=0"
+	// does in the HTTP API; otherwise After 0 means After is not set.
+	fromStart bool
+}
+
+// paging reports whether Query returns the first matches after After
+// rather than the latest matches.
+func (f *Filter) paging() bool { return f.After > 0 || f.fromStart }
+
+// Validate reports a filter Query would refuse.
+func (f *Filter) Validate() error {
+	if f.Limit < 0 || f.Limit > MaxLimit {
+		return fmt.Errorf("%w: limit %d: must be between 1 and %d", ErrInvalidFilter, f.Limit, MaxLimit)
+	}
+	if f.Kind != "" && !f.Kind.Valid() {
+		return fmt.Errorf("%w: kind %q is not one of %v", ErrInvalidFilter, f.Kind, Kinds())
+	}
+	return nil
+}
+
+func (f *Filter) match(r *Record) bool {
+	return (f.Target == "" || r.Target == f.Target) &&
+		(f.Remediator == "" || r.Remediator == f.Remediator) &&
+		(f.Kind == "" || r.Kind == f.Kind) &&
+		(f.EventID == "" || r.EventID == f.EventID) &&
+		(f.Since.IsZero() || !r.Time.Before(f.Since))
+}
+
+// kindUnreadable marks the stand-in Query returns for a stream message that
+// is not a valid record. It is not a valid Kind: such a record can never be
+// appended, and Verifier reports it as bad.
+const kindUnreadable Kind = "unreadable"
+
+// unreadable returns the stand-in for the message at streamSeq that could
+// not be decoded.
+func unreadable(streamSeq uint64, err error) Record {
+	return Record{Seq: streamSeq, Kind: kindUnreadable, Details: Details("error", err.Error())}
+}
+
+// Query returns the records matching f in ascending Seq order, never nil.
+// When more than the limit match, it returns the latest ones, unless After
+// is set: then it returns the first ones after After, so that a caller can
+// page through the trail by passing the last Seq it got as the next After.
+// (Through the HTTP API, after=0 pages from the first record.)
+//
+// Query scans the stream from After+1, or from about Since, and filters in
+// the process: its cost is proportional to the number of records scanned,
+// not to the number returned. A message that is not a valid record is
+// returned, when the filter has no condition but After and Limit, as a
+// stand-in record with only Seq (its stream sequence), kind "unreadable"
+// and details {"error": "<why>"}, so that a client paging through the
+// trail sees every position; Verifier reports such a record as bad.
+func (t *Trail) Query(ctx context.Context, f Filter) ([]Record, error) {
+	if err := f.Validate(); err != nil {
+		return nil, err
+	}
+	limit := f.Limit
+	if limit == 0 {
+		limit = DefaultLimit
+	}
+	cfg := jetstream.OrderedConsumerConfig{
+		DeliverPolicy: jetstream.DeliverByStartSequencePolicy,
+		OptStartSeq:   f.After + 1,
+	}
+	if !f.paging() && !f.Since.IsZero() {
+		start := f.Since.Add(-sinceSlack)
+		cfg = jetstream.OrderedConsumerConfig{
+			DeliverPolicy: jetstream.DeliverByStartTimePolicy,
+			OptStartTime:  &start,
+		}
+	}
+	// Paging (After set) keeps the first matches; otherwise a ring keeps
+	// the latest.
+	var (
+		out  = make([]Record, 0, min(limit, 64))
+		next int // oldest entry of the ring once it is full
+	)
+	err := t.scan(ctx, cfg, func(streamSeq uint64, data []byte) bool {
+		var rec Record
+		if err := json.Unmarshal(data, &rec); err != nil {
+			t.log.WarnContext(ctx, "audit stream holds a message that is not a valid record", "stream_seq", streamSeq, "error", err)
+			rec = unreadable(streamSeq, err)
+		}
+		if !f.match(&rec) {
+			return true
+		}
+		if len(out) < limit {
+			out = append(out, rec)
+			return !f.paging() || len(out) < limit
+		}
+		out[next] = rec
+		next = (next + 1) % limit
+		return true
+	})
+	if err != nil {
+		return nil, fmt.Errorf("audit: query stream %s: %w", bus.StreamAudit, err)
+	}
+	if next > 0 {
+		out = append(out[next:], out[:next]...)
+	}
+	return out, nil
+}
+
+// Verify reads the whole trail and checks it as VerifyRecords does, and
+// also that every record is stored at the stream sequence equal to its
+// Seq. A broken chain is reported in the result, not as an error; an
+// error means the trail could not be read.
+func (t *Trail) Verify(ctx context.Context) (VerifyResult, error) {
+	var v Verifier
+	err := t.scan(ctx, jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverAllPolicy},
+		func(streamSeq uint64, data []byte) bool {
+			var rec Record
+			if err := json.Unmarshal(data, &rec); err != nil {
+				v.addUndecodable(streamSeq, err)
+				return true
+			}
+			v.add(rec, streamSeq)
+			return true
+		})
+	if err != nil {
+		return VerifyResult{}, fmt.Errorf("audit: verify stream %s: %w", bus.StreamAudit, err)
+	}
+	res := v.Result()
+	if !res.OK {
+		t.log.WarnContext(ctx, "audit chain broken", "records", res.Records, "first_bad", res.FirstBad, "reason", res.Reason)
+	}
+	return res, nil
+}
+
+// scan delivers the messages of the audit stream selected by cfg, in
+// order, up to the last message stored when the scan starts, to fn until
+// fn returns false.
+func (t *Trail) scan(ctx context.Context, cfg jetstream.OrderedConsumerConfig, fn func(streamSeq uint64, data []byte) bool) error {
+	stream, err := t.js.Stream(ctx, bus.StreamAudit)
+	if err != nil {
+		return fmt.Errorf("open stream: %w", err)
+	}
+	state := stream.CachedInfo().State
+	last := state.LastSeq
+	switch {
+	case last == 0 || state.Msgs == 0:
+		return nil
+	case cfg.DeliverPolicy == jetstream.DeliverByStartSequencePolicy && cfg.OptStartSeq > last:
+		return nil
+	case cfg.DeliverPolicy == jetstream.DeliverByStartTimePolicy && state.LastTime.Before(*cfg.OptStartTime):
+		// Nothing would be delivered, and the scan would never see last.
+		return nil
+	}
+	// The consumer is ephemeral; the server removes it soon after the scan.
+	cfg.InactiveThreshold = 30 * time.Second
+	cons, err := stream.OrderedConsumer(ctx, cfg)
+	if err != nil {
+		return fmt.Errorf("create ordered consumer: %w", err)
+	}
+	it, err := cons.Messages(jetstream.PullMaxMessages(512))
+	if err != nil {
+		return fmt.Errorf("consume: %w", err)
+	}
+	defer it.Stop()
+	for {
+		msg, err := it.Next(jetstream.NextContext(ctx))
+		if err != nil {
+			return fmt.Errorf("read message: %w", err)
+		}
+		meta, err := msg.Metadata()
+		if err != nil {
+			return fmt.Errorf("read message metadata: %w", err)
+		}
+		seq := meta.Sequence.Stream
+		if seq > last {
+			return nil
+		}
+		if !fn(seq, msg.Data()) || seq == last {
+			return nil
+		}
+	}
+}

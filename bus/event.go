@@ -1,0 +1,127 @@
+package bus
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+)
+
+// SpecVersion is the CloudEvents specification version healer speaks.
+const SpecVersion = "1.0"
+
+// Status values carried in the event's "status" extension attribute.
+const (
+	// StatusFiring marks an event that reports a problem.
+	StatusFiring = "firing"
+	// StatusResolved marks an event that reports the problem has cleared.
+	// A resolved event may trigger an undo step but never a new remediation.
+	StatusResolved = "resolved"
+)
+
+// Event is a detector's report of a fault (or of its recovery), with
+// CloudEvents 1.0 attribute names. Subject names the target, for example
+// "node/worker-3", "etcd/member-2" or "vip/10.10.0.100".
+type Event struct {
+	SpecVersion string    `json:"specversion"`
+	ID          string    `json:"id"`
+	Source      string    `json:"source"`
+	Type        string    `json:"type"`
+	Subject     string    `json:"subject"`
+	Time        time.Time `json:"time"`
+	// DataContentType is always application/json when Data is set.
+	DataContentType string `json:"datacontenttype,omitempty"`
+	// Status is an extension attribute: StatusFiring or StatusResolved.
+	Status string `json:"status"`
+	// Key is an extension attribute naming the problem instance (for an
+	// alert, its fingerprint). The firing and the resolved event of one
+	// problem share a key, so the latest state of a problem can be looked up.
+	Key  string          `json:"key"`
+	Data json.RawMessage `json:"data,omitempty"`
+}
+
+// Validate reports whether e has everything the engine relies on.
+func (e *Event) Validate() error {
+	var missing []string
+	if e.SpecVersion != SpecVersion {
+		return fmt.Errorf("event %q: specversion %q, want %q", e.ID, e.SpecVersion, SpecVersion)
+	}
+	for _, f := range []struct{ name, v string }{
+		{"id", e.ID}, {"source", e.Source}, {"type", e.Type}, {"subject", e.Subject}, {"key", e.Key},
+	} {
+		if f.v == "" {
+			missing = append(missing, f.name)
+		}
+	}
+	if len(missing) > 0 {
+		return fmt.Errorf("event %q: missing %s", e.ID, strings.Join(missing, ", "))
+	}
+	if e.Status != StatusFiring && e.Status != StatusResolved {
+		return fmt.Errorf("event %q: status %q, want %q or %q", e.ID, e.Status, StatusFiring, StatusResolved)
+	}
+	if e.Time.IsZero() {
+		return fmt.Errorf("event %q: missing time", e.ID)
+	}
+	return nil
+}
+
+// Resolved reports whether the event says the problem has cleared.
+func (e *Event) Resolved() bool { return e.Status == StatusResolved }
+
+// TargetKind returns the part of Subject before the first slash ("node" for
+// "node/worker-3"), or "" when Subject has no kind.
+func (e *Event) TargetKind() string {
+	kind, _, ok := strings.Cut(e.Subject, "/")
+	if !ok {
+		return ""
+	}
+	return kind
+}
+
+// TargetName returns the part of Subject after the first slash.
+func (e *Event) TargetName() string {
+	_, name, _ := strings.Cut(e.Subject, "/")
+	return name
+}
+
+// ErrBadEvent is returned for a message on the events stream that is not a
+// valid event. Such messages are audited and terminated, never retried.
+var ErrBadEvent = errors.New("bad event")
+
+// DecodeEvent parses and validates an event from its JSON form.
+func DecodeEvent(b []byte) (*Event, error) {
+	var e Event
+	if err := json.Unmarshal(b, &e); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrBadEvent, err)
+	}
+	if err := e.Validate(); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrBadEvent, err)
+	}
+	return &e, nil
+}
+
+// EventSubject is the NATS subject an event is published on:
+// healer.events.<source>.<key-token>. All events of one problem instance
+// share it, so the last message on the subject is the problem's latest state.
+func EventSubject(source, key string) string {
+	return SubjectEvents + "." + token(source) + "." + token(key)
+}
+
+// token turns s into a single NATS subject token. Tokens that are already
+// safe are kept readable; anything else is replaced by a short hash.
+func token(s string) string {
+	if s == "" {
+		return "_"
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
+			sum := sha256.Sum256([]byte(s))
+			return hex.EncodeToString(sum[:12])
+		}
+	}
+	return s
+}

@@ -1,0 +1,91 @@
+package bus
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// ErrUnavailable wraps failures to reach JetStream. Callers that face a
+// sender (the webhook) answer 503 so the sender retries.
+var ErrUnavailable = errors.New("event bus unavailable")
+
+// PublishResult counts what JetStream did with a batch.
+type PublishResult struct {
+	// Stored is the number of events newly stored.
+	Stored int
+	// Duplicates is the number JetStream recognised by Nats-Msg-Id as
+	// already stored within the duplicate window.
+	Duplicates int
+}
+
+// Publisher publishes events durably: Publish returns only after JetStream
+// has acknowledged every event of the batch.
+type Publisher struct {
+	js      jetstream.JetStream
+	timeout time.Duration
+}
+
+// NewPublisher returns a publisher that waits at most timeout for acks.
+func NewPublisher(js jetstream.JetStream, timeout time.Duration) *Publisher {
+	if timeout <= 0 {
+		timeout = 5 * time.Second
+	}
+	return &Publisher{js: js, timeout: timeout}
+}
+
+// Publish sends the events with their ids as Nats-Msg-Id (so retries
+// collapse) and waits for all acknowledgements. Any failure is reported as
+// ErrUnavailable: some events of the batch may be stored, and a retry of
+// the whole batch is safe because of the ids.
+func (p *Publisher) Publish(ctx context.Context, events ...*Event) (PublishResult, error) {
+	var res PublishResult
+	ctx, cancel := context.WithTimeoutCause(ctx, p.timeout, fmt.Errorf("%w: no ack from JetStream within %s", ErrUnavailable, p.timeout))
+	defer cancel()
+	futures := make([]jetstream.PubAckFuture, 0, len(events))
+	for _, e := range events {
+		msg, err := Message(e)
+		if err != nil {
+			return res, err
+		}
+		f, err := p.js.PublishMsgAsync(msg, jetstream.WithMsgID(e.ID))
+		if err != nil {
+			return res, fmt.Errorf("%w: publish event %s: %w", ErrUnavailable, e.ID, err)
+		}
+		futures = append(futures, f)
+	}
+	for i, f := range futures {
+		select {
+		case ack := <-f.Ok():
+			if ack.Duplicate {
+				res.Duplicates++
+			} else {
+				res.Stored++
+			}
+		case err := <-f.Err():
+			return res, fmt.Errorf("%w: publish event %s: %w", ErrUnavailable, events[i].ID, err)
+		case <-ctx.Done():
+			return res, context.Cause(ctx)
+		}
+	}
+	return res, nil
+}
+
+// Message encodes an event as the NATS message healer publishes: the JSON
+// event on EventSubject, with Nats-Msg-Id set to the event id.
+func Message(e *Event) (*nats.Msg, error) {
+	b, err := json.Marshal(e)
+	if err != nil {
+		return nil, fmt.Errorf("encode event %s: %w", e.ID, err)
+	}
+	msg := nats.NewMsg(EventSubject(e.Source, e.Key))
+	msg.Data = b
+	msg.Header.Set(jetstream.MsgIDHeader, e.ID)
+	msg.Header.Set("Content-Type", "application/cloudevents+json")
+	return msg, nil
+}

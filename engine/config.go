@@ -1,0 +1,83 @@
+package engine
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/selfheal/healer/engine/guard"
+)
+
+// Config tunes the engine.
+type Config struct {
+	// Workers is how many events are handled at once. Events of one target
+	// always go to the same worker, in order.
+	Workers int `json:"workers"`
+	// AckWait is how long JetStream waits for an ack before redelivering;
+	// long actions keep extending it while they run.
+	AckWait time.Duration `json:"ackWait"`
+	// MaxAttempts bounds retries of an event that keeps failing for a
+	// transient reason (API server down); the last attempt is audited.
+	MaxAttempts int `json:"maxAttempts"`
+	// RetryDelay is the first redelivery delay; it grows with each attempt.
+	RetryDelay time.Duration `json:"retryDelay"`
+	// ActionTimeout bounds one remediator action.
+	ActionTimeout time.Duration `json:"actionTimeout"`
+	// VerifyTimeout bounds the wait for an action's effect to show.
+	VerifyTimeout time.Duration `json:"verifyTimeout"`
+	// ShutdownGrace is how long in-flight events may take to finish after
+	// a shutdown signal; unfinished ones are left for redelivery.
+	ShutdownGrace time.Duration `json:"shutdownGrace"`
+	// DryRun audits what would be done without doing it.
+	DryRun bool `json:"dryRun"`
+	// Budget is the blast-radius budget.
+	Budget guard.BudgetConfig `json:"budget"`
+	// Breaker opens a remediator's circuit after consecutive failures.
+	Breaker guard.BreakerConfig `json:"breaker"`
+}
+
+// ApplyDefaults fills zero fields.
+func (c *Config) ApplyDefaults() {
+	if c.Workers == 0 {
+		c.Workers = 32
+	}
+	if c.AckWait == 0 {
+		c.AckWait = 30 * time.Second
+	}
+	if c.MaxAttempts == 0 {
+		c.MaxAttempts = 20
+	}
+	if c.RetryDelay == 0 {
+		c.RetryDelay = time.Second
+	}
+	if c.ActionTimeout == 0 {
+		c.ActionTimeout = 5 * time.Minute
+	}
+	if c.VerifyTimeout == 0 {
+		c.VerifyTimeout = 30 * time.Second
+	}
+	if c.ShutdownGrace == 0 {
+		c.ShutdownGrace = 20 * time.Second
+	}
+	c.Budget.ApplyDefaults()
+	c.Breaker.ApplyDefaults()
+}
+
+// Validate reports an unusable configuration.
+func (c *Config) Validate() error {
+	var errs []error
+	if c.Workers < 1 || c.Workers > 4096 {
+		errs = append(errs, fmt.Errorf("engine: workers %d: must be 1 to 4096", c.Workers))
+	}
+	if c.AckWait < time.Second {
+		errs = append(errs, fmt.Errorf("engine: ackWait %s: must be at least 1s", c.AckWait))
+	}
+	if c.MaxAttempts < 1 {
+		errs = append(errs, fmt.Errorf("engine: maxAttempts %d: must be at least 1", c.MaxAttempts))
+	}
+	if c.ActionTimeout <= 0 || c.VerifyTimeout <= 0 || c.ShutdownGrace <= 0 || c.RetryDelay <= 0 {
+		errs = append(errs, errors.New("engine: actionTimeout, verifyTimeout, shutdownGrace and retryDelay must be positive"))
+	}
+	errs = append(errs, c.Budget.Validate(), c.Breaker.Validate())
+	return errors.Join(errs...)
+}

@@ -1,0 +1,12 @@
+// Package engine turns events into actions. It reads events from the
+// durable JetStream consumer and runs each through one pipeline of stages,
+// wired in pipeline.go and read top to bottom:
+//
+//	dedupe → decide → guard → approve → act → verify
+//
+// Each stage audits what it did. An event is acknowledged only after its
+// outcome is in the audit trail, and an action is never taken unless its
+// start could be audited. A redelivered event never acts twice: every
+// action is claimed under an idempotency key (event, remediator, target) in
+// a JetStream key-value bucket before it starts.
+package engine

@@ -1,0 +1,296 @@
+package engine
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/selfheal/healer/audit"
+	"github.com/selfheal/healer/bus"
+	"github.com/selfheal/healer/engine/guard"
+	"github.com/selfheal/healer/policies"
+	"github.com/selfheal/healer/remediators"
+)
+
+// Actor is how the engine signs its audit records.
+const Actor = "healer/engine"
+
+// Approver asks humans to approve an action. The engine fails closed when
+// a decision needs approval and no approver is configured.
+type Approver interface {
+	// Approve blocks until the action is approved, denied or the request
+	// expires. A nil error with approved false means denied or expired;
+	// reason says which, and who.
+	Approve(ctx context.Context, req ApprovalRequest) (approved bool, reason string, err error)
+}
+
+// ApprovalRequest is what an approver is asked.
+type ApprovalRequest struct {
+	ActionID   string
+	EventID    string
+	Target     string
+	Remediator string
+	Approvals  int
+	Reason     string
+	Params     map[string]any
+}
+
+// Deps are the parts the engine works with.
+type Deps struct {
+	JS          jetstream.JetStream
+	Streams     *bus.Streams
+	Trail       *audit.Trail
+	Policies    *policies.Holder
+	Remediators remediators.Set
+	Limiter     guard.Limiter
+	// Budget is nil when Kubernetes is not configured; disruptive actions
+	// are then refused.
+	Budget   *guard.Budget
+	Breakers *guard.Breakers
+	// Approver is nil when no approval channel is configured.
+	Approver Approver
+	Metrics  *Metrics
+	Log      *slog.Logger
+}
+
+// Engine consumes events and runs the pipeline for each.
+type Engine struct {
+	cfg Config
+	Deps
+	now func() time.Time
+
+	recentMu sync.Mutex
+	recent   map[string][]policies.RecentAction
+}
+
+// New returns an engine; cfg gets its defaults applied and is validated.
+func New(cfg Config, deps Deps) (*Engine, error) {
+	cfg.ApplyDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	var missing []string
+	for name, ok := range map[string]bool{
+		"JS": deps.JS != nil, "Streams": deps.Streams != nil, "Trail": deps.Trail != nil,
+		"Policies": deps.Policies != nil, "Limiter": deps.Limiter != nil, "Breakers": deps.Breakers != nil,
+		"Log": deps.Log != nil,
+	} {
+		if !ok {
+			missing = append(missing, name)
+		}
+	}
+	if len(missing) > 0 {
+		return nil, fmt.Errorf("engine: missing dependencies %v", missing)
+	}
+	if deps.Metrics == nil {
+		deps.Metrics = NopMetrics()
+	}
+	return &Engine{cfg: cfg, Deps: deps, now: time.Now, recent: map[string][]policies.RecentAction{}}, nil
+}
+
+// Run consumes events until ctx ends. It then stops taking new events,
+// gives the ones in hand up to ShutdownGrace to finish, and hands the rest
+// back to JetStream for redelivery, so no event is lost.
+func (e *Engine) Run(ctx context.Context) error {
+	cons, err := e.Streams.Events.CreateOrUpdateConsumer(ctx, jetstream.ConsumerConfig{
+		Durable:       bus.ConsumerEngine,
+		Description:   "healer engine: events to decisions and actions",
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       e.cfg.AckWait,
+		MaxDeliver:    -1, // the engine counts attempts itself and audits giving up
+		MaxAckPending: e.cfg.Workers * 64,
+		DeliverPolicy: jetstream.DeliverAllPolicy,
+		FilterSubject: bus.SubjectEvents + ".>",
+	})
+	if err != nil {
+		return fmt.Errorf("engine: create consumer %s: %w", bus.ConsumerEngine, err)
+	}
+	it, err := cons.Messages(jetstream.PullMaxMessages(e.cfg.Workers * 8))
+	if err != nil {
+		return fmt.Errorf("engine: consume %s: %w", bus.ConsumerEngine, err)
+	}
+
+	// Work done for an event may outlive ctx by ShutdownGrace, so that an
+	// action in progress is finished and audited rather than cut off.
+	workCtx, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelWork()
+
+	shards := make([]chan jetstream.Msg, e.cfg.Workers)
+	var wg sync.WaitGroup
+	for i := range shards {
+		shards[i] = make(chan jetstream.Msg, 16)
+		wg.Go(func() {
+			for m := range shards[i] {
+				if ctx.Err() != nil {
+					// Shutting down: hand it back at once for redelivery.
+					_ = m.Nak()
+					continue
+				}
+				e.handle(workCtx, m)
+			}
+		})
+	}
+
+	go func() {
+		<-ctx.Done()
+		it.Stop()
+	}()
+	for {
+		m, err := it.Next()
+		if err != nil {
+			if errors.Is(err, jetstream.ErrMsgIteratorClosed) || ctx.Err() != nil {
+				break
+			}
+			e.Log.WarnContext(ctx, "engine: next event", "err", err)
+			continue
+		}
+		shards[shardOf(m.Subject(), len(shards))] <- m
+	}
+	for _, s := range shards {
+		close(s)
+	}
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(e.cfg.ShutdownGrace):
+		e.Log.Warn("engine: shutdown grace over; unfinished events will be redelivered", "grace", e.cfg.ShutdownGrace)
+		cancelWork()
+		<-done
+	}
+	return nil
+}
+
+// shardOf keeps every event of one problem (one subject) on one worker.
+func shardOf(subject string, n int) int {
+	h := fnv.New32a()
+	_, _ = h.Write([]byte(subject))
+	return int(h.Sum32() % uint32(n))
+}
+
+// audit appends a record with the engine's common fields filled in.
+func (e *Engine) audit(ctx context.Context, r *run, kind audit.Kind, details json.RawMessage) error {
+	rec := audit.Record{
+		Kind:       kind,
+		EventID:    r.ev.ID,
+		Target:     r.ev.Subject,
+		Remediator: r.decision.Remediator,
+		Actor:      Actor,
+		ActionID:   r.actionID,
+		Details:    details,
+	}
+	if r.policy != nil {
+		rec.PolicyRevision = r.policy.Revision
+	}
+	if _, err := e.Trail.Append(ctx, rec); err != nil {
+		return fmt.Errorf("%w: %w", errTransient, err)
+	}
+	return nil
+}
+
+// errTransient marks failures worth retrying by redelivery (audit stream,
+// API server or key-value store unreachable).
+var errTransient = errors.New("transient")
+
+// Key-value state. Keys are hashed so any event id or target is a valid key.
+
+type eventState struct {
+	State string    `json:"state"` // received, done, suppressed
+	Time  time.Time `json:"time"`
+}
+
+type actionState struct {
+	ActionID string    `json:"action_id"`
+	State    string    `json:"state"` // started, finished, failed
+	Step     string    `json:"step"`  // act, undo
+	Time     time.Time `json:"time"`
+}
+
+func hashKey(prefix string, parts ...string) string {
+	h := sha256.New()
+	for _, p := range parts {
+		h.Write([]byte(p))
+		h.Write([]byte{0})
+	}
+	return prefix + hex.EncodeToString(h.Sum(nil)[:20])
+}
+
+func eventKey(eventID string) string { return hashKey("ev.", eventID) }
+
+// idempotencyKey names one action: this event, this remediator, this target.
+func idempotencyKey(eventID, remediator, target string) string {
+	return hashKey("act.", eventID, remediator, target)
+}
+
+func getJSON[T any](ctx context.Context, kv jetstream.KeyValue, key string) (*T, uint64, error) {
+	entry, err := kv.Get(ctx, key)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return nil, 0, nil
+	}
+	if err != nil {
+		return nil, 0, fmt.Errorf("%w: read state %s: %w", errTransient, key, err)
+	}
+	var v T
+	if err := json.Unmarshal(entry.Value(), &v); err != nil {
+		return nil, entry.Revision(), fmt.Errorf("decode state %s: %w", key, err)
+	}
+	return &v, entry.Revision(), nil
+}
+
+func putJSON(ctx context.Context, kv jetstream.KeyValue, key string, v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	if _, err := kv.Put(ctx, key, b); err != nil {
+		return fmt.Errorf("%w: write state %s: %w", errTransient, key, err)
+	}
+	return nil
+}
+
+func newActionID() string {
+	b := make([]byte, 8)
+	_, _ = rand.Read(b)
+	return "act-" + hex.EncodeToString(b)
+}
+
+// remember records an action for the policy input of later events.
+func (e *Engine) remember(target string, a policies.RecentAction) {
+	e.recentMu.Lock()
+	defer e.recentMu.Unlock()
+	list := append([]policies.RecentAction{a}, e.recent[target]...)
+	if len(list) > 10 {
+		list = list[:10]
+	}
+	e.recent[target] = list
+}
+
+func (e *Engine) recentFor(target string, now time.Time) []policies.RecentAction {
+	e.recentMu.Lock()
+	defer e.recentMu.Unlock()
+	var out []policies.RecentAction
+	for _, a := range e.recent[target] {
+		if now.Sub(a.Time) <= 24*time.Hour {
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
+func mustJSON(v any) []byte {
+	b, err := json.Marshal(v)
+	if err != nil {
+		panic(fmt.Sprintf("engine: encode %T: %v", v, err)) // only for types defined here
+	}
+	return b
+}

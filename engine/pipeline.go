@@ -1,0 +1,498 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/selfheal/healer/audit"
+	"github.com/selfheal/healer/bus"
+	"github.com/selfheal/healer/engine/guard"
+	"github.com/selfheal/healer/policies"
+	"github.com/selfheal/healer/remediators/action"
+)
+
+// The pipeline, top to bottom. A stage returns stop=true when the event's
+// outcome is settled (and audited), or an error to have the event
+// redelivered later.
+func (e *Engine) pipeline() []stage {
+	return []stage{
+		{"dedupe", e.dedupe},   // seen this event before? audit it the first time
+		{"decide", e.decide},   // ask the policy; audit the decision
+		{"guard", e.guard},     // still current, dry-run, breaker, budget, rate limits
+		{"approve", e.approve}, // humans, when the policy asks for it
+		{"act", e.act},         // re-check, claim, act (or undo)
+		{"verify", e.verify},   // did it take?
+	}
+}
+
+type stage struct {
+	name string
+	run  func(context.Context, *run) (stop bool, err error)
+}
+
+// Outcomes of an event, kept in the key-value bucket.
+const (
+	outcomeDone       = "done"       // handled; a duplicate is ignored
+	outcomeSuppressed = "suppressed" // nothing done for a reason that may pass; a later copy is looked at again
+)
+
+// run is one event going through the pipeline.
+type run struct {
+	msg      jetstream.Msg
+	seq      uint64 // stream sequence of msg
+	attempt  uint64
+	ev       *bus.Event
+	policy   *policies.Policy
+	decision policies.Decision
+	rem      action.Remediator
+	undo     bool
+	idemKey  string
+	actionID string
+	state    string // action state found in the bucket ("" when new)
+	reserved *guard.Reservation
+	tookOut  bool
+	outcome  string
+}
+
+// handle runs one event message through the pipeline and acks it once its
+// outcome is audited.
+func (e *Engine) handle(ctx context.Context, m jetstream.Msg) {
+	start := e.now()
+	meta, err := m.Metadata()
+	if err != nil {
+		e.Log.WarnContext(ctx, "event without metadata", "subject", m.Subject(), "err", err)
+		_ = m.Term()
+		return
+	}
+	ev, err := bus.DecodeEvent(m.Data())
+	if err != nil {
+		e.badEvent(ctx, m, meta, err)
+		return
+	}
+	r := &run{msg: m, seq: meta.Sequence.Stream, attempt: meta.NumDelivered, ev: ev, outcome: outcomeDone}
+	log := e.Log.With("event_id", ev.ID, "target", ev.Subject, "type", ev.Type, "status", ev.Status, "attempt", r.attempt)
+
+	stopBeat := e.heartbeat(ctx, m)
+	defer stopBeat()
+	defer func() {
+		if r.reserved != nil {
+			r.reserved.Release(r.tookOut)
+		}
+	}()
+
+	for _, st := range e.pipeline() {
+		stop, err := st.run(ctx, r)
+		if err != nil {
+			e.retry(ctx, r, st.name, err, log)
+			return
+		}
+		if stop {
+			break
+		}
+	}
+	if err := putJSON(ctx, e.Streams.Actions, eventKey(ev.ID), eventState{State: r.outcome, Time: e.now()}); err != nil {
+		log.WarnContext(ctx, "record event outcome; will retry", "err", err)
+		_ = m.NakWithDelay(e.cfg.RetryDelay)
+		return
+	}
+	if err := m.DoubleAck(ctx); err != nil {
+		// Redelivery is harmless: the outcome is recorded and the action claimed.
+		log.WarnContext(ctx, "ack event", "err", err)
+	}
+	e.Metrics.Handled(ctx, r.outcome, e.now().Sub(start))
+	log.DebugContext(ctx, "event handled", "outcome", r.outcome, "remediator", r.decision.Remediator, "took", e.now().Sub(start))
+}
+
+// dedupe audits an event the first time it is seen and settles duplicates.
+func (e *Engine) dedupe(ctx context.Context, r *run) (bool, error) {
+	st, _, err := getJSON[eventState](ctx, e.Streams.Actions, eventKey(r.ev.ID))
+	if err != nil {
+		return false, err
+	}
+	if st != nil && st.State == outcomeDone {
+		return true, e.suppress(ctx, r, outcomeDone, "duplicate event: already handled", "handled_at", st.Time)
+	}
+	if st == nil {
+		e.Metrics.Event(ctx, r.ev.Source, r.ev.Type)
+		if err := e.audit(ctx, r, audit.KindEvent, audit.DetailsOf(r.ev)); err != nil {
+			return false, err
+		}
+		if err := putJSON(ctx, e.Streams.Actions, eventKey(r.ev.ID), eventState{State: "received", Time: e.now()}); err != nil {
+			return false, err
+		}
+	}
+	return false, nil
+}
+
+// decide asks the current policy and audits the decision.
+func (e *Engine) decide(ctx context.Context, r *run) (bool, error) {
+	r.policy = e.Policies.Current()
+	if r.policy == nil {
+		return false, fmt.Errorf("%w: no policy loaded", errTransient)
+	}
+	now := e.now()
+	in := policies.Input{Event: r.ev, Context: policies.Context{
+		Now:           now,
+		Budget:        e.budgetInput(),
+		RecentActions: e.recentFor(r.ev.Subject, now),
+	}}
+	d, err := r.policy.Decide(ctx, &in)
+	e.Metrics.Decision(ctx, d.Remediator, e.now().Sub(now))
+	if err == nil {
+		err = d.Validate()
+	}
+	if err != nil {
+		return true, e.suppress(ctx, r, outcomeSuppressed, "policy evaluation failed: "+err.Error())
+	}
+	r.decision = d
+	if err := e.audit(ctx, r, audit.KindDecision, audit.DetailsOf(map[string]any{
+		"decision": d, "budget": in.Context.Budget, "event_status": r.ev.Status,
+	})); err != nil {
+		return false, err
+	}
+	if d.Remediator == "" {
+		return true, nil
+	}
+	rem, ok := e.Remediators[d.Remediator]
+	if !ok {
+		return true, e.suppress(ctx, r, outcomeSuppressed, fmt.Sprintf("remediator %q is not available in this healer (available: %v)", d.Remediator, e.Remediators.Names()))
+	}
+	if err := rem.Validate(d.Params); err != nil {
+		return true, e.suppress(ctx, r, outcomeDone, "invalid params from policy: "+err.Error())
+	}
+	r.rem = rem
+	if r.ev.Resolved() {
+		if _, ok := rem.(action.Undoer); !ok {
+			return true, e.suppress(ctx, r, outcomeDone, fmt.Sprintf("problem cleared; %s has no undo step", d.Remediator))
+		}
+		r.undo = true
+	}
+	r.idemKey = idempotencyKey(r.ev.ID, d.Remediator, r.ev.Subject)
+	st, _, err := getJSON[actionState](ctx, e.Streams.Actions, r.idemKey)
+	if err != nil {
+		return false, err
+	}
+	if st != nil {
+		switch st.State {
+		case "finished", "failed":
+			r.actionID = st.ActionID
+			return true, e.suppress(ctx, r, outcomeDone, fmt.Sprintf("duplicate: action %s for this event already %s", st.ActionID, st.State))
+		default:
+			r.actionID, r.state = st.ActionID, st.State // resume after a crash
+		}
+	}
+	return false, nil
+}
+
+// guard checks everything that must hold before acting. Undo steps give
+// capacity back and are not limited.
+func (e *Engine) guard(ctx context.Context, r *run) (bool, error) {
+	if cleared, why, err := e.superseded(ctx, r); err != nil {
+		return false, err
+	} else if cleared {
+		return true, e.suppress(ctx, r, outcomeDone, why)
+	}
+	if r.undo {
+		return false, nil
+	}
+	if e.cfg.DryRun || r.decision.DryRun {
+		return true, e.suppress(ctx, r, outcomeDone, "dry-run: would have run "+r.decision.Remediator, "params", r.decision.Params)
+	}
+	name := r.decision.Remediator
+	if e.Breakers.State(name).String() == "open" {
+		return true, e.suppress(ctx, r, outcomeSuppressed, fmt.Sprintf("circuit breaker open for %s after repeated failures", name))
+	}
+	if r.rem.Info().Disruptive {
+		if e.Budget == nil {
+			return true, e.suppress(ctx, r, outcomeSuppressed, "blast-radius budget unknown: Kubernetes is not configured (fail closed)")
+		}
+		res, st, err := e.Budget.Reserve(r.ev.TargetName())
+		if err != nil {
+			return true, e.suppress(ctx, r, outcomeSuppressed, err.Error(), "budget", st)
+		}
+		r.reserved = res
+	}
+	if r.state == "" { // a resumed action already passed its rate limits
+		limits := make([]guard.Limit, 0, 2)
+		for _, l := range r.decision.Limits() {
+			limits = append(limits, guard.Limit{Key: l.Key, Max: l.Max, Per: l.Per})
+		}
+		if len(limits) > 0 {
+			denied, retryAfter, err := e.Limiter.Allow(ctx, limits)
+			if err != nil {
+				return true, e.suppress(ctx, r, outcomeSuppressed, "rate limiter unavailable (fail closed): "+err.Error())
+			}
+			if denied != nil {
+				return true, e.suppress(ctx, r, outcomeSuppressed,
+					fmt.Sprintf("rate limit %s reached (%d per %s)", denied.Key, denied.Max, denied.Per),
+					"retry_after", retryAfter.Round(time.Second).String())
+			}
+		}
+	}
+	return false, nil
+}
+
+// superseded reports whether a newer event of the same problem makes this
+// one moot: a firing event whose problem has since resolved, or a resolved
+// event whose problem has since come back. It reads the stream, not a cache.
+func (e *Engine) superseded(ctx context.Context, r *run) (bool, string, error) {
+	last, err := e.Streams.Events.GetLastMsgForSubject(ctx, r.msg.Subject())
+	if err != nil {
+		return false, "", fmt.Errorf("%w: look up latest state of %s: %w", errTransient, r.ev.Subject, err)
+	}
+	if last.Sequence <= r.seq {
+		return false, "", nil
+	}
+	newer, err := bus.DecodeEvent(last.Data)
+	if err != nil || newer.Status == r.ev.Status {
+		return false, "", nil
+	}
+	if r.undo {
+		return true, fmt.Sprintf("not undone: the problem came back (event %s)", newer.ID), nil
+	}
+	return true, fmt.Sprintf("not needed: the problem has cleared since (event %s)", newer.ID), nil
+}
+
+// approve asks humans when the decision says so, failing closed without an
+// approval channel.
+func (e *Engine) approve(ctx context.Context, r *run) (bool, error) {
+	need := r.decision.Approval
+	if r.undo || r.state != "" || need == "" || need == policies.ApprovalNone {
+		return false, nil
+	}
+	if e.Approver == nil {
+		return true, e.suppress(ctx, r, outcomeSuppressed, fmt.Sprintf("approval %q required but no approval channel is configured", need))
+	}
+	n := 1
+	if need == policies.ApprovalTwo {
+		n = 2
+	}
+	ok, why, err := e.Approver.Approve(ctx, ApprovalRequest{
+		EventID: r.ev.ID, Target: r.ev.Subject, Remediator: r.decision.Remediator,
+		Approvals: n, Reason: r.decision.Reason, Params: r.decision.Params,
+	})
+	if err != nil {
+		return false, fmt.Errorf("%w: approval: %w", errTransient, err)
+	}
+	if err := e.audit(ctx, r, audit.KindApproval, audit.Details("approved", ok, "reason", why)); err != nil {
+		return false, err
+	}
+	if !ok {
+		return true, e.suppress(ctx, r, outcomeSuppressed, "approval denied or expired: "+why)
+	}
+	return false, nil
+}
+
+// act re-checks, claims the idempotency key, audits the start, and acts.
+func (e *Engine) act(ctx context.Context, r *run) (bool, error) {
+	name := r.decision.Remediator
+	step := "act"
+	if r.undo {
+		step = "undo"
+	}
+	if r.actionID == "" {
+		r.actionID = newActionID()
+	}
+	req := action.Request{ID: r.actionID, EventID: r.ev.ID, EventType: r.ev.Type, Target: r.ev.Subject, Params: r.decision.Params}
+	if !r.undo {
+		// Re-check on a fresh read just before acting.
+		if err := r.rem.Check(ctx, req); err != nil {
+			switch {
+			case errors.Is(err, action.ErrNotNeeded):
+				return true, e.suppress(ctx, r, outcomeDone, "not needed: "+err.Error())
+			case errors.Is(err, action.ErrUnsafe), errors.Is(err, action.ErrInvalidParams):
+				return true, e.suppress(ctx, r, outcomeSuppressed, "unsafe, not acting: "+err.Error())
+			default:
+				return false, fmt.Errorf("%w: re-check before %s: %w", errTransient, name, err)
+			}
+		}
+	}
+	if r.state == "" {
+		_, err := e.Streams.Actions.Create(ctx, r.idemKey, mustJSON(actionState{ActionID: r.actionID, State: "claimed", Step: step, Time: e.now()}))
+		if errors.Is(err, jetstream.ErrKeyExists) {
+			return false, fmt.Errorf("%w: action for event %s claimed concurrently", errTransient, r.ev.ID)
+		}
+		if err != nil {
+			return false, fmt.Errorf("%w: claim action %s: %w", errTransient, r.actionID, err)
+		}
+		r.state = "claimed"
+	}
+	if r.state == "claimed" {
+		if err := e.audit(ctx, r, audit.KindActionStarted, audit.Details("step", step, "params", r.decision.Params, "attempt", r.attempt)); err != nil {
+			return false, err
+		}
+		if err := putJSON(ctx, e.Streams.Actions, r.idemKey, actionState{ActionID: r.actionID, State: "started", Step: step, Time: e.now()}); err != nil {
+			return false, err
+		}
+		r.state = "started"
+	}
+
+	actCtx, cancel := context.WithTimeoutCause(ctx, e.cfg.ActionTimeout, fmt.Errorf("%s on %s: timed out after %s", name, r.ev.Subject, e.cfg.ActionTimeout))
+	defer cancel()
+	progress := func(ctx context.Context, what string, details map[string]any) {
+		details["step"] = what
+		if err := e.audit(ctx, r, audit.KindActionProgress, audit.DetailsOf(details)); err != nil {
+			e.Log.WarnContext(ctx, "audit progress", "action_id", r.actionID, "err", err)
+		}
+	}
+	var res action.Result
+	err := e.Breakers.Run(name, func() error {
+		var err error
+		if r.undo {
+			res, err = r.rem.(action.Undoer).Undo(actCtx, req)
+		} else {
+			res, err = r.rem.Act(actCtx, req, progress)
+		}
+		if errors.Is(err, action.ErrNotNeeded) {
+			res, err = action.Result{Message: err.Error()}, nil
+		}
+		return err
+	})
+	if err != nil {
+		e.Metrics.Action(ctx, name, step, "error")
+		retryable := !errors.Is(err, action.ErrUnsafe) && !errors.Is(err, action.ErrInvalidParams) && !errors.Is(err, guard.ErrBreakerOpen)
+		if retryable && int(r.attempt) < e.cfg.MaxAttempts {
+			return false, fmt.Errorf("%w: %s %s: %w", errTransient, name, step, err)
+		}
+		return true, e.fail(ctx, r, step, err)
+	}
+	if err := e.audit(ctx, r, audit.KindActionFinished, audit.Details("step", step, "changed", res.Changed, "message", res.Message, "result", res.Details)); err != nil {
+		return false, err
+	}
+	if err := putJSON(ctx, e.Streams.Actions, r.idemKey, actionState{ActionID: r.actionID, State: "finished", Step: step, Time: e.now()}); err != nil {
+		return false, err
+	}
+	e.Metrics.Action(ctx, name, step, "finished")
+	r.tookOut = !r.undo && r.rem.Info().Disruptive
+	e.remember(r.ev.Subject, policies.RecentAction{Remediator: name, Target: r.ev.Subject, Result: step + " finished", Time: e.now()})
+	return r.undo, nil // an undo has nothing further to verify
+}
+
+// verify waits for the action's effect, up to VerifyTimeout.
+func (e *Engine) verify(ctx context.Context, r *run) (bool, error) {
+	req := action.Request{ID: r.actionID, EventID: r.ev.ID, EventType: r.ev.Type, Target: r.ev.Subject, Params: r.decision.Params}
+	start := e.now()
+	deadline := start.Add(e.cfg.VerifyTimeout)
+	var err error
+	for {
+		if err = r.rem.Verify(ctx, req); err == nil || e.now().After(deadline) || ctx.Err() != nil {
+			break
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+	if err != nil {
+		e.Breakers.Fail(r.decision.Remediator, err)
+		e.Metrics.Action(ctx, r.decision.Remediator, "verify", "failed")
+		return true, e.audit(ctx, r, audit.KindActionFailed, audit.Details("step", "verify", "error", err.Error()))
+	}
+	e.Metrics.Action(ctx, r.decision.Remediator, "verify", "verified")
+	return true, e.audit(ctx, r, audit.KindVerified, audit.Details("ok", true, "took", e.now().Sub(start).String()))
+}
+
+// suppress audits why nothing (more) is done and settles the outcome.
+func (e *Engine) suppress(ctx context.Context, r *run, outcome, reason string, kv ...any) error {
+	r.outcome = outcome
+	e.Metrics.Suppressed(ctx, r.decision.Remediator)
+	return e.audit(ctx, r, audit.KindSuppressed, audit.Details(append([]any{"reason", reason}, kv...)...))
+}
+
+// fail audits a failed action and records it so it is not retried.
+func (e *Engine) fail(ctx context.Context, r *run, step string, cause error) error {
+	if err := e.audit(ctx, r, audit.KindActionFailed, audit.Details("step", step, "error", cause.Error(), "attempts", r.attempt)); err != nil {
+		return err
+	}
+	if r.idemKey != "" {
+		if err := putJSON(ctx, e.Streams.Actions, r.idemKey, actionState{ActionID: r.actionID, State: "failed", Step: step, Time: e.now()}); err != nil {
+			return err
+		}
+	}
+	e.Metrics.Action(ctx, r.decision.Remediator, step, "failed")
+	return nil
+}
+
+// retry hands the event back for redelivery with a growing delay, or, after
+// MaxAttempts, audits giving up and terminates it.
+func (e *Engine) retry(ctx context.Context, r *run, stage string, err error, log interface {
+	WarnContext(context.Context, string, ...any)
+}) {
+	if errors.Is(err, errTransient) && int(r.attempt) < e.cfg.MaxAttempts && ctx.Err() == nil {
+		delay := min(e.cfg.RetryDelay*time.Duration(r.attempt), 30*time.Second)
+		log.WarnContext(ctx, "event will be retried", "stage", stage, "retry_in", delay, "err", err)
+		_ = r.msg.NakWithDelay(delay)
+		return
+	}
+	if ctx.Err() != nil {
+		_ = r.msg.Nak()
+		return
+	}
+	var aerr error
+	if r.state == "started" {
+		aerr = e.fail(ctx, r, stage, err)
+	} else {
+		aerr = e.suppress(ctx, r, outcomeSuppressed, fmt.Sprintf("gave up in stage %s after %d attempts: %v", stage, r.attempt, err))
+	}
+	if aerr != nil {
+		log.WarnContext(ctx, "cannot audit giving up; event will be retried", "stage", stage, "err", aerr)
+		_ = r.msg.NakWithDelay(30 * time.Second)
+		return
+	}
+	_ = putJSON(ctx, e.Streams.Actions, eventKey(r.ev.ID), eventState{State: r.outcome, Time: e.now()})
+	_ = r.msg.Term()
+}
+
+// badEvent audits a message that is not a valid event and terminates it.
+func (e *Engine) badEvent(ctx context.Context, m jetstream.Msg, meta *jetstream.MsgMetadata, cause error) {
+	_, err := e.Trail.Append(ctx, audit.Record{
+		Kind:    audit.KindEvent,
+		Actor:   Actor,
+		Details: audit.Details("error", cause.Error(), "subject", m.Subject(), "stream_seq", meta.Sequence.Stream),
+	})
+	if err != nil {
+		e.Log.WarnContext(ctx, "cannot audit bad event; will retry", "subject", m.Subject(), "err", err)
+		_ = m.NakWithDelay(e.cfg.RetryDelay)
+		return
+	}
+	_ = m.Term()
+}
+
+// heartbeat keeps JetStream from redelivering an event that is still being
+// worked on.
+func (e *Engine) heartbeat(ctx context.Context, m jetstream.Msg) (stop func()) {
+	done := make(chan struct{})
+	go func() {
+		t := time.NewTicker(e.cfg.AckWait / 3)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				_ = m.InProgress()
+			}
+		}
+	}()
+	return func() { close(done) }
+}
+
+func (e *Engine) budgetInput() policies.Budget {
+	if e.Budget == nil {
+		return policies.Budget{}
+	}
+	s, err := e.Budget.State()
+	if err != nil {
+		return policies.Budget{}
+	}
+	return policies.Budget{
+		TotalNodes: s.TotalNodes, OutOfService: s.OutOfService, InFlight: s.InFlight,
+		Allowed: s.Allowed, Available: s.Available, Known: true,
+	}
+}

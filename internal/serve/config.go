@@ -1,0 +1,193 @@
+package serve
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"time"
+
+	"sigs.k8s.io/yaml"
+
+	"github.com/selfheal/healer/bus"
+	"github.com/selfheal/healer/detectors/alertmanager"
+	"github.com/selfheal/healer/engine"
+)
+
+// Config is the whole configuration of `healer serve`: one YAML file
+// (--config), overridden by HEALER_* environment variables, overridden by
+// flags.
+type Config struct {
+	// DataDir holds the embedded NATS store and generated tokens.
+	DataDir string `json:"dataDir"`
+	// Listen is the HTTP address.
+	Listen string `json:"listen"`
+	// NATSURL selects an external NATS server; empty runs one embedded.
+	NATSURL string `json:"natsURL"`
+	// NATSCredsFile is a NATS credentials file for the external server.
+	NATSCredsFile string `json:"natsCredsFile"`
+	// NATSListen is where the embedded server accepts clients (agents, CLI).
+	NATSListen string `json:"natsListen"`
+	// RedisURL selects Redis for rate limits; empty uses the in-process
+	// limiter, which is correct for a single replica only.
+	RedisURL string `json:"redisURL"`
+	// Kubeconfig selects a cluster; empty means in-cluster when running in
+	// a pod, else $KUBECONFIG, else Kubernetes features are off.
+	Kubeconfig string `json:"kubeconfig"`
+	// Policies is a directory of Rego files; empty uses the built-in ones.
+	Policies string `json:"policies"`
+	// PolicyPollInterval is how often the policy directory is checked.
+	PolicyPollInterval time.Duration `json:"policyPollInterval"`
+	// WebhookTokenFile and APITokenFile hold the bearer tokens. Without
+	// them (and without HEALER_WEBHOOK_TOKEN / HEALER_API_TOKEN) tokens are
+	// generated into DataDir.
+	WebhookTokenFile string `json:"webhookTokenFile"`
+	APITokenFile     string `json:"apiTokenFile"`
+	// ShutdownTimeout bounds the whole clean shutdown.
+	ShutdownTimeout time.Duration `json:"shutdownTimeout"`
+
+	Streams      bus.StreamsConfig   `json:"streams"`
+	Alertmanager alertmanager.Config `json:"alertmanager"`
+	Engine       engine.Config       `json:"engine"`
+}
+
+// ApplyDefaults fills zero fields with the dev defaults of DESIGN.md.
+func (c *Config) ApplyDefaults() {
+	if c.DataDir == "" {
+		c.DataDir = "./data"
+	}
+	if c.Listen == "" {
+		c.Listen = "127.0.0.1:8080"
+	}
+	if c.NATSListen == "" {
+		c.NATSListen = "127.0.0.1:4222"
+	}
+	if c.PolicyPollInterval == 0 {
+		c.PolicyPollInterval = 2 * time.Second
+	}
+	if c.ShutdownTimeout == 0 {
+		c.ShutdownTimeout = 30 * time.Second
+	}
+	c.Streams.ApplyDefaults()
+	c.Alertmanager.ApplyDefaults()
+	c.Engine.ApplyDefaults()
+}
+
+// Validate reports every problem at once.
+func (c *Config) Validate() error {
+	var errs []error
+	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
+		errs = append(errs, fmt.Errorf("listen %q: %w", c.Listen, err))
+	}
+	if c.NATSURL == "" {
+		if _, _, err := net.SplitHostPort(c.NATSListen); err != nil {
+			errs = append(errs, fmt.Errorf("natsListen %q: %w", c.NATSListen, err))
+		}
+	}
+	if c.RedisURL != "" && !strings.HasPrefix(c.RedisURL, "redis://") && !strings.HasPrefix(c.RedisURL, "rediss://") {
+		errs = append(errs, errors.New("redisURL: must start with redis:// or rediss://"))
+	}
+	if c.Policies != "" {
+		if fi, err := os.Stat(c.Policies); err != nil {
+			errs = append(errs, fmt.Errorf("policies: %w", err))
+		} else if !fi.IsDir() {
+			errs = append(errs, fmt.Errorf("policies %s: not a directory", c.Policies))
+		}
+	}
+	if c.PolicyPollInterval < 100*time.Millisecond {
+		errs = append(errs, fmt.Errorf("policyPollInterval %s: must be at least 100ms", c.PolicyPollInterval))
+	}
+	errs = append(errs, c.Streams.Validate(), c.Alertmanager.Validate(), c.Engine.Validate())
+	return errors.Join(errs...)
+}
+
+// LoadFile reads a YAML configuration file into c. Unknown fields are
+// errors, so a typo does not silently fall back to a default.
+func (c *Config) LoadFile(path string) error {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("read config %s: %w", path, err)
+	}
+	var doc any
+	if err := yaml.Unmarshal(b, &doc); err != nil {
+		return fmt.Errorf("parse config %s: %w", path, err)
+	}
+	doc, err = durationsToNanos(doc, reflect.TypeFor[Config](), "")
+	if err != nil {
+		return fmt.Errorf("config %s: %w", path, err)
+	}
+	js, err := json.Marshal(doc)
+	if err != nil {
+		return fmt.Errorf("config %s: %w", path, err)
+	}
+	dec := json.NewDecoder(bytes.NewReader(js))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(c); err != nil {
+		return fmt.Errorf("config %s: %w", path, err)
+	}
+	return nil
+}
+
+// durationsToNanos rewrites duration strings ("30s", "10m") in a decoded
+// YAML document to the nanoseconds encoding/json expects for the
+// time.Duration fields of t, so the file reads the way people write it.
+func durationsToNanos(v any, t reflect.Type, path string) (any, error) {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	if t == reflect.TypeFor[time.Duration]() {
+		if s, ok := v.(string); ok {
+			d, err := time.ParseDuration(s)
+			if err != nil {
+				return nil, fmt.Errorf("%s: %w", path, err)
+			}
+			return int64(d), nil
+		}
+		return v, nil
+	}
+	switch t.Kind() {
+	case reflect.Struct:
+		m, ok := v.(map[string]any)
+		if !ok {
+			return v, nil
+		}
+		for i := range t.NumField() {
+			f := t.Field(i)
+			name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+			if name == "" || name == "-" {
+				continue
+			}
+			if fv, ok := m[name]; ok {
+				nv, err := durationsToNanos(fv, f.Type, strings.TrimPrefix(path+"."+name, "."))
+				if err != nil {
+					return nil, err
+				}
+				m[name] = nv
+			}
+		}
+	case reflect.Slice:
+		list, ok := v.([]any)
+		if !ok {
+			return v, nil
+		}
+		for i := range list {
+			nv, err := durationsToNanos(list[i], t.Elem(), fmt.Sprintf("%s[%d]", path, i))
+			if err != nil {
+				return nil, err
+			}
+			list[i] = nv
+		}
+	}
+	return v, nil
+}
+
+// WebhookTokenPath is where a generated webhook token is kept.
+func (c *Config) WebhookTokenPath() string { return filepath.Join(c.DataDir, "webhook-token") }
+
+// APITokenPath is where a generated API token is kept.
+func (c *Config) APITokenPath() string { return filepath.Join(c.DataDir, "api-token") }

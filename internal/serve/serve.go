@@ -1,0 +1,415 @@
+package serve
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"time"
+
+	natsserver "github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	otelprom "go.opentelemetry.io/otel/exporters/prometheus"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/selfheal/healer/audit"
+	"github.com/selfheal/healer/bus"
+	"github.com/selfheal/healer/detectors/alertmanager"
+	"github.com/selfheal/healer/engine"
+	"github.com/selfheal/healer/engine/guard"
+	"github.com/selfheal/healer/internal/httpauth"
+	"github.com/selfheal/healer/policies"
+	"github.com/selfheal/healer/remediators"
+)
+
+// Server is a running `healer serve`.
+type Server struct {
+	cfg  Config
+	log  *slog.Logger
+	addr net.Addr
+
+	ns      *natsserver.Server // nil with an external NATS
+	nc      *nats.Conn
+	js      jetstream.JetStream
+	streams *bus.Streams
+	trail   *audit.Trail
+	holder  *policies.Holder
+	limiter guard.Limiter
+	kube    kubernetes.Interface
+	budget  *guard.Budget
+	engine  *engine.Engine
+	http    *http.Server
+
+	// Tokens are what clients must present; exposed for tests and tools
+	// that run the server in-process.
+	WebhookToken string
+	APIToken     string
+
+	ready   chan struct{}
+	done    chan struct{}
+	runErr  error
+	closers []func()
+}
+
+// Start brings every part up and starts serving; it returns once the
+// server accepts requests. The server stops when ctx ends; Wait returns
+// after a clean shutdown.
+func Start(ctx context.Context, cfg Config, log *slog.Logger) (s *Server, err error) {
+	cfg.ApplyDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("configuration: %w", err)
+	}
+	s = &Server{cfg: cfg, log: log, ready: make(chan struct{}), done: make(chan struct{})}
+	defer func() {
+		if err != nil {
+			s.close()
+		}
+	}()
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("data dir %s: %w", cfg.DataDir, err)
+	}
+
+	whSrc, apiSrc, err := s.loadTokens()
+	if err != nil {
+		return nil, err
+	}
+	natsDesc, err := s.connectNATS(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if s.streams, err = bus.EnsureStreams(ctx, s.js, cfg.Streams); err != nil {
+		return nil, err
+	}
+	s.trail = audit.NewTrail(s.js, log)
+
+	pol, err := policies.Load(ctx, cfg.Policies)
+	if err != nil {
+		return nil, fmt.Errorf("load policies: %w", err)
+	}
+	s.holder = policies.NewHolder(pol)
+	if _, err := s.trail.Append(ctx, audit.Record{
+		Kind: audit.KindPolicyLoaded, Actor: "healer/serve", PolicyRevision: pol.Revision,
+		Details: audit.Details("source", policySource(cfg.Policies), "files", pol.Files, "at", "startup"),
+	}); err != nil {
+		return nil, fmt.Errorf("audit trail unavailable: %w", err)
+	}
+
+	if err := s.setupLimiter(ctx); err != nil {
+		return nil, err
+	}
+	kubeDesc, err := s.setupKube(ctx)
+	if err != nil {
+		return nil, err
+	}
+	rems, unavailable, err := remediators.Build(remediators.Deps{Kube: s.kube, Log: log})
+	if err != nil {
+		return nil, err
+	}
+
+	reg := prometheus.NewRegistry()
+	exporter, err := otelprom.New(otelprom.WithRegisterer(reg))
+	if err != nil {
+		return nil, fmt.Errorf("metrics exporter: %w", err)
+	}
+	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(exporter))
+	s.closers = append(s.closers, func() { _ = mp.Shutdown(context.WithoutCancel(ctx)) })
+	metrics, err := engine.NewMetrics(mp.Meter("github.com/selfheal/healer/engine"))
+	if err != nil {
+		return nil, fmt.Errorf("metrics: %w", err)
+	}
+
+	s.engine, err = engine.New(cfg.Engine, engine.Deps{
+		JS: s.js, Streams: s.streams, Trail: s.trail, Policies: s.holder, Remediators: rems,
+		Limiter: s.limiter, Budget: s.budget, Breakers: guard.NewBreakers(cfg.Engine.Breaker, log, nil),
+		Metrics: metrics, Log: log,
+	})
+	if err != nil {
+		return nil, err
+	}
+	det, err := alertmanager.New(cfg.Alertmanager, bus.NewPublisher(s.js, cfg.Alertmanager.PublishTimeout), log)
+	if err != nil {
+		return nil, err
+	}
+
+	mux := http.NewServeMux()
+	mux.Handle("POST "+alertmanager.Path, httpauth.Bearer(s.WebhookToken, det))
+	mux.Handle("/api/v1/audit", audit.NewHandler(s.trail, s.APIToken, log))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
+	mux.HandleFunc("GET /readyz", s.readyz)
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	mux.Handle("/", audit.NewPage(s.trail, s.APIToken, log))
+
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return nil, fmt.Errorf("listen %s: %w", cfg.Listen, err)
+	}
+	s.addr = ln.Addr()
+	s.http = &http.Server{
+		Handler:           mux,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      60 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
+		BaseContext:       func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
+	}
+
+	var wg sync.WaitGroup
+	engineCtx, stopEngine := context.WithCancel(ctx)
+	engineDone := make(chan error, 1)
+	wg.Go(func() { engineDone <- s.engine.Run(engineCtx) })
+	httpDone := make(chan error, 1)
+	go func() { httpDone <- s.http.Serve(ln) }()
+	if cfg.Policies != "" {
+		wg.Go(func() { s.watchPolicies(engineCtx) })
+	}
+
+	log.Info("healer serving",
+		"listen", s.addr.String(),
+		"nats", natsDesc,
+		"rate_limits", s.limiter.Describe(),
+		"kubernetes", kubeDesc,
+		"remediators", rems.Names(),
+		"policy_revision", pol.Revision,
+		"policy_source", policySource(cfg.Policies),
+		"webhook_token", whSrc.String(),
+		"api_token", apiSrc.String(),
+	)
+	for name, why := range unavailable {
+		log.Warn("remediator unavailable", "remediator", name, "reason", why)
+	}
+	close(s.ready)
+
+	go func() {
+		defer close(s.done)
+		var err error
+		select {
+		case <-ctx.Done():
+		case err = <-httpDone:
+			log.Error("http server stopped", "err", err)
+		case err = <-engineDone:
+			log.Error("engine stopped", "err", err)
+		}
+		s.runErr = err
+		log.Info("shutting down: no new webhooks; finishing events in hand")
+		shutdownCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.ShutdownTimeout)
+		defer cancel()
+		_ = s.http.Shutdown(shutdownCtx)
+		stopEngine()
+		wg.Wait()
+		s.close()
+		log.Info("shutdown complete")
+	}()
+	return s, nil
+}
+
+// Addr is the HTTP address the server listens on.
+func (s *Server) Addr() string { return s.addr.String() }
+
+// URL is the server's base URL.
+func (s *Server) URL() string { return "http://" + s.addr.String() }
+
+// NATSURL is the URL of the NATS server in use.
+func (s *Server) NATSURL() string { return s.nc.ConnectedUrl() }
+
+// Wait blocks until the server has shut down and returns why it stopped
+// (nil after ctx ended).
+func (s *Server) Wait() error {
+	<-s.done
+	return s.runErr
+}
+
+// Run starts the server and blocks until it has shut down.
+func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
+	s, err := Start(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
+	return s.Wait()
+}
+
+func (s *Server) close() {
+	for i := len(s.closers) - 1; i >= 0; i-- {
+		s.closers[i]()
+	}
+	s.closers = nil
+}
+
+func (s *Server) loadTokens() (wh, api httpauth.Source, err error) {
+	s.WebhookToken, wh, err = httpauth.Load("HEALER_WEBHOOK_TOKEN", s.cfg.WebhookTokenFile, s.cfg.WebhookTokenPath())
+	if err != nil {
+		return wh, api, fmt.Errorf("webhook token: %w", err)
+	}
+	s.APIToken, api, err = httpauth.Load("HEALER_API_TOKEN", s.cfg.APITokenFile, s.cfg.APITokenPath())
+	if err != nil {
+		return wh, api, fmt.Errorf("api token: %w", err)
+	}
+	if s.WebhookToken == s.APIToken {
+		s.log.Warn("the webhook and API tokens are the same; use two tokens so Alertmanager's cannot read the audit trail")
+	}
+	return wh, api, nil
+}
+
+func (s *Server) connectNATS(ctx context.Context) (string, error) {
+	url := s.cfg.NATSURL
+	desc := "external " + url
+	if url == "" {
+		host, port, _ := net.SplitHostPort(s.cfg.NATSListen)
+		p, err := strconv.Atoi(port)
+		if err != nil {
+			return "", fmt.Errorf("natsListen %q: %w", s.cfg.NATSListen, err)
+		}
+		dir := filepath.Join(s.cfg.DataDir, "nats")
+		s.ns, err = bus.StartEmbedded(bus.EmbeddedConfig{StoreDir: dir, Host: host, Port: p}, s.log)
+		if err != nil {
+			return "", err
+		}
+		ns := s.ns
+		s.closers = append(s.closers, func() { ns.Shutdown(); ns.WaitForShutdown() })
+		url = ns.ClientURL()
+		abs, _ := filepath.Abs(dir)
+		desc = fmt.Sprintf("embedded JetStream at %s, data in %s", url, abs)
+	}
+	opts := []nats.Option{
+		nats.Name("healer-serve"),
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(500 * time.Millisecond),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			if err != nil {
+				s.log.Warn("nats disconnected", "err", err)
+			}
+		}),
+		nats.ReconnectHandler(func(nc *nats.Conn) { s.log.Info("nats reconnected", "url", nc.ConnectedUrl()) }),
+	}
+	if s.cfg.NATSCredsFile != "" {
+		opts = append(opts, nats.UserCredentials(s.cfg.NATSCredsFile))
+	}
+	nc, err := nats.Connect(url, opts...)
+	if err != nil {
+		return "", fmt.Errorf("connect to nats %s: %w", url, err)
+	}
+	s.nc = nc
+	s.closers = append(s.closers, func() { _ = nc.Drain() ; waitClosed(nc) })
+	if s.js, err = jetstream.New(nc); err != nil {
+		return "", fmt.Errorf("jetstream: %w", err)
+	}
+	return desc, nil
+}
+
+func waitClosed(nc *nats.Conn) {
+	deadline := time.Now().Add(5 * time.Second)
+	for !nc.IsClosed() && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func (s *Server) setupLimiter(ctx context.Context) error {
+	if s.cfg.RedisURL == "" {
+		s.limiter = guard.NewLocal()
+		s.log.Warn("NO REDIS CONFIGURED: rate limits are kept in this process only. That is correct for ONE replica; with several replicas every replica allows the full rate. Set --redis-url for production.")
+		return nil
+	}
+	r, err := guard.NewRedis(s.cfg.RedisURL)
+	if err != nil {
+		return err
+	}
+	s.closers = append(s.closers, func() { _ = r.Close() })
+	if err := r.Ping(ctx); err != nil {
+		// Not fatal: the engine fails closed while Redis is away and the
+		// events are kept.
+		s.log.Error("redis unreachable at start; actions with rate limits are suppressed until it answers", "err", err)
+	}
+	s.limiter = r
+	return nil
+}
+
+func (s *Server) setupKube(ctx context.Context) (string, error) {
+	var rc *rest.Config
+	var err error
+	switch {
+	case s.cfg.Kubeconfig != "":
+		rc, err = clientcmd.BuildConfigFromFlags("", s.cfg.Kubeconfig)
+	case os.Getenv("KUBERNETES_SERVICE_HOST") != "":
+		rc, err = rest.InClusterConfig()
+	case os.Getenv("KUBECONFIG") != "":
+		rc, err = clientcmd.NewNonInteractiveDeferredLoadingClientConfig(clientcmd.NewDefaultClientConfigLoadingRules(), nil).ClientConfig()
+	default:
+		s.log.Warn("Kubernetes not configured (no --kubeconfig, not in a pod, no $KUBECONFIG): Kubernetes remediators are off and node actions are suppressed")
+		return "none", nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("kubernetes config: %w", err)
+	}
+	rc.UserAgent = "healer"
+	rc.QPS, rc.Burst = 50, 100
+	client, err := kubernetes.NewForConfig(rc)
+	if err != nil {
+		return "", fmt.Errorf("kubernetes client: %w", err)
+	}
+	s.kube = client
+	s.budget = guard.NewBudget(s.cfg.Engine.Budget, client, s.log)
+	if err := s.budget.Start(ctx, time.Minute); err != nil {
+		return "", fmt.Errorf("watch nodes on %s: %w", rc.Host, err)
+	}
+	st, _ := s.budget.State()
+	return fmt.Sprintf("%s (%d nodes)", rc.Host, st.TotalNodes), nil
+}
+
+func (s *Server) watchPolicies(ctx context.Context) {
+	w := policies.NewWatcher(s.cfg.Policies, s.cfg.PolicyPollInterval, s.log)
+	err := w.Run(ctx, func(p *policies.Policy) {
+		if cur := s.holder.Current(); cur != nil && cur.Revision == p.Revision {
+			return
+		}
+		s.holder.Set(p)
+		s.log.Info("policy loaded", "policy_revision", p.Revision)
+		s.auditPolicy(ctx, audit.KindPolicyLoaded, p.Revision, audit.Details("source", s.cfg.Policies, "files", p.Files))
+	}, func(rev string, err error) {
+		cur := s.holder.Current()
+		s.log.Error("policy refused; keeping the last good one", "refused_revision", rev, "current_revision", cur.Revision, "err", err)
+		s.auditPolicy(ctx, audit.KindPolicyRefused, rev, audit.Details("source", s.cfg.Policies, "error", err.Error(), "kept_revision", cur.Revision))
+	})
+	if err != nil && ctx.Err() == nil {
+		s.log.Error("policy watcher stopped", "err", err)
+	}
+}
+
+func (s *Server) auditPolicy(ctx context.Context, kind audit.Kind, rev string, details []byte) {
+	if _, err := s.trail.Append(ctx, audit.Record{Kind: kind, Actor: "healer/serve", PolicyRevision: rev, Details: details}); err != nil {
+		s.log.Error("audit policy change", "kind", kind, "err", err)
+	}
+}
+
+func (s *Server) readyz(w http.ResponseWriter, _ *http.Request) {
+	var problems []error
+	if !s.nc.IsConnected() {
+		problems = append(problems, errors.New("nats not connected"))
+	}
+	if s.holder.Current() == nil {
+		problems = append(problems, errors.New("no policy loaded"))
+	}
+	if len(problems) > 0 {
+		http.Error(w, errors.Join(problems...).Error(), http.StatusServiceUnavailable)
+		return
+	}
+	_, _ = w.Write([]byte("ready\n"))
+}
+
+func policySource(dir string) string {
+	if dir == "" {
+		return "built-in"
+	}
+	return dir
+}

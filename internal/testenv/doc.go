@@ -1,0 +1,20 @@
+// Package testenv starts the real components healer's tests run against: an
+// etcd and a kube-apiserver built from the Kubernetes sources, and a
+// redis-server from the operating system.
+//
+// Nothing is faked. StartKube runs etcd and kube-apiserver on free loopback
+// ports with RBAC on, so tests exercise real admission, validation,
+// subresources and authorization. Without a controller-manager, scheduler or
+// kubelet nothing reconciles: Nodes are plain objects that tests create with
+// CreateNodes and change with SetNodeCondition, and Pods stay where they are
+// put. StartRedis runs redis-server without persistence.
+//
+// The Kubernetes binaries are built by `make testenv` (hack/testenv/build.sh)
+// into bin/ at the module root; HEALER_TESTENV_BIN names another directory
+// holding them. A test whose binaries are missing fails rather than skips.
+//
+// Every process runs in its own process group, is killed when the test ends
+// (also when it panics), and on Linux is killed by the kernel if the test
+// binary dies first. Process output is kept in the test's temporary
+// directory and logged only when the test fails.
+package testenv

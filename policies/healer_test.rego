@@ -1,0 +1,114 @@
+# Tests for the default healer policy. healer runs them every time it loads
+# the policy and refuses a policy that fails its own tests; run them by hand
+# with `healer policy test policies/`.
+package healer_test
+
+import data.healer
+
+# A known budget with room for one more node out of service.
+budget_ok := {"total_nodes": 10, "out_of_service": 0, "in_flight": 0, "allowed": 1, "available": 1, "known": true}
+
+ctx := {"now": "2025-01-02T03:04:05Z", "budget": budget_ok, "recent_actions": []}
+
+# event returns a node event of the given type and status for worker-1.
+event(type, status) := {
+	"specversion": "1.0",
+	"id": "e-1",
+	"source": "alertmanager",
+	"type": type,
+	"subject": "node/worker-1",
+	"time": "2025-01-02T03:04:00Z",
+	"status": status,
+	"key": "fp-1",
+	"data": {"severity": "critical"},
+}
+
+test_kernel_deadlock_firing_cordons if {
+	d := healer.decision with input as {"event": event("NodeKernelDeadlock", "firing"), "context": ctx}
+	d.remediator == "node.cordon"
+	d.approval == "none"
+	d.params == {"reason": "NodeKernelDeadlock"}
+	d.reason == "NodeKernelDeadlock on node/worker-1: cordon so no new pods land there"
+	d.rule == "cordon_sick_node"
+}
+
+test_readonly_filesystem_firing_cordons if {
+	d := healer.decision with input as {"event": event("NodeReadonlyFilesystem", "firing"), "context": ctx}
+	d.remediator == "node.cordon"
+	d.params == {"reason": "NodeReadonlyFilesystem"}
+	d.reason == "NodeReadonlyFilesystem on node/worker-1: cordon so no new pods land there"
+}
+
+test_not_ready_firing_cordons_after_recheck if {
+	d := healer.decision with input as {"event": event("NodeNotReady", "firing"), "context": ctx}
+	d.remediator == "node.cordon"
+	d.params == {"reason": "NodeNotReady", "condition": "Ready", "condition_status": ["False", "Unknown"]}
+}
+
+test_cordon_is_rate_limited_per_node_and_cluster if {
+	every type in ["NodeKernelDeadlock", "NodeReadonlyFilesystem", "NodeNotReady"] {
+		d := healer.decision with input as {"event": event(type, "firing"), "context": ctx}
+		d.rate_limit == {"key": "node.cordon:node/worker-1", "max": 1, "per": "10m"}
+		d.rate_limits == [{"key": "node.cordon:cluster", "max": 3, "per": "1h"}]
+	}
+}
+
+test_resolved_undoes_cordon_without_rate_limits if {
+	every type in ["NodeKernelDeadlock", "NodeReadonlyFilesystem", "NodeNotReady"] {
+		d := healer.decision with input as {"event": event(type, "resolved"), "context": ctx}
+		d.remediator == "node.cordon"
+		d.reason == "problem cleared: undo cordon"
+		not d.rate_limit
+		not d.rate_limits
+	}
+}
+
+test_unknown_budget_does_nothing if {
+	unknown := object.union(ctx, {"budget": {"known": false}})
+	d := healer.decision with input as {"event": event("NodeKernelDeadlock", "firing"), "context": unknown}
+	not d.remediator
+	contains(d.reason, "budget unknown")
+}
+
+test_missing_budget_does_nothing if {
+	d := healer.decision with input as {"event": event("NodeKernelDeadlock", "firing"), "context": {}}
+	not d.remediator
+	contains(d.reason, "budget unknown")
+}
+
+test_unknown_budget_still_undoes if {
+	d := healer.decision with input as {"event": event("NodeKernelDeadlock", "resolved"), "context": {}}
+	d.remediator == "node.cordon"
+	d.reason == "problem cleared: undo cordon"
+}
+
+test_other_event_type_does_nothing if {
+	d := healer.decision with input as {"event": event("EtcdMemberDown", "firing"), "context": ctx}
+	not d.remediator
+	d.reason == `no rule for event type "EtcdMemberDown"`
+}
+
+test_node_problem_without_node_subject_does_nothing if {
+	every subject in ["pod/web-1", "node/", "worker-1", ""] {
+		e := object.union(event("NodeKernelDeadlock", "firing"), {"subject": subject})
+		d := healer.decision with input as {"event": e, "context": ctx}
+		not d.remediator
+		d.rule == "missing_target"
+		contains(d.reason, sprintf("got subject %q", [subject]))
+	}
+}
+
+test_node_problem_with_other_status_does_nothing if {
+	d := healer.decision with input as {"event": event("NodeNotReady", "pending"), "context": ctx}
+	not d.remediator
+	d.reason == `status "pending" is neither firing nor resolved`
+}
+
+test_every_decision_has_a_reason if {
+	every type in ["NodeKernelDeadlock", "NodeNotReady", "Other"] {
+		every status in ["firing", "resolved", "pending"] {
+			d := healer.decision with input as {"event": event(type, status), "context": ctx}
+			d.reason != ""
+		}
+	}
+}

@@ -1,0 +1,73 @@
+package policies
+
+import (
+	"context"
+	"encoding/json"
+	"testing"
+	"time"
+	"os"
+	"path/filepath"
+
+	"github.com/selfheal/healer/bus"
+)
+
+func exploreInput() *Input {
+	return &Input{
+		Event: &bus.Event{
+			SpecVersion: bus.SpecVersion, ID: "3f1c2a9e-6b1d-4c57-9d0e-8a4f2b7c1d10", Source: "alertmanager",
+			Type: "NodeKernelDeadlock", Subject: "node/worker-1", Time: time.Now(),
+			DataContentType: "application/json", Status: bus.StatusFiring, Key: "a1b2c3d4e5f60718",
+			Data: json.RawMessage(`{"alertname":"NodeKernelDeadlock","severity":"critical","labels":{"node":"worker-1"}}`),
+		},
+		Context: Context{
+			Now:    time.Now(),
+			Budget: Budget{TotalNodes: 10, OutOfService: 1, Allowed: 2, Available: 1, Known: true},
+			RecentActions: []RecentAction{
+				{Remediator: "node.cordon", Target: "node/worker-7", Time: time.Now().Add(-time.Hour), Result: "finished"},
+			},
+		},
+	}
+}
+
+func benchPolicy(b *testing.B, src string) {
+	dir := b.TempDir()
+	os.WriteFile(filepath.Join(dir, "healer.rego"), []byte(src), 0o644)
+	p, err := Load(context.Background(), dir)
+	if err != nil { b.Fatal(err) }
+	in := exploreInput()
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := p.Decide(context.Background(), in); err != nil { b.Fatal(err) }
+	}
+}
+
+func BenchmarkXTrivial(b *testing.B) { benchPolicy(b, "package healer\n\ndecision := {\"reason\": \"x\"}\n") }
+func BenchmarkXInput(b *testing.B) {
+	k := newInputKeys(); in := exploreInput()
+	b.ReportAllocs()
+	for b.Loop() { k.value(in) }
+}
+func BenchmarkXDefault(b *testing.B) {
+	src, _ := os.ReadFile("healer.rego")
+	benchPolicy(b, string(src))
+}
+
+func benchFile(b *testing.B, f string) {
+	src, err := os.ReadFile(f)
+	if err != nil { b.Fatal(err) }
+	benchPolicy(b, string(src))
+}
+func BenchmarkXB(b *testing.B) { benchFile(b, "/tmp/variants/b.rego") }
+func BenchmarkXC(b *testing.B) { benchFile(b, "/tmp/variants/c.rego") }
+func BenchmarkXD(b *testing.B) { benchFile(b, "/tmp/variants/d.rego") }
+func BenchmarkXE(b *testing.B) { benchFile(b, "/tmp/variants/e.rego") }
+func BenchmarkXF(b *testing.B) { benchFile(b, "/tmp/variants/f.rego") }
+func BenchmarkXG(b *testing.B) { benchFile(b, "/tmp/variants/g.rego") }
+func BenchmarkXH(b *testing.B) { benchFile(b, "/tmp/variants/h.rego") }
+func BenchmarkXI(b *testing.B) { benchFile(b, "/tmp/variants/i.rego") }
+func BenchmarkXJ(b *testing.B) { benchFile(b, "/tmp/variants/j.rego") }
+func BenchmarkXK(b *testing.B) { benchFile(b, "/tmp/variants/k.rego") }
+func BenchmarkXL(b *testing.B) { benchFile(b, "/tmp/variants/l.rego") }
+func BenchmarkXM(b *testing.B) { benchFile(b, "/tmp/variants/m.rego") }
+func BenchmarkXN(b *testing.B) { benchFile(b, "/tmp/variants/n.rego") }
+func BenchmarkXO(b *testing.B) { benchFile(b, "/tmp/variants/o.rego") }

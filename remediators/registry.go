@@ -1,0 +1,74 @@
+package remediators
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/selfheal/healer/remediators/action"
+	"github.com/selfheal/healer/remediators/nodedrain"
+)
+
+// Deps are what remediators are built from. A nil Kube means Kubernetes is
+// not configured; remediators that need it are then left out, and the
+// reason is returned by Build.
+type Deps struct {
+	Kube kubernetes.Interface
+	Log  *slog.Logger
+}
+
+// Entry is one row of the registry table.
+type Entry struct {
+	// Name is the remediator's policy name.
+	Name string
+	// NeedsKube is true when the remediator acts through the Kubernetes API.
+	NeedsKube bool
+	// New builds the remediator.
+	New func(Deps) action.Remediator
+}
+
+// Table is the one list of remediators healer knows. Adding a remediator is
+// one package plus one line here; the same table feeds `healer remediators
+// list`, the RBAC in deploy/ and the runbook links.
+func Table() []Entry {
+	return []Entry{
+		{Name: nodedrain.CordonName, NeedsKube: true, New: func(d Deps) action.Remediator { return nodedrain.NewCordon(d.Kube, d.Log) }},
+	}
+}
+
+// Set is the remediators available in this process, by name.
+type Set map[string]action.Remediator
+
+// Names returns the remediator names in order.
+func (s Set) Names() []string {
+	names := make([]string, 0, len(s))
+	for n := range s {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	return names
+}
+
+// Build builds every remediator of the table whose dependencies are there.
+// Unavailable lists the others with the reason.
+func Build(d Deps) (set Set, unavailable map[string]string, err error) {
+	set = Set{}
+	unavailable = map[string]string{}
+	var errs []error
+	for _, e := range Table() {
+		if e.NeedsKube && d.Kube == nil {
+			unavailable[e.Name] = "Kubernetes is not configured"
+			continue
+		}
+		r := e.New(d)
+		if got := r.Info().Name; got != e.Name {
+			errs = append(errs, fmt.Errorf("registry: entry %q builds a remediator named %q", e.Name, got))
+			continue
+		}
+		set[e.Name] = r
+	}
+	return set, unavailable, errors.Join(errs...)
+}
