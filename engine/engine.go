@@ -113,6 +113,9 @@ func (e *Engine) Run(ctx context.Context) error {
 		FilterSubject: bus.SubjectEvents + ".>",
 	})
 	if err != nil {
+		if ctx.Err() != nil {
+			return nil // stopped before it started
+		}
 		return fmt.Errorf("engine: create consumer %s: %w", bus.ConsumerEngine, err)
 	}
 	it, err := cons.Messages(jetstream.PullMaxMessages(e.cfg.Workers * 8))

@@ -34,6 +34,7 @@ type Policy struct {
 
 	query   rego.PreparedEvalQuery
 	keys    *inputKeys
+	use     inputUse
 	metrics metrics.Metrics
 }
 
@@ -82,7 +83,8 @@ func Load(ctx context.Context, dir string) (*Policy, error) {
 		Files:    src.Files,
 		Tests:    passed(results),
 		query:    query,
-		keys:     newInputKeys(),
+		keys:     newInputKeys(stringConstants(compiler.Modules)),
+		use:      inputUseOf(compiler.Modules),
 		metrics:  metrics.NoOp(),
 	}, nil
 }
@@ -129,7 +131,7 @@ func (p *Policy) Decide(ctx context.Context, in *Input) (Decision, error) {
 	if err := ctx.Err(); err != nil {
 		return Decision{}, fmt.Errorf("policy %s: decide event %q: %w", p, in.Event.ID, err)
 	}
-	input, err := p.keys.value(in)
+	input, err := p.keys.value(in, p.use)
 	if err != nil {
 		return Decision{}, fmt.Errorf("policy %s: decide: %w", p, err)
 	}

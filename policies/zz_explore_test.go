@@ -43,9 +43,9 @@ func benchPolicy(b *testing.B, src string) {
 
 func BenchmarkXTrivial(b *testing.B) { benchPolicy(b, "package healer\n\ndecision := {\"reason\": \"x\"}\n") }
 func BenchmarkXInput(b *testing.B) {
-	k := newInputKeys(); in := exploreInput()
+	k := newInputKeys(nil); in := exploreInput()
 	b.ReportAllocs()
-	for b.Loop() { k.value(in) }
+	for b.Loop() { k.value(in, inputUse{}) }
 }
 func BenchmarkXDefault(b *testing.B) {
 	src, _ := os.ReadFile("healer.rego")

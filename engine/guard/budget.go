@@ -73,6 +73,7 @@ type Budget struct {
 	cfg      BudgetConfig
 	log      *slog.Logger
 	informer cache.SharedIndexInformer
+	synced   func() bool
 	now      func() time.Time
 
 	mu       sync.Mutex
@@ -94,6 +95,7 @@ func NewBudget(cfg BudgetConfig, client kubernetes.Interface, log *slog.Logger) 
 		out:      map[string]bool{},
 		reserved: map[string]time.Time{},
 	}
+	b.synced = b.informer.HasSynced
 	// Keep only what the budget reads: with 100,000 nodes the full objects
 	// (images, addresses, managed fields) would cost gigabytes.
 	_ = b.informer.SetTransform(slimNode)
@@ -192,7 +194,7 @@ func (b *Budget) forget(obj any) {
 
 // State returns the current budget. It fails when the watch has not synced.
 func (b *Budget) State() (BudgetState, error) {
-	if !b.informer.HasSynced() {
+	if !b.synced() {
 		return BudgetState{}, fmt.Errorf("%w: node watch not synced", ErrBudgetUnknown)
 	}
 	b.mu.Lock()
@@ -235,7 +237,7 @@ type Reservation struct {
 // that is already out of service costs nothing more. It fails closed when
 // the budget is unknown or exhausted.
 func (b *Budget) Reserve(node string) (*Reservation, BudgetState, error) {
-	if !b.informer.HasSynced() {
+	if !b.synced() {
 		return nil, BudgetState{}, fmt.Errorf("%w: node watch not synced", ErrBudgetUnknown)
 	}
 	b.mu.Lock()

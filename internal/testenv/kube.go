@@ -264,6 +264,7 @@ func (k *Kube) StartAPIServer() {
 // waiting until it is ready. It fails t if the apiserver does not come back.
 func (k *Kube) RestartAPIServer(t testing.TB) {
 	t.Helper()
+	k.t.Helper()
 	k.StopAPIServer()
 	if err := k.restart(t.Context()); err != nil {
 		t.Fatalf("testenv: %v", err)

@@ -40,9 +40,9 @@ func createNode(ctx context.Context, client kubernetes.Interface, name string) (
 		ObjectMeta: metav1.ObjectMeta{
 			Name: name,
 			Labels: map[string]string{
-				HostnameLabel:           name,
-				"kubernetes.io/os":      "linux",
-				"kubernetes.io/arch":    runtime.GOARCH,
+				HostnameLabel:        name,
+				"kubernetes.io/os":   "linux",
+				"kubernetes.io/arch": runtime.GOARCH,
 			},
 		},
 	}

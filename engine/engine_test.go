@@ -1,0 +1,386 @@
+package engine
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/selfheal/healer/audit"
+	"github.com/selfheal/healer/bus"
+	"github.com/selfheal/healer/engine/guard"
+	"github.com/selfheal/healer/policies"
+	"github.com/selfheal/healer/remediators"
+	"github.com/selfheal/healer/remediators/action"
+)
+
+// testPolicy maps event types to the test remediators.
+const testPolicy = `package healer
+
+import rego.v1
+
+decision := {"remediator": "test.count", "approval": "none", "reason": "count it"} if {
+	input.event.type == "Count"
+}
+
+decision := {"remediator": "test.count", "approval": "one", "reason": "needs a human"} if {
+	input.event.type == "NeedsApproval"
+}
+
+decision := {"remediator": "test.count", "approval": "none", "reason": "limited",
+	"rate_limit": {"key": "count", "max": 1, "per": "1h"}} if {
+	input.event.type == "Limited"
+}
+`
+
+// counter is a test remediator that records every call, so tests can
+// prove how often the engine acted. It is not disruptive, so the budget
+// does not apply.
+type counter struct {
+	mu      sync.Mutex
+	acts    []string // action ids
+	undos   []string
+	failAct error
+	slow    time.Duration
+}
+
+func (c *counter) Info() action.Info {
+	return action.Info{Name: "test.count", Summary: "counts", TargetKind: "node"}
+}
+func (c *counter) Validate(map[string]any) error                { return nil }
+func (c *counter) Check(context.Context, action.Request) error  { return nil }
+func (c *counter) Verify(context.Context, action.Request) error { return nil }
+func (c *counter) Act(ctx context.Context, req action.Request, _ action.Progress) (action.Result, error) {
+	if c.slow > 0 {
+		select {
+		case <-time.After(c.slow):
+		case <-ctx.Done():
+			return action.Result{}, ctx.Err()
+		}
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.failAct != nil {
+		return action.Result{}, c.failAct
+	}
+	c.acts = append(c.acts, req.ID)
+	return action.Result{Changed: true, Message: "counted"}, nil
+}
+func (c *counter) Undo(_ context.Context, req action.Request) (action.Result, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.undos = append(c.undos, req.ID)
+	return action.Result{Changed: true, Message: "uncounted"}, nil
+}
+func (c *counter) counts() (int, int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.acts), len(c.undos)
+}
+
+type harness struct {
+	t       *testing.T
+	js      jetstream.JetStream
+	streams *bus.Streams
+	trail   *audit.Trail
+	rem     *counter
+	eng     *Engine
+	cancel  context.CancelFunc
+	done    chan error
+}
+
+func newHarness(t *testing.T, cfg Config, approver Approver) *harness {
+	t.Helper()
+	ns, err := bus.StartEmbedded(bus.EmbeddedConfig{StoreDir: t.TempDir()}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
+	nc, err := nats.Connect(ns.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, _ := jetstream.New(nc)
+	sc := bus.StreamsConfig{}
+	sc.ApplyDefaults()
+	streams, err := bus.EnsureStreams(t.Context(), js, sc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "test.rego"), []byte(testPolicy), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	pol, err := policies.Load(t.Context(), dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	rem := &counter{}
+	cfg.RetryDelay = 50 * time.Millisecond
+	eng, err := New(cfg, Deps{
+		JS: js, Streams: streams, Trail: audit.NewTrail(js, log), Policies: policies.NewHolder(pol),
+		Remediators: remediators.Set{"test.count": rem}, Limiter: guard.NewLocal(),
+		Breakers: guard.NewBreakers(cfg.Breaker, log, nil), Approver: approver, Log: log,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := &harness{t: t, js: js, streams: streams, trail: eng.Trail, rem: rem, eng: eng}
+	h.start()
+	return h
+}
+
+func (h *harness) start() {
+	ctx, cancel := context.WithCancel(h.t.Context())
+	h.cancel, h.done = cancel, make(chan error, 1)
+	go func() { h.done <- h.eng.Run(ctx) }()
+	h.t.Cleanup(h.stop)
+}
+
+func (h *harness) stop() {
+	if h.cancel == nil {
+		return
+	}
+	h.cancel()
+	if err := <-h.done; err != nil {
+		h.t.Errorf("engine.Run: %v", err)
+	}
+	h.cancel = nil
+}
+
+var seq atomic.Int64
+
+func event(typ, target, status string) *bus.Event {
+	n := seq.Add(1)
+	return &bus.Event{
+		SpecVersion: bus.SpecVersion, ID: fmt.Sprintf("ev-%d", n), Source: "test", Type: typ,
+		Subject: target, Time: time.Now().UTC(), Status: status, Key: "k-" + target,
+	}
+}
+
+// publish stores e with an explicit message id, so tests can get past
+// JetStream's own duplicate window the way a late resend would.
+func (h *harness) publish(e *bus.Event, msgID string) {
+	h.t.Helper()
+	msg, err := bus.Message(e)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	msg.Header.Set(jetstream.MsgIDHeader, msgID)
+	if _, err := h.js.PublishMsg(h.t.Context(), msg); err != nil {
+		h.t.Fatal(err)
+	}
+}
+
+func (h *harness) recordsFor(eventID string) []audit.Record {
+	h.t.Helper()
+	recs, err := h.trail.Query(h.t.Context(), audit.Filter{EventID: eventID, Limit: 1000})
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return recs
+}
+
+func (h *harness) waitKinds(eventID string, want ...string) []audit.Record {
+	h.t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		recs := h.recordsFor(eventID)
+		got := make([]string, len(recs))
+		for i, r := range recs {
+			got[i] = string(r.Kind)
+		}
+		if slices.Equal(got, want) {
+			return recs
+		}
+		if time.Now().After(deadline) {
+			h.t.Fatalf("event %s: audit kinds %v, want %v", eventID, got, want)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func detail(r audit.Record, key string) string {
+	var m map[string]any
+	_ = json.Unmarshal(r.Details, &m)
+	return fmt.Sprint(m[key])
+}
+
+func TestRedeliveredEventNeverActsTwice(t *testing.T) {
+	h := newHarness(t, Config{}, nil)
+	e := event("Count", "node/a", bus.StatusFiring)
+	h.publish(e, "first")
+	h.waitKinds(e.ID, "event", "decision", "action.started", "action.finished", "verified")
+	// The same event again, past JetStream's duplicate window.
+	h.publish(e, "second")
+	recs := h.waitKinds(e.ID, "event", "decision", "action.started", "action.finished", "verified", "suppressed")
+	if r := detail(recs[5], "reason"); !strings.Contains(r, "duplicate") {
+		t.Errorf("second copy suppressed for %q, want duplicate", r)
+	}
+	if acts, _ := h.rem.counts(); acts != 1 {
+		t.Fatalf("acted %d times, want 1", acts)
+	}
+}
+
+func TestResumesClaimedActionWithSameID(t *testing.T) {
+	h := newHarness(t, Config{}, nil)
+	h.stop()
+	e := event("Count", "node/b", bus.StatusFiring)
+	// A previous replica claimed and started the action, then died.
+	if err := putJSON(t.Context(), h.streams.Actions, idempotencyKey(e.ID, "test.count", e.Subject),
+		actionState{ActionID: "act-crashed", State: "started", Step: "act", Time: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	h.start()
+	h.publish(e, "m1")
+	recs := h.waitKinds(e.ID, "event", "decision", "action.finished", "verified")
+	if recs[2].ActionID != "act-crashed" {
+		t.Errorf("resumed under action id %q, want act-crashed", recs[2].ActionID)
+	}
+	h.rem.mu.Lock()
+	defer h.rem.mu.Unlock()
+	if !slices.Equal(h.rem.acts, []string{"act-crashed"}) {
+		t.Fatalf("acts = %v, want the crashed action resumed once", h.rem.acts)
+	}
+}
+
+func TestResolvedEventOnlyUndoes(t *testing.T) {
+	h := newHarness(t, Config{}, nil)
+	e := event("Count", "node/c", bus.StatusResolved)
+	h.publish(e, e.ID)
+	recs := h.waitKinds(e.ID, "event", "decision", "action.started", "action.finished")
+	if detail(recs[3], "step") != "undo" {
+		t.Errorf("finished step = %s, want undo", detail(recs[3], "step"))
+	}
+	if acts, undos := h.rem.counts(); acts != 0 || undos != 1 {
+		t.Fatalf("acts=%d undos=%d, want 0 and 1: a resolved alert must never remediate", acts, undos)
+	}
+}
+
+func TestApprovalWithoutChannelFailsClosed(t *testing.T) {
+	h := newHarness(t, Config{}, nil)
+	e := event("NeedsApproval", "node/d", bus.StatusFiring)
+	h.publish(e, e.ID)
+	recs := h.waitKinds(e.ID, "event", "decision", "suppressed")
+	if r := detail(recs[2], "reason"); !strings.Contains(r, "approval") {
+		t.Errorf("reason %q", r)
+	}
+	if acts, _ := h.rem.counts(); acts != 0 {
+		t.Fatal("acted without approval")
+	}
+}
+
+type denyAll struct{}
+
+func (denyAll) Approve(context.Context, ApprovalRequest) (bool, string, error) {
+	return false, "denied by alice", nil
+}
+
+func TestApprovalDenied(t *testing.T) {
+	h := newHarness(t, Config{}, denyAll{})
+	e := event("NeedsApproval", "node/d", bus.StatusFiring)
+	h.publish(e, e.ID)
+	recs := h.waitKinds(e.ID, "event", "decision", "approval", "suppressed")
+	if detail(recs[2], "approved") != "false" || !strings.Contains(detail(recs[3], "reason"), "alice") {
+		t.Errorf("records: %s / %s", recs[2].Details, recs[3].Details)
+	}
+	if acts, _ := h.rem.counts(); acts != 0 {
+		t.Fatal("acted although denied")
+	}
+}
+
+func TestRateLimitSuppresses(t *testing.T) {
+	h := newHarness(t, Config{}, nil)
+	first, second := event("Limited", "node/e", bus.StatusFiring), event("Limited", "node/f", bus.StatusFiring)
+	h.publish(first, first.ID)
+	h.waitKinds(first.ID, "event", "decision", "action.started", "action.finished", "verified")
+	h.publish(second, second.ID)
+	recs := h.waitKinds(second.ID, "event", "decision", "suppressed")
+	if r := detail(recs[2], "reason"); !strings.Contains(r, "rate limit count") {
+		t.Errorf("reason %q", r)
+	}
+}
+
+func TestBreakerOpensAfterFailures(t *testing.T) {
+	h := newHarness(t, Config{MaxAttempts: 1, Breaker: guard.BreakerConfig{ConsecutiveFailures: 2, OpenFor: time.Hour}}, nil)
+	h.rem.mu.Lock()
+	h.rem.failAct = errors.New("kubelet did not come back")
+	h.rem.mu.Unlock()
+	for i := range 2 {
+		e := event("Count", fmt.Sprintf("node/g%d", i), bus.StatusFiring)
+		h.publish(e, e.ID)
+		h.waitKinds(e.ID, "event", "decision", "action.started", "action.failed")
+	}
+	e := event("Count", "node/g9", bus.StatusFiring)
+	h.publish(e, e.ID)
+	recs := h.waitKinds(e.ID, "event", "decision", "suppressed")
+	if r := detail(recs[2], "reason"); !strings.Contains(r, "circuit breaker open") {
+		t.Errorf("reason %q", r)
+	}
+}
+
+func TestNoActionWithoutAudit(t *testing.T) {
+	h := newHarness(t, Config{}, nil)
+	h.stop()
+	// The audit stream goes away: the engine must not act.
+	if err := h.js.DeleteStream(t.Context(), bus.StreamAudit); err != nil {
+		t.Fatal(err)
+	}
+	h.eng.Trail = audit.NewTrail(h.js, h.eng.Log)
+	h.start()
+	e := event("Count", "node/h", bus.StatusFiring)
+	h.publish(e, e.ID)
+	time.Sleep(time.Second)
+	if acts, _ := h.rem.counts(); acts != 0 {
+		t.Fatalf("acted %d times with no audit trail", acts)
+	}
+	// The trail comes back: the event is handled, once, and audited.
+	sc := bus.StreamsConfig{}
+	sc.ApplyDefaults()
+	if _, err := bus.EnsureStreams(t.Context(), h.js, sc); err != nil {
+		t.Fatal(err)
+	}
+	h.waitKinds(e.ID, "event", "decision", "action.started", "action.finished", "verified")
+	if acts, _ := h.rem.counts(); acts != 1 {
+		t.Fatalf("acted %d times, want 1", acts)
+	}
+}
+
+func TestShutdownLosesNoEvents(t *testing.T) {
+	h := newHarness(t, Config{Workers: 4}, nil)
+	h.rem.slow = 20 * time.Millisecond
+	const n = 60
+	ids := make([]string, n)
+	for i := range n {
+		e := event("Count", fmt.Sprintf("node/s%d", i), bus.StatusFiring)
+		ids[i] = e.ID
+		h.publish(e, e.ID)
+	}
+	time.Sleep(100 * time.Millisecond)
+	h.stop() // mid-stream, like SIGTERM
+	acted, _ := h.rem.counts()
+	if acted == n {
+		t.Fatal("all events were handled before the stop; the test proves nothing")
+	}
+	h.start()
+	for _, id := range ids {
+		h.waitKinds(id, "event", "decision", "action.started", "action.finished", "verified")
+	}
+	if acts, _ := h.rem.counts(); acts != n {
+		t.Fatalf("acted %d times for %d events", acts, n)
+	}
+}

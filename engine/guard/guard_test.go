@@ -1,0 +1,216 @@
+package guard
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/selfheal/healer/internal/testenv"
+)
+
+func TestLimiters(t *testing.T) {
+	redis := testenv.StartRedis(t)
+	rl, err := NewRedis(redis.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = rl.Close() })
+	for name, l := range map[string]Limiter{"redis": rl, "local": NewLocal()} {
+		t.Run(name, func(t *testing.T) {
+			ctx := t.Context()
+			node := Limit{Key: name + ":node/a", Max: 1, Per: 10 * time.Minute}
+			cluster := Limit{Key: name + ":cluster", Max: 3, Per: time.Hour}
+			for i, want := range []string{"", node.Key} {
+				denied, _, err := l.Allow(ctx, []Limit{node, cluster})
+				if err != nil {
+					t.Fatal(err)
+				}
+				if got := keyOf(denied); got != want {
+					t.Fatalf("call %d: denied %q, want %q", i, got, want)
+				}
+			}
+			// The node limit's denial above must not have used the cluster limit.
+			for i := range 2 {
+				other := Limit{Key: fmt.Sprintf("%s:node/b%d", name, i), Max: 1, Per: 10 * time.Minute}
+				if denied, _, err := l.Allow(ctx, []Limit{other, cluster}); err != nil || denied != nil {
+					t.Fatalf("node b%d: denied %v err %v; the cluster limit should have had room", i, keyOf(denied), err)
+				}
+			}
+			other := Limit{Key: name + ":node/c", Max: 1, Per: 10 * time.Minute}
+			denied, retry, err := l.Allow(ctx, []Limit{other, cluster})
+			if err != nil || keyOf(denied) != cluster.Key {
+				t.Fatalf("fourth node: denied %q err %v, want the cluster limit", keyOf(denied), err)
+			}
+			if retry <= 0 || retry > time.Hour {
+				t.Errorf("retry after %s, want within the hour", retry)
+			}
+		})
+	}
+}
+
+func keyOf(l *Limit) string {
+	if l == nil {
+		return ""
+	}
+	return l.Key
+}
+
+func TestRedisDownFailsClosed(t *testing.T) {
+	redis := testenv.StartRedis(t)
+	rl, err := NewRedis(redis.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = rl.Close() })
+	redis.Stop()
+	_, _, err = rl.Allow(t.Context(), []Limit{{Key: "k", Max: 5, Per: time.Minute}})
+	if !errors.Is(err, ErrLimiterUnavailable) {
+		t.Fatalf("err = %v, want ErrLimiterUnavailable", err)
+	}
+}
+
+func TestBreakerOpensAndHalfOpens(t *testing.T) {
+	b := NewBreakers(BreakerConfig{ConsecutiveFailures: 2, OpenFor: time.Second}, slog.New(slog.DiscardHandler), nil)
+	boom := errors.New("boom")
+	for range 2 {
+		if err := b.Run("r", func() error { return boom }); !errors.Is(err, boom) {
+			t.Fatalf("err = %v", err)
+		}
+	}
+	if err := b.Run("r", func() error { t.Fatal("ran while open"); return nil }); !errors.Is(err, ErrBreakerOpen) {
+		t.Fatalf("err = %v, want ErrBreakerOpen", err)
+	}
+	if b.State("other").String() != "closed" {
+		t.Fatal("breakers are per remediator")
+	}
+	time.Sleep(1100 * time.Millisecond)
+	if err := b.Run("r", func() error { return nil }); err != nil {
+		t.Fatalf("probe: %v", err)
+	}
+	if s := b.State("r").String(); s != "closed" {
+		t.Fatalf("after a good probe: %s", s)
+	}
+}
+
+func TestBudget(t *testing.T) {
+	kube := testenv.StartKube(t)
+	ctx := t.Context()
+	names := make([]string, 20)
+	for i := range names {
+		names[i] = fmt.Sprintf("n%02d", i)
+	}
+	testenv.CreateNodes(ctx, t, kube.Client, names...)
+	b := NewBudget(BudgetConfig{MinNodes: 1, Percent: 10}, kube.Client, slog.New(slog.DiscardHandler))
+	if _, err := b.State(); !errors.Is(err, ErrBudgetUnknown) {
+		t.Fatalf("before sync: %v, want ErrBudgetUnknown (fail closed)", err)
+	}
+	if _, _, err := b.Reserve("n00"); !errors.Is(err, ErrBudgetUnknown) {
+		t.Fatalf("reserve before sync: %v, want ErrBudgetUnknown", err)
+	}
+	if err := b.Start(ctx, 30*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	st, _ := b.State()
+	if st.TotalNodes != 20 || st.Allowed != 2 || st.OutOfService != 0 {
+		t.Fatalf("state %+v, want 20 nodes, 2 allowed", st)
+	}
+	// A human cordons one node: it counts.
+	patch := []byte(`{"spec":{"unschedulable":true}}`)
+	if _, err := kube.Client.CoreV1().Nodes().Patch(ctx, "n00", types.MergePatchType, patch, metav1.PatchOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitBudget(t, b, func(s BudgetState) bool { return s.OutOfService == 1 })
+	// A node goes NotReady: it counts too.
+	testenv.SetNodeCondition(ctx, t, kube.Client, "n01", corev1.NodeReady, corev1.ConditionUnknown, "NodeStatusUnknown", "Kubelet stopped posting node status.")
+	waitBudget(t, b, func(s BudgetState) bool { return s.OutOfService == 2 })
+	// Budget spent: a healthy node cannot be taken, but the NotReady one
+	// (already out) can be acted on at no extra cost.
+	if _, _, err := b.Reserve("n05"); !errors.Is(err, ErrBudgetExhausted) {
+		t.Fatalf("reserve n05: %v, want ErrBudgetExhausted", err)
+	}
+	r, _, err := b.Reserve("n01")
+	if err != nil {
+		t.Fatalf("reserve n01 (already out): %v", err)
+	}
+	r.Release(true)
+}
+
+func waitBudget(t *testing.T, b *Budget, cond func(BudgetState) bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		s, err := b.State()
+		if err == nil && cond(s) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("budget state %+v (err %v) never met the condition", s, err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestBudgetNeverExceeded is a property test: for random clusters, random
+// sets of failing nodes and random arrival orders, concurrent reservations
+// never take more nodes out of service than the budget allows.
+func TestBudgetNeverExceeded(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	for round := range 200 {
+		total := 1 + rng.IntN(200)
+		cfg := BudgetConfig{MinNodes: rng.IntN(3), Percent: rng.IntN(40)}
+		cfg.ApplyDefaults()
+		b := &Budget{cfg: cfg, out: map[string]bool{}, reserved: map[string]time.Time{}, now: time.Now, synced: func() bool { return true }}
+		down := 0
+		for i := range total {
+			o := rng.IntN(10) == 0 // some nodes already out, by anyone
+			b.out[fmt.Sprint(i)] = o
+			if o {
+				b.outCount++
+				down++
+			}
+		}
+		allowed := max(cfg.MinNodes, total*cfg.Percent/100)
+		failing := rng.Perm(total)[:rng.IntN(total)+1]
+		results := make(chan bool, len(failing))
+		for _, n := range failing {
+			go func() {
+				_, _, err := b.Reserve(fmt.Sprint(n))
+				results <- err == nil
+			}()
+		}
+		took := 0
+		for range failing {
+			if <-results {
+				took++
+			}
+		}
+		newlyOut := 0
+		for name := range b.reserved {
+			if !b.out[name] {
+				newlyOut++
+			}
+		}
+		if down+newlyOut > max(allowed, down) {
+			t.Fatalf("round %d: %d nodes, %d already out, allowed %d, %d more taken out", round, total, down, allowed, newlyOut)
+		}
+		if down < allowed && newlyOut == 0 && len(failing) > 0 && !allAlreadyOut(b, failing) {
+			t.Fatalf("round %d: budget had room (%d out of %d allowed) but nothing was allowed", round, down, allowed)
+		}
+	}
+}
+
+func allAlreadyOut(b *Budget, nodes []int) bool {
+	for _, n := range nodes {
+		if !b.out[fmt.Sprint(n)] {
+			return false
+		}
+	}
+	return true
+}
