@@ -1,11 +1,11 @@
 // Package audit keeps healer's hash-chained audit trail.
 //
 // Every step the engine takes (an event received, a policy decision, a
-// suppression, an approval, an action started, finished or failed, a
-// verification, a policy load) is appended as a Record to the JetStream
-// stream HEALER_AUDIT on the subject healer.audit. The stream denies
-// message deletes and purges, and the server refuses to lift either flag
-// once set, so records can only be appended.
+// suppression, an approval, an action started, progressing, finished or
+// failed, a verification, a policy load) is appended as a Record to the
+// JetStream stream HEALER_AUDIT on the subject healer.audit. The stream
+// denies message deletes and purges, and the server refuses to lift either
+// flag once set, so records can only be appended.
 //
 // # Chain
 //
@@ -44,9 +44,10 @@
 // encoding/json does with HTML escaping turned off: `"` and `\` are
 // escaped with a backslash; \b, \f, \n, \r and \t are written as such;
 // other control characters below U+0020 as \u00xx with lower-case hex
-// digits; U+2028 and U+2029 as \u2028 and \u2029; a byte that is not valid
-// UTF-8 as \ufffd; every other character, including non-ASCII and <, > and
-// &, is written as itself in UTF-8.
+// digits; U+2028 and U+2029 as \u2028 and \u2029; every other character,
+// including non-ASCII and <, > and &, is written as itself in UTF-8. Each
+// run of invalid UTF-8 in a string is replaced by U+FFFD first (Append
+// stores such strings already replaced).
 //
 // Hash is hex(SHA-256(canonical form)). The stored message and the API's
 // JSON form of a record are the canonical form with one more member,

@@ -1,6 +1,7 @@
 package audit
 
 import (
+	"context"
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/json"
@@ -18,6 +19,9 @@ import (
 
 // APIPath is the path NewHandler serves.
 const APIPath = "/api/v1/audit"
+
+// queryTimeout bounds how long one API request may read the stream.
+const queryTimeout = 30 * time.Second
 
 // handler serves GET APIPath.
 type handler struct {
@@ -71,7 +75,9 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, err.Error())
 		return
 	}
-	recs, err := h.trail.Query(ctx, f)
+	qctx, cancel := context.WithTimeout(ctx, queryTimeout)
+	defer cancel()
+	recs, err := h.trail.Query(qctx, f)
 	switch {
 	case errors.Is(err, ErrInvalidFilter):
 		writeError(w, http.StatusBadRequest, err.Error())

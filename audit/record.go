@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 )
 
 // Kind names the step of the remediation pipeline a record describes.
@@ -164,8 +165,22 @@ func (r *Record) appendCanonical(dst []byte, withHash bool) []byte {
 }
 
 // appendString appends s as a JSON string escaped as encoding/json does
-// without HTML escaping.
+// without HTML escaping, after replacing each run of invalid UTF-8 by
+// U+FFFD (so that decoding and encoding again gives the same bytes).
 func appendString(dst []byte, s string) []byte {
+	if !utf8.ValidString(s) {
+		s = strings.ToValidUTF8(s, "\uFFFD")
+	}
+	plain := true
+	for i := 0; i < len(s) && plain; i++ {
+		c := s[i]
+		plain = c >= 0x20 && c < utf8.RuneSelf && c != '"' && c != '\\'
+	}
+	if plain {
+		dst = append(dst, '"')
+		dst = append(dst, s...)
+		return append(dst, '"')
+	}
 	var buf bytes.Buffer
 	enc := json.NewEncoder(&buf)
 	enc.SetEscapeHTML(false)

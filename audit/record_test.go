@@ -70,6 +70,11 @@ func TestAuditCanonicalForm(t *testing.T) {
 	t.Run("decode then encode gives identical bytes", func(t *testing.T) {
 		r := sampleRecord()
 		r.Details = json.RawMessage(`{"s":"tab\there \u2028 <&> é \"q\"","nested":{"z":[1,2e3,{"a":null}],"a":true}}`)
+		var ascii []byte
+		for c := range 128 {
+			ascii = append(ascii, byte(c))
+		}
+		r.Target = string(ascii) + "\u2029é\xff"
 		r.Hash = r.ComputeHash()
 		first := encodeJSON(t, r)
 		var back audit.Record
@@ -82,6 +87,17 @@ func TestAuditCanonicalForm(t *testing.T) {
 		}
 		if back.ComputeHash() != r.Hash {
 			t.Fatalf("decoded record hashes differently")
+		}
+		// Strings are escaped exactly as encoding/json does without HTML
+		// escaping (the documented rule).
+		var std bytes.Buffer
+		enc := json.NewEncoder(&std)
+		enc.SetEscapeHTML(false)
+		if err := enc.Encode(back.Target); err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Contains(first, []byte(`"target":`+strings.TrimSpace(std.String())+`,`)) {
+			t.Fatalf("target not escaped as encoding/json does: %s", first)
 		}
 	})
 

@@ -130,9 +130,16 @@ func (t *Trail) loadTail(ctx context.Context) error {
 		t.log.ErrorContext(ctx, "audit trail tail is not a valid record; refusing to extend it", "stream_seq", last, "error", err)
 		return fmt.Errorf("%w: stream sequence %d: %w", ErrTailInvalid, last, err)
 	}
-	if rec.Seq != last || rec.Hash != rec.ComputeHash() {
-		t.log.ErrorContext(ctx, "audit trail tail was altered; refusing to extend it", "stream_seq", last, "record_seq", rec.Seq, "id", rec.ID)
-		return fmt.Errorf("%w: stream sequence %d holds record %q claiming seq %d with a hash that does not match its content", ErrTailInvalid, last, rec.ID, rec.Seq)
+	var problem string
+	switch {
+	case rec.Seq != last:
+		problem = fmt.Sprintf("record %q claims seq %d", rec.ID, rec.Seq)
+	case rec.Hash != rec.ComputeHash():
+		problem = fmt.Sprintf("record %q has a hash that does not match its content", rec.ID)
+	}
+	if problem != "" {
+		t.log.ErrorContext(ctx, "audit trail tail was altered; refusing to extend it", "stream_seq", last, "problem", problem)
+		return fmt.Errorf("%w: at stream sequence %d, %s", ErrTailInvalid, last, problem)
 	}
 	t.tailOK, t.tailSeq, t.tailHash = true, last, rec.Hash
 	return nil

@@ -43,18 +43,6 @@ decision := {
 	not input.context.budget.known
 }
 
-# A node problem must name its node.
-else := {
-	"reason": sprintf(
-		"%s needs a node target (subject node/<name>), got subject %q",
-		[input.event.type, input.event.subject],
-	),
-	"rule": "missing_target",
-} if {
-	cordon_params[input.event.type]
-	not regex.match(`^node/.`, input.event.subject)
-}
-
 # A node problem: cordon the node.
 else := {
 	"remediator": "node.cordon",
@@ -71,6 +59,7 @@ else := {
 } if {
 	input.event.status == "firing"
 	params := cordon_params[input.event.type]
+	node_subject
 }
 
 # The node problem cleared. For a resolved event the engine runs only the
@@ -85,6 +74,19 @@ else := {
 } if {
 	input.event.status == "resolved"
 	cordon_params[input.event.type]
+	node_subject
+}
+
+# A node problem that does not name its node.
+else := {
+	"reason": sprintf(
+		"%s needs a node target (subject node/<name>), got subject %q",
+		[input.event.type, input.event.subject],
+	),
+	"rule": "missing_target",
+} if {
+	cordon_params[input.event.type]
+	not node_subject
 }
 
 # A node problem neither firing nor resolved.
@@ -97,3 +99,9 @@ else := {
 
 # Anything else is none of healer's business.
 else := {"reason": sprintf("no rule for event type %q", [input.event.type])}
+
+# node_subject holds when the event's subject names a node: node/<name>.
+node_subject if {
+	startswith(input.event.subject, "node/")
+	input.event.subject != "node/"
+}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	"github.com/open-policy-agent/opa/v1/ast"
@@ -64,11 +65,18 @@ type RecentAction struct {
 	Result     string    `json:"result"`
 }
 
-// inputKeys are the object keys of the input document and terms for
-// strings likely to occur in it, made once per policy so that building an
-// input does not allocate them again. They are never modified.
-type inputKeys struct {
+// inputBuilder builds input documents for one policy. It holds the object
+// keys of the document, terms for strings likely to occur in it, and what
+// the policy can read, all made once when the policy loads so that building
+// an input does not redo them; and it remembers the last budget, which
+// rarely changes between events. It is safe for concurrent use.
+type inputBuilder struct {
+	// strings are terms for known strings; the map is never modified.
 	strings map[string]*ast.Term
+	use     inputUse
+	// emptyArray stands for recent actions the policy cannot read.
+	emptyArray *ast.Term
+	lastBudget atomic.Pointer[budgetTerm]
 
 	event, context                                                   *ast.Term
 	specversion, id, source, typ, subject, time, dct, status, key, d *ast.Term
@@ -77,17 +85,25 @@ type inputKeys struct {
 	remediator, target, result                                       *ast.Term
 }
 
-// newInputKeys returns the keys, with terms for the strings of the event
-// envelope that have few values and for the given strings (the policy's
-// string constants, which include the event types it looks for).
-func newInputKeys(known []string) *inputKeys {
+// budgetTerm is a budget and its term.
+type budgetTerm struct {
+	budget Budget
+	term   *ast.Term
+}
+
+// newInputBuilder returns a builder for a policy made of the compiled
+// modules. The strings it keeps terms for are the event envelope's values
+// that vary little and the policy's string constants, which include the
+// event types it looks for.
+func newInputBuilder(modules map[string]*ast.Module) *inputBuilder {
 	s := ast.StringTerm
-	strs := make(map[string]*ast.Term, len(known)+4)
-	for _, v := range append([]string{bus.SpecVersion, bus.StatusFiring, bus.StatusResolved, "application/json"}, known...) {
+	known := append([]string{bus.SpecVersion, bus.StatusFiring, bus.StatusResolved, "application/json"}, stringConstants(modules)...)
+	strs := make(map[string]*ast.Term, len(known))
+	for _, v := range known {
 		strs[v] = s(v)
 	}
-	return &inputKeys{
-		strings: strs,
+	return &inputBuilder{
+		strings: strs, use: inputUseOf(modules), emptyArray: ast.ArrayTerm(),
 		event: s("event"), context: s("context"),
 		specversion: s("specversion"), id: s("id"), source: s("source"), typ: s("type"),
 		subject: s("subject"), time: s("time"), dct: s("datacontenttype"), status: s("status"),
@@ -161,46 +177,56 @@ func reaches(r ast.Ref, path ...string) bool {
 // json.Marshal(in) describes, without a JSON round trip. Only the event's
 // data is parsed from JSON, and only if the policy can read it; likewise
 // recent actions are only converted if the policy can read them.
-func (k *inputKeys) value(in *Input, use inputUse) (ast.Value, error) {
-	ev, err := k.eventValue(in.Event, use.data)
+func (b *inputBuilder) value(in *Input) (ast.Value, error) {
+	ev, err := b.eventValue(in.Event)
 	if err != nil {
 		return nil, err
 	}
 	c := &in.Context
-	b := &c.Budget
-	budget := ast.NewObject(
-		[2]*ast.Term{k.totalNodes, ast.InternedTerm(b.TotalNodes)},
-		[2]*ast.Term{k.outOfService, ast.InternedTerm(b.OutOfService)},
-		[2]*ast.Term{k.inFlight, ast.InternedTerm(b.InFlight)},
-		[2]*ast.Term{k.allowed, ast.InternedTerm(b.Allowed)},
-		[2]*ast.Term{k.available, ast.InternedTerm(b.Available)},
-		[2]*ast.Term{k.known, ast.InternedTerm(b.Known)},
-	)
-	var recent []*ast.Term
-	if use.recentActions {
-		recent = make([]*ast.Term, len(c.RecentActions))
+	recent := b.emptyArray
+	if b.use.recentActions && len(c.RecentActions) > 0 {
+		terms := make([]*ast.Term, len(c.RecentActions))
 		for i := range c.RecentActions {
 			a := &c.RecentActions[i]
-			recent[i] = ast.NewTerm(ast.NewObject(
-				[2]*ast.Term{k.remediator, k.str(a.Remediator)},
-				[2]*ast.Term{k.target, k.str(a.Target)},
-				[2]*ast.Term{k.time, timeTerm(a.Time)},
-				[2]*ast.Term{k.result, k.str(a.Result)},
+			terms[i] = ast.NewTerm(ast.NewObject(
+				[2]*ast.Term{b.remediator, b.str(a.Remediator)},
+				[2]*ast.Term{b.target, b.str(a.Target)},
+				[2]*ast.Term{b.time, timeTerm(a.Time)},
+				[2]*ast.Term{b.result, b.str(a.Result)},
 			))
 		}
+		recent = ast.ArrayTerm(terms...)
 	}
 	ctx := ast.NewObject(
-		[2]*ast.Term{k.now, timeTerm(c.Now)},
-		[2]*ast.Term{k.budget, ast.NewTerm(budget)},
-		[2]*ast.Term{k.recentActions, ast.NewTerm(ast.NewArray(recent...))},
+		[2]*ast.Term{b.now, timeTerm(c.Now)},
+		[2]*ast.Term{b.budget, b.budgetTerm(c.Budget)},
+		[2]*ast.Term{b.recentActions, recent},
 	)
 	return ast.NewObject(
-		[2]*ast.Term{k.event, ast.NewTerm(ev)},
-		[2]*ast.Term{k.context, ast.NewTerm(ctx)},
+		[2]*ast.Term{b.event, ast.NewTerm(ev)},
+		[2]*ast.Term{b.context, ast.NewTerm(ctx)},
 	), nil
 }
 
-func (k *inputKeys) eventValue(e *bus.Event, withData bool) (ast.Value, error) {
+// budgetTerm returns the term for bu, reusing the last one when the budget
+// has not changed.
+func (b *inputBuilder) budgetTerm(bu Budget) *ast.Term {
+	if last := b.lastBudget.Load(); last != nil && last.budget == bu {
+		return last.term
+	}
+	t := ast.NewTerm(ast.NewObject(
+		[2]*ast.Term{b.totalNodes, ast.InternedTerm(bu.TotalNodes)},
+		[2]*ast.Term{b.outOfService, ast.InternedTerm(bu.OutOfService)},
+		[2]*ast.Term{b.inFlight, ast.InternedTerm(bu.InFlight)},
+		[2]*ast.Term{b.allowed, ast.InternedTerm(bu.Allowed)},
+		[2]*ast.Term{b.available, ast.InternedTerm(bu.Available)},
+		[2]*ast.Term{b.known, ast.InternedTerm(bu.Known)},
+	))
+	b.lastBudget.Store(&budgetTerm{budget: bu, term: t})
+	return t
+}
+
+func (b *inputBuilder) eventValue(e *bus.Event) (ast.Value, error) {
 	if e == nil {
 		return nil, fmt.Errorf("decision input: no event")
 	}
@@ -210,31 +236,31 @@ func (k *inputKeys) eventValue(e *bus.Event, withData bool) (ast.Value, error) {
 		items[n] = [2]*ast.Term{key, val}
 		n++
 	}
-	add(k.specversion, k.str(e.SpecVersion))
-	add(k.id, ast.StringTerm(e.ID))
-	add(k.source, k.str(e.Source))
-	add(k.typ, k.str(e.Type))
-	add(k.subject, ast.StringTerm(e.Subject))
-	add(k.time, timeTerm(e.Time))
+	add(b.specversion, b.str(e.SpecVersion))
+	add(b.id, ast.StringTerm(e.ID))
+	add(b.source, b.str(e.Source))
+	add(b.typ, b.str(e.Type))
+	add(b.subject, ast.StringTerm(e.Subject))
+	add(b.time, timeTerm(e.Time))
 	if e.DataContentType != "" {
-		add(k.dct, k.str(e.DataContentType))
+		add(b.dct, b.str(e.DataContentType))
 	}
-	add(k.status, k.str(e.Status))
-	add(k.key, ast.StringTerm(e.Key))
-	if withData && len(e.Data) > 0 {
+	add(b.status, b.str(e.Status))
+	add(b.key, ast.StringTerm(e.Key))
+	if b.use.data && len(e.Data) > 0 {
 		v, err := jsonValue(e.Data)
 		if err != nil {
 			return nil, fmt.Errorf("event %q: data: %w", e.ID, err)
 		}
-		add(k.d, ast.NewTerm(v))
+		add(b.d, ast.NewTerm(v))
 	}
 	return ast.NewObject(items[:n]...), nil
 }
 
 // str returns a term for s, shared when s is one of the strings known in
-// advance (see newInputKeys) so that it need not be allocated.
-func (k *inputKeys) str(s string) *ast.Term {
-	if t, ok := k.strings[s]; ok {
+// advance so that it need not be allocated.
+func (b *inputBuilder) str(s string) *ast.Term {
+	if t, ok := b.strings[s]; ok {
 		return t
 	}
 	return ast.StringTerm(s)

@@ -3,58 +3,98 @@ package policies
 import (
 	"fmt"
 	"math"
+	"slices"
 	"time"
 
 	"github.com/open-policy-agent/opa/v1/ast"
 )
 
-// decisionFromValue converts the value of data.healer.decision into a
-// Decision, checking each field's type; it does not call Validate.
-// Unknown fields are refused: a misspelt "rate_limit" silently ignored
-// would lift a limit the policy author meant to set.
-func decisionFromValue(v ast.Value) (Decision, error) {
+// outputKeys are the keys of the decision document, made once per policy.
+type outputKeys struct {
+	remediator, params, approval, rateLimit, rateLimits, dryRun, reason, rule *ast.Term
+	key, max, per                                                            *ast.Term
+}
+
+func newOutputKeys() *outputKeys {
+	s := ast.StringTerm
+	return &outputKeys{
+		remediator: s("remediator"), params: s("params"), approval: s("approval"),
+		rateLimit: s("rate_limit"), rateLimits: s("rate_limits"), dryRun: s("dry_run"),
+		reason: s("reason"), rule: s("rule"),
+		key: s("key"), max: s("max"), per: s("per"),
+	}
+}
+
+// decision converts the value of data.healer.decision into a Decision,
+// checking each field's type; it does not call Validate. Unknown fields
+// are refused: a misspelt "rate_limit" silently ignored would lift a limit
+// the policy author meant to set.
+func (k *outputKeys) decision(v ast.Value) (Decision, error) {
 	var d Decision
 	obj, ok := v.(ast.Object)
 	if !ok {
 		return d, fmt.Errorf("decision: want an object, got %s", ast.ValueName(v))
 	}
-	err := obj.Iter(func(k, val *ast.Term) error {
-		name, ok := k.Value.(ast.String)
-		if !ok {
-			return fmt.Errorf("decision: key %v: want a string", k)
+	found := 0
+	get := func(key *ast.Term) ast.Value {
+		t := obj.Get(key)
+		if t == nil {
+			return nil
 		}
-		var err error
-		switch field := string(name); field {
-		case "remediator":
-			d.Remediator, err = stringField(field, val.Value)
-		case "params":
-			d.Params, err = paramsField(val.Value)
-		case "approval":
-			d.Approval, err = stringField(field, val.Value)
-		case "rate_limit":
-			if _, null := val.Value.(ast.Null); null {
-				return nil
-			}
+		found++
+		return t.Value
+	}
+	var err error
+	if v := get(k.remediator); v != nil && err == nil {
+		d.Remediator, err = stringField("remediator", v)
+	}
+	if v := get(k.params); v != nil && err == nil {
+		d.Params, err = paramsField(v)
+	}
+	if v := get(k.approval); v != nil && err == nil {
+		d.Approval, err = stringField("approval", v)
+	}
+	if v := get(k.rateLimit); v != nil && err == nil {
+		if _, null := v.(ast.Null); !null {
 			var l RateLimit
-			l, err = rateLimitField(field, val.Value)
+			l, err = k.rateLimitField("rate_limit", v)
 			d.RateLimit = &l
-		case "rate_limits":
-			d.RateLimits, err = rateLimitsField(val.Value)
-		case "dry_run":
-			d.DryRun, err = boolField(field, val.Value)
-		case "reason":
-			d.Reason, err = stringField(field, val.Value)
-		case "rule":
-			d.Rule, err = stringField(field, val.Value)
-		default:
-			return fmt.Errorf("decision: unknown field %q (known: remediator, params, approval, rate_limit, rate_limits, dry_run, reason, rule)", field)
 		}
-		if err != nil {
-			return fmt.Errorf("decision: %w", err)
+	}
+	if v := get(k.rateLimits); v != nil && err == nil {
+		d.RateLimits, err = k.rateLimitsField(v)
+	}
+	if v := get(k.dryRun); v != nil && err == nil {
+		d.DryRun, err = boolField("dry_run", v)
+	}
+	if v := get(k.reason); v != nil && err == nil {
+		d.Reason, err = stringField("reason", v)
+	}
+	if v := get(k.rule); v != nil && err == nil {
+		d.Rule, err = stringField("rule", v)
+	}
+	if err == nil && found < obj.Len() {
+		err = unknownField(obj, "remediator, params, approval, rate_limit, rate_limits, dry_run, reason, rule",
+			k.remediator, k.params, k.approval, k.rateLimit, k.rateLimits, k.dryRun, k.reason, k.rule)
+	}
+	if err != nil {
+		return Decision{}, fmt.Errorf("decision: %w", err)
+	}
+	return d, nil
+}
+
+// unknownField returns an error naming the first key of obj that is not
+// one of known.
+func unknownField(obj ast.Object, list string, known ...*ast.Term) error {
+	for _, key := range obj.Keys() {
+		if !slices.ContainsFunc(known, key.Equal) {
+			if s, ok := key.Value.(ast.String); ok {
+				return fmt.Errorf("unknown field %q (known: %s)", string(s), list)
+			}
+			return fmt.Errorf("unknown field %v (known: %s)", key, list)
 		}
-		return nil
-	})
-	return d, err
+	}
+	return nil
 }
 
 func stringField(field string, v ast.Value) (string, error) {
@@ -143,31 +183,24 @@ func goValue(path string, v ast.Value) (any, error) {
 	}
 }
 
-func rateLimitsField(v ast.Value) ([]RateLimit, error) {
-	var elems []*ast.Term
+func (k *outputKeys) rateLimitsField(v ast.Value) ([]RateLimit, error) {
+	var arr *ast.Array
 	switch x := v.(type) {
 	case ast.Null:
 		return nil, nil
 	case *ast.Array:
-		elems = make([]*ast.Term, x.Len())
-		for i := range elems {
-			elems[i] = x.Elem(i)
-		}
+		arr = x
 	case ast.Set:
-		sorted := x.Sorted()
-		elems = make([]*ast.Term, sorted.Len())
-		for i := range elems {
-			elems[i] = sorted.Elem(i)
-		}
+		arr = x.Sorted()
 	default:
 		return nil, fmt.Errorf("rate_limits: want an array, got %s", ast.ValueName(v))
 	}
-	if len(elems) == 0 {
+	if arr.Len() == 0 {
 		return nil, nil
 	}
-	out := make([]RateLimit, len(elems))
-	for i, t := range elems {
-		l, err := rateLimitField(fmt.Sprintf("rate_limits[%d]", i), t.Value)
+	out := make([]RateLimit, arr.Len())
+	for i := range out {
+		l, err := k.rateLimitField(fmt.Sprintf("rate_limits[%d]", i), arr.Elem(i).Value)
 		if err != nil {
 			return nil, err
 		}
@@ -176,27 +209,31 @@ func rateLimitsField(v ast.Value) ([]RateLimit, error) {
 	return out, nil
 }
 
-func rateLimitField(field string, v ast.Value) (RateLimit, error) {
+func (k *outputKeys) rateLimitField(field string, v ast.Value) (RateLimit, error) {
 	var l RateLimit
 	obj, ok := v.(ast.Object)
 	if !ok {
 		return l, fmt.Errorf("%s: want an object, got %s", field, ast.ValueName(v))
 	}
-	err := obj.Iter(func(k, val *ast.Term) error {
-		name, _ := k.Value.(ast.String)
-		var err error
-		switch string(name) {
-		case "key":
-			l.Key, err = stringField(field+".key", val.Value)
-		case "max":
-			l.Max, err = intField(field+".max", val.Value)
-		case "per":
-			l.Per, err = durationField(field+".per", val.Value)
-		default:
-			err = fmt.Errorf("%s: unknown field %v (known: key, max, per)", field, k)
+	found := 0
+	var err error
+	if t := obj.Get(k.key); t != nil {
+		found++
+		l.Key, err = stringField(field+".key", t.Value)
+	}
+	if t := obj.Get(k.max); t != nil && err == nil {
+		found++
+		l.Max, err = intField(field+".max", t.Value)
+	}
+	if t := obj.Get(k.per); t != nil && err == nil {
+		found++
+		l.Per, err = durationField(field+".per", t.Value)
+	}
+	if err == nil && found < obj.Len() {
+		if err = unknownField(obj, "key, max, per", k.key, k.max, k.per); err != nil {
+			err = fmt.Errorf("%s: %w", field, err)
 		}
-		return err
-	})
+	}
 	return l, err
 }
 

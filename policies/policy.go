@@ -33,8 +33,8 @@ type Policy struct {
 	Tests int
 
 	query   rego.PreparedEvalQuery
-	keys    *inputKeys
-	use     inputUse
+	input   *inputBuilder
+	output  *outputKeys
 	metrics metrics.Metrics
 }
 
@@ -83,8 +83,8 @@ func Load(ctx context.Context, dir string) (*Policy, error) {
 		Files:    src.Files,
 		Tests:    passed(results),
 		query:    query,
-		keys:     newInputKeys(stringConstants(compiler.Modules)),
-		use:      inputUseOf(compiler.Modules),
+		input:    newInputBuilder(compiler.Modules),
+		output:   newOutputKeys(),
 		metrics:  metrics.NoOp(),
 	}, nil
 }
@@ -131,7 +131,7 @@ func (p *Policy) Decide(ctx context.Context, in *Input) (Decision, error) {
 	if err := ctx.Err(); err != nil {
 		return Decision{}, fmt.Errorf("policy %s: decide event %q: %w", p, in.Event.ID, err)
 	}
-	input, err := p.keys.value(in, p.use)
+	input, err := p.input.value(in)
 	if err != nil {
 		return Decision{}, fmt.Errorf("policy %s: decide: %w", p, err)
 	}
@@ -142,7 +142,7 @@ func (p *Policy) Decide(ctx context.Context, in *Input) (Decision, error) {
 	if v == nil {
 		return Decision{Approval: ApprovalNone, Reason: NoRuleMatched}, nil
 	}
-	d, err := decisionFromValue(v)
+	d, err := p.output.decision(v)
 	if err == nil {
 		err = d.Validate()
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"testing"
+	"slices"
 	"time"
 	"os"
 	"path/filepath"
@@ -36,16 +37,22 @@ func benchPolicy(b *testing.B, src string) {
 	if err != nil { b.Fatal(err) }
 	in := exploreInput()
 	b.ReportAllocs()
+	durs := make([]time.Duration, 0, 1<<20)
 	for b.Loop() {
+		t0 := time.Now()
 		if _, err := p.Decide(context.Background(), in); err != nil { b.Fatal(err) }
+		durs = append(durs, time.Since(t0))
 	}
+	slices.Sort(durs)
+	b.ReportMetric(float64(durs[len(durs)/2].Nanoseconds())/1e3, "p50-µs")
+	b.ReportMetric(float64(durs[len(durs)*99/100].Nanoseconds())/1e3, "p99-µs")
 }
 
 func BenchmarkXTrivial(b *testing.B) { benchPolicy(b, "package healer\n\ndecision := {\"reason\": \"x\"}\n") }
 func BenchmarkXInput(b *testing.B) {
-	k := newInputKeys(nil); in := exploreInput()
+	k := newInputBuilder(nil); in := exploreInput()
 	b.ReportAllocs()
-	for b.Loop() { k.value(in, inputUse{}) }
+	for b.Loop() { k.value(in) }
 }
 func BenchmarkXDefault(b *testing.B) {
 	src, _ := os.ReadFile("healer.rego")
@@ -71,3 +78,7 @@ func BenchmarkXL(b *testing.B) { benchFile(b, "/tmp/variants/l.rego") }
 func BenchmarkXM(b *testing.B) { benchFile(b, "/tmp/variants/m.rego") }
 func BenchmarkXN(b *testing.B) { benchFile(b, "/tmp/variants/n.rego") }
 func BenchmarkXO(b *testing.B) { benchFile(b, "/tmp/variants/o.rego") }
+func BenchmarkXP0(b *testing.B) { benchFile(b, "/tmp/variants/p0.rego") }
+func BenchmarkXP1(b *testing.B) { benchFile(b, "/tmp/variants/p1.rego") }
+func BenchmarkXP2(b *testing.B) { benchFile(b, "/tmp/variants/p2.rego") }
+func BenchmarkXP3(b *testing.B) { benchFile(b, "/tmp/variants/p3.rego") }

@@ -20,14 +20,18 @@ import (
 	"github.com/selfheal/healer/bus"
 )
 
-func captured(t *testing.T) []byte {
-	t.Helper()
+func captured(t testing.TB) []byte {
 	b, err := os.ReadFile("testdata/kernel-deadlock-firing.json")
 	if err != nil {
+		if t == nil {
+			panic(err)
+		}
 		t.Fatal(err)
 	}
 	return b
 }
+
+type webhookMessage struct{ Message webhook.Message }
 
 func decode(t *testing.T, b []byte) *webhook.Message {
 	t.Helper()
