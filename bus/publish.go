@@ -2,7 +2,6 @@ package bus
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
@@ -77,14 +76,12 @@ func (p *Publisher) Publish(ctx context.Context, events ...*Event) (PublishResul
 }
 
 // Message encodes an event as the NATS message healer publishes: the JSON
-// event on EventSubject, with Nats-Msg-Id set to the event id.
+// event on EventSubject, with Nats-Msg-Id set to the event id. e.Data must
+// be valid JSON (detectors produce it with encoding/json); it is copied as
+// it is.
 func Message(e *Event) (*nats.Msg, error) {
-	b, err := json.Marshal(e)
-	if err != nil {
-		return nil, fmt.Errorf("encode event %s: %w", e.ID, err)
-	}
 	msg := nats.NewMsg(EventSubject(e.Source, e.Key))
-	msg.Data = b
+	msg.Data = e.AppendJSON(make([]byte, 0, 256+len(e.Data)))
 	msg.Header.Set(jetstream.MsgIDHeader, e.ID)
 	msg.Header.Set("Content-Type", "application/cloudevents+json")
 	return msg, nil

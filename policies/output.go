@@ -12,7 +12,7 @@ import (
 // outputKeys are the keys of the decision document, made once per policy.
 type outputKeys struct {
 	remediator, params, approval, rateLimit, rateLimits, dryRun, reason, rule *ast.Term
-	key, max, per                                                            *ast.Term
+	limitKey, limitMax, limitPer                                              *ast.Term
 }
 
 func newOutputKeys() *outputKeys {
@@ -21,7 +21,7 @@ func newOutputKeys() *outputKeys {
 		remediator: s("remediator"), params: s("params"), approval: s("approval"),
 		rateLimit: s("rate_limit"), rateLimits: s("rate_limits"), dryRun: s("dry_run"),
 		reason: s("reason"), rule: s("rule"),
-		key: s("key"), max: s("max"), per: s("per"),
+		limitKey: s("key"), limitMax: s("max"), limitPer: s("per"),
 	}
 }
 
@@ -127,17 +127,26 @@ func paramsField(v ast.Value) (map[string]any, error) {
 	default:
 		return nil, fmt.Errorf("params: want an object, got %s", ast.ValueName(v))
 	}
-	x, err := goValue("params", v)
+	x, err := goValue(v)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("params%w", err)
 	}
 	m, _ := x.(map[string]any)
 	return m, nil
 }
 
+// valueError is a value that JSON cannot hold, at path (".a[1]") within
+// the value being converted.
+type valueError struct {
+	path string
+	msg  string
+}
+
+func (e *valueError) Error() string { return e.path + ": " + e.msg }
+
 // goValue converts v to the Go value encoding/json would decode its JSON
-// form into: numbers are float64 and sets become arrays.
-func goValue(path string, v ast.Value) (any, error) {
+// form into: numbers are float64 and sets become sorted arrays.
+func goValue(v ast.Value) (any, error) {
 	switch x := v.(type) {
 	case ast.Null:
 		return nil, nil
@@ -148,39 +157,47 @@ func goValue(path string, v ast.Value) (any, error) {
 	case ast.Number:
 		f, ok := x.Float64()
 		if !ok || math.IsInf(f, 0) {
-			return nil, fmt.Errorf("%s: number %s out of range", path, x)
+			return nil, &valueError{msg: fmt.Sprintf("number %s out of range", x)}
 		}
 		return f, nil
 	case *ast.Array:
 		out := make([]any, x.Len())
-		for i := range x.Len() {
-			e, err := goValue(fmt.Sprintf("%s[%d]", path, i), x.Elem(i).Value)
+		for i := range out {
+			e, err := goValue(x.Elem(i).Value)
 			if err != nil {
-				return nil, err
+				return nil, within(fmt.Sprintf("[%d]", i), err)
 			}
 			out[i] = e
 		}
 		return out, nil
 	case ast.Set:
-		return goValue(path, x.Sorted())
+		return goValue(x.Sorted())
 	case ast.Object:
 		out := make(map[string]any, x.Len())
 		err := x.Iter(func(k, t *ast.Term) error {
 			ks, ok := k.Value.(ast.String)
 			if !ok {
-				return fmt.Errorf("%s: key %v: want a string", path, k)
+				return &valueError{msg: fmt.Sprintf("key %v: want a string", k)}
 			}
-			e, err := goValue(path+"."+string(ks), t.Value)
+			e, err := goValue(t.Value)
 			if err != nil {
-				return err
+				return within("."+string(ks), err)
 			}
 			out[string(ks)] = e
 			return nil
 		})
 		return out, err
 	default:
-		return nil, fmt.Errorf("%s: %s is not JSON", path, ast.ValueName(v))
+		return nil, &valueError{msg: ast.ValueName(v) + " is not JSON"}
 	}
+}
+
+// within prefixes the path of a *valueError with segment.
+func within(segment string, err error) error {
+	if ve, ok := err.(*valueError); ok {
+		return &valueError{path: segment + ve.path, msg: ve.msg}
+	}
+	return err
 }
 
 func (k *outputKeys) rateLimitsField(v ast.Value) ([]RateLimit, error) {
@@ -217,20 +234,20 @@ func (k *outputKeys) rateLimitField(field string, v ast.Value) (RateLimit, error
 	}
 	found := 0
 	var err error
-	if t := obj.Get(k.key); t != nil {
+	if t := obj.Get(k.limitKey); t != nil {
 		found++
 		l.Key, err = stringField(field+".key", t.Value)
 	}
-	if t := obj.Get(k.max); t != nil && err == nil {
+	if t := obj.Get(k.limitMax); t != nil && err == nil {
 		found++
 		l.Max, err = intField(field+".max", t.Value)
 	}
-	if t := obj.Get(k.per); t != nil && err == nil {
+	if t := obj.Get(k.limitPer); t != nil && err == nil {
 		found++
 		l.Per, err = durationField(field+".per", t.Value)
 	}
 	if err == nil && found < obj.Len() {
-		if err = unknownField(obj, "key, max, per", k.key, k.max, k.per); err != nil {
+		if err = unknownField(obj, "key, max, per", k.limitKey, k.limitMax, k.limitPer); err != nil {
 			err = fmt.Errorf("%s: %w", field, err)
 		}
 	}

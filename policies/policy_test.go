@@ -200,6 +200,7 @@ func TestDecideContract(t *testing.T) {
 		{name: "approval defaults to none", out: `{"reason": "r"}`, want: Decision{Approval: ApprovalNone, Reason: "r"}},
 		{name: "not an object", out: `"cordon"`, wantErr: "decision: want an object, got string"},
 		{name: "remediator not a string", out: `{"remediator": 1, "reason": "r"}`, wantErr: "remediator: want a string, got number"},
+		{name: "number out of range", out: `{"params": {"l": [1, 1e400]}, "reason": "r"}`, wantErr: "params.l[1]: number 1e400 out of range"},
 		{name: "params not an object", out: `{"params": [1], "reason": "r"}`, wantErr: "params: want an object, got array"},
 		{name: "bad approval", out: `{"approval": "maybe", "reason": "r"}`, wantErr: `approval "maybe"`},
 		{name: "missing reason", out: `{"remediator": "x"}`, wantErr: "reason: missing"},

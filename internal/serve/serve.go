@@ -296,6 +296,11 @@ func (s *Server) connectNATS(ctx context.Context) (string, error) {
 	if s.cfg.NATSCredsFile != "" {
 		opts = append(opts, nats.UserCredentials(s.cfg.NATSCredsFile))
 	}
+	if s.ns != nil {
+		// The embedded server is reached in-process, without loopback TCP;
+		// its listener is for agents and tools.
+		opts = append(opts, nats.InProcessServer(s.ns))
+	}
 	nc, err := nats.Connect(url, opts...)
 	if err != nil {
 		return "", fmt.Errorf("connect to nats %s: %w", url, err)

@@ -188,3 +188,5 @@ func describe(recs []audit.Record) string {
 	}
 	return b.String()
 }
+
+func jsonUnmarshal(b []byte, v any) error { return json.Unmarshal(b, v) }
