@@ -306,7 +306,7 @@ func (s *Server) connectNATS(ctx context.Context) (string, error) {
 		return "", fmt.Errorf("connect to nats %s: %w", url, err)
 	}
 	s.nc = nc
-	s.closers = append(s.closers, func() { _ = nc.Drain() ; waitClosed(nc) })
+	s.closers = append(s.closers, func() { _ = nc.Drain(); waitClosed(nc) })
 	if s.js, err = jetstream.New(nc); err != nil {
 		return "", fmt.Errorf("jetstream: %w", err)
 	}

@@ -154,7 +154,7 @@ func TestAlertToCordon(t *testing.T) {
 			"not json":      `{"alerts": [`,
 			"wrong version": strings.Replace(string(firing), `"version": "4"`, `"version": "3"`, 1),
 			"no alerts":     `{"version":"4","status":"firing","alerts":[]}`,
-			"bad status":    strings.Replace(string(alertFor(firing, "worker-3", "c000000000000003")), `"status": "firing",
+			"bad status": strings.Replace(string(alertFor(firing, "worker-3", "c000000000000003")), `"status": "firing",
       "labels"`, `"status": "burning",
       "labels"`, 1),
 		} {
