@@ -3,6 +3,7 @@ package policies
 import (
 	"context"
 	"encoding/json"
+	"runtime"
 	"slices"
 	"testing"
 	"time"
@@ -14,11 +15,15 @@ import (
 // NodeKernelDeadlock event, and reports the median and 99th percentile
 // latency of single decisions besides the mean.
 func BenchmarkDecide(b *testing.B) {
-	ctx := context.Background()
-	p, err := Load(ctx, "")
+	p, err := Load(context.Background(), "")
 	if err != nil {
 		b.Fatal(err)
 	}
+	benchDecideWith(b, p)
+}
+
+func benchDecideWith(b *testing.B, p *Policy) {
+	ctx := context.Background()
 	in := &Input{
 		Event: &bus.Event{
 			SpecVersion: bus.SpecVersion, ID: "3f1c2a9e-6b1d-4c57-9d0e-8a4f2b7c1d10", Source: "alertmanager",
@@ -59,4 +64,21 @@ func BenchmarkDecide(b *testing.B) {
 	}
 	b.ReportMetric(pct(0.50), "p50-µs")
 	b.ReportMetric(pct(0.99), "p99-µs")
+}
+
+// BenchmarkDecideLiveHeap is BenchmarkDecide with 64 MiB of live heap
+// beside it, as a serving replica has (watch caches, connections,
+// buffers). The collector then runs far less often than around the tiny
+// heap of a bare benchmark, which is what the tail latency mostly is.
+func BenchmarkDecideLiveHeap(b *testing.B) {
+	live := make([][]byte, 64)
+	for i := range live {
+		live[i] = make([]byte, 1<<20)
+	}
+	p, err := Load(context.Background(), "")
+	if err != nil {
+		b.Fatal(err)
+	}
+	benchDecideWith(b, p)
+	runtime.KeepAlive(live)
 }

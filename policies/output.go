@@ -1,6 +1,7 @@
 package policies
 
 import (
+	"errors"
 	"fmt"
 	"math"
 	"slices"
@@ -194,7 +195,8 @@ func goValue(v ast.Value) (any, error) {
 
 // within prefixes the path of a *valueError with segment.
 func within(segment string, err error) error {
-	if ve, ok := err.(*valueError); ok {
+	var ve *valueError
+	if errors.As(err, &ve) {
 		return &valueError{path: segment + ve.path, msg: ve.msg}
 	}
 	return err

@@ -1,0 +1,86 @@
+package serve
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestLoadFile(t *testing.T) {
+	tests := []struct {
+		name    string
+		yaml    string
+		check   func(*testing.T, *Config)
+		wantErr string
+	}{
+		{
+			name: "durations as people write them",
+			yaml: "redisURL: redis://r:6379/0\nstreams:\n  replicas: 3\n  duplicateWindow: 15m\nengine:\n  actionTimeout: 90s\n  budget: {minNodes: 2, percent: 5}\nalertmanager:\n  targets:\n    - {label: host, kind: node, stripPort: true}\n",
+			check: func(t *testing.T, c *Config) {
+				if c.Streams.DuplicateWindow != 15*time.Minute || c.Engine.ActionTimeout != 90*time.Second || c.Streams.Replicas != 3 {
+					t.Errorf("durations: %+v %+v", c.Streams, c.Engine.ActionTimeout)
+				}
+				if c.Engine.Budget.MinNodes != 2 || c.Engine.Budget.Percent != 5 || c.Alertmanager.Targets[0].Label != "host" || !c.Alertmanager.Targets[0].StripPort {
+					t.Errorf("nested: %+v %+v", c.Engine.Budget, c.Alertmanager.Targets)
+				}
+			},
+		},
+		{name: "unknown key", yaml: "redisAddress: redis://r:6379\n", wantErr: "unknown field"},
+		{name: "bad duration", yaml: "engine:\n  actionTimeout: soon\n", wantErr: "engine.actionTimeout"},
+		{name: "not yaml", yaml: "engine: [\n", wantErr: "parse config"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p := filepath.Join(t.TempDir(), "healer.yaml")
+			if err := os.WriteFile(p, []byte(tt.yaml), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			var c Config
+			err := c.LoadFile(p)
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("err = %v, want %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			tt.check(t, &c)
+		})
+	}
+}
+
+func TestValidate(t *testing.T) {
+	tests := []struct {
+		name    string
+		mutate  func(*Config)
+		wantErr string
+	}{
+		{name: "defaults are valid", mutate: func(*Config) {}},
+		{name: "bad listen", mutate: func(c *Config) { c.Listen = "8080" }, wantErr: "listen"},
+		{name: "bad redis url", mutate: func(c *Config) { c.RedisURL = "localhost:6379" }, wantErr: "redis://"},
+		{name: "policies not a dir", mutate: func(c *Config) { c.Policies = "/nonexistent/policies" }, wantErr: "policies"},
+		{name: "budget percent", mutate: func(c *Config) { c.Engine.Budget.Percent = 120 }, wantErr: "percent"},
+		{name: "every problem at once", mutate: func(c *Config) { c.Listen = "x"; c.RedisURL = "y" }, wantErr: "redis://"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var c Config
+			c.ApplyDefaults()
+			tt.mutate(&c)
+			err := c.Validate()
+			if tt.wantErr == "" {
+				if err != nil {
+					t.Fatal(err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+				t.Fatalf("err = %v, want %q", err, tt.wantErr)
+			}
+		})
+	}
+}
