@@ -226,7 +226,7 @@ func TestServeHTTPBadInput(t *testing.T) {
 		msg  string
 	}{
 		{"truncated json", good[:100], http.StatusBadRequest, "malformed"},
-		{"trailing garbage", good + "{}", http.StatusBadRequest, "trailing"},
+		{"trailing garbage", good + "{}", http.StatusBadRequest, "after top-level value"},
 		{"version 3", strings.Replace(good, `"version": "4"`, `"version": "3"`, 1), http.StatusBadRequest, "version"},
 		{"no alerts", `{"version":"4","alerts":[]}`, http.StatusBadRequest, "no alerts"},
 		{"no startsAt", strings.Replace(good, `"startsAt": "2026-11-22T03:12:04.512Z"`, `"startsAt": "0001-01-01T00:00:00Z"`, 1), http.StatusBadRequest, "startsAt"},
