@@ -46,22 +46,7 @@ const (
 // auditCmd runs "healer audit list|verify" with the arguments after
 // "healer audit" and returns the exit code.
 func auditCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	if len(args) == 0 {
-		fmt.Fprint(stderr, auditUsage)
-		return 2
-	}
-	switch args[0] {
-	case "list":
-		return auditList(ctx, args[1:], stdout, stderr)
-	case "verify":
-		return auditVerify(ctx, args[1:], stdout, stderr)
-	case "help", "-h", "--help":
-		fmt.Fprint(stdout, auditUsage)
-		return 0
-	default:
-		fmt.Fprintf(stderr, "healer audit: unknown command %q\n\n%s", args[0], auditUsage)
-		return 2
-	}
+	return dispatch(ctx, "healer audit", auditUsage, map[string]command{"list": auditList, "verify": auditVerify}, args, stdout, stderr)
 }
 
 // clientFlags are the flags every audit command has.

@@ -32,27 +32,38 @@ func main() {
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	return dispatch(ctx, "healer", usage, map[string]command{
+		"serve":  serveCmd,
+		"audit":  auditCmd,
+		"policy": policyCmd,
+		"version": func(_ context.Context, _ []string, stdout, _ io.Writer) int {
+			fmt.Fprintln(stdout, "healer", version())
+			return 0
+		},
+	}, args, stdout, stderr)
+}
+
+// command is one verb of the CLI: it gets the arguments after its name and
+// returns the exit code.
+type command func(ctx context.Context, args []string, stdout, stderr io.Writer) int
+
+// dispatch runs the subcommand named by args[0]; help prints usage to
+// stdout, anything unknown prints it to stderr with exit code 2.
+func dispatch(ctx context.Context, name, usage string, cmds map[string]command, args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 {
 		fmt.Fprint(stderr, usage)
 		return 2
 	}
-	switch args[0] {
-	case "serve":
-		return serveCmd(ctx, args[1:], stdout, stderr)
-	case "audit":
-		return auditCmd(ctx, args[1:], stdout, stderr)
-	case "policy":
-		return policyCmd(ctx, args[1:], stdout, stderr)
-	case "version", "--version":
-		fmt.Fprintln(stdout, "healer", version())
-		return 0
-	case "help", "-h", "--help":
+	if args[0] == "help" || args[0] == "-h" || args[0] == "--help" {
 		fmt.Fprint(stdout, usage)
 		return 0
-	default:
-		fmt.Fprintf(stderr, "healer: unknown command %q\n\n%s", args[0], usage)
+	}
+	cmd, ok := cmds[args[0]]
+	if !ok {
+		fmt.Fprintf(stderr, "%s: unknown command %q\n\n%s", name, args[0], usage)
 		return 2
 	}
+	return cmd(ctx, args[1:], stdout, stderr)
 }
 
 // version is the module version stamped by the Go toolchain, with the VCS

@@ -52,22 +52,7 @@ or the policies are broken, 2 usage error.
 // policyCmd runs "healer policy test|eval" with the arguments after
 // "healer policy" and returns the exit code.
 func policyCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	if len(args) == 0 {
-		fmt.Fprint(stderr, policyUsage)
-		return 2
-	}
-	switch args[0] {
-	case "test":
-		return policyTest(ctx, args[1:], stdout, stderr)
-	case "eval":
-		return policyEval(ctx, args[1:], stdout, stderr)
-	case "help", "-h", "--help":
-		fmt.Fprint(stdout, policyUsage)
-		return 0
-	default:
-		fmt.Fprintf(stderr, "healer policy: unknown command %q\n\n%s", args[0], policyUsage)
-		return 2
-	}
+	return dispatch(ctx, "healer policy", policyUsage, map[string]command{"test": policyTest, "eval": policyEval}, args, stdout, stderr)
 }
 
 // Exit codes of "healer policy test", those of "opa test".
