@@ -42,7 +42,8 @@ func (e *Event) AppendJSON(dst []byte) []byte {
 const hexDigits = "0123456789abcdef"
 
 // appendJSONString appends s as a JSON string, escaping like encoding/json
-// (including <, > and & and the line separators U+2028 and U+2029).
+// (including <, > and &, \b and \f, and the line separators U+2028 and
+// U+2029).
 func appendJSONString(dst []byte, s string) []byte {
 	dst = append(dst, '"')
 	start := 0
@@ -63,6 +64,10 @@ func appendJSONString(dst []byte, s string) []byte {
 				dst = append(dst, '\\', 'r')
 			case '\t':
 				dst = append(dst, '\\', 't')
+			case '\b':
+				dst = append(dst, '\\', 'b')
+			case '\f':
+				dst = append(dst, '\\', 'f')
 			default:
 				dst = append(dst, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
 			}

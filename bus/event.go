@@ -65,6 +65,9 @@ func (e *Event) Validate() error {
 	if e.Time.IsZero() {
 		return fmt.Errorf("event %q: missing time", e.ID)
 	}
+	if y := e.Time.Year(); y < 1 || y > 9999 {
+		return fmt.Errorf("event %q: time %s outside years 1 to 9999", e.ID, e.Time)
+	}
 	return nil
 }
 

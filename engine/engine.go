@@ -8,7 +8,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"hash/fnv"
 	"log/slog"
 	"sync"
 	"time"
@@ -69,6 +68,9 @@ type Engine struct {
 	Deps
 	now func() time.Time
 
+	// instance names this engine in action leases.
+	instance string
+
 	recentMu sync.Mutex
 	recent   map[string][]policies.RecentAction
 }
@@ -95,7 +97,7 @@ func New(cfg Config, deps Deps) (*Engine, error) {
 	if deps.Metrics == nil {
 		deps.Metrics = NopMetrics()
 	}
-	return &Engine{cfg: cfg, Deps: deps, now: time.Now, recent: map[string][]policies.RecentAction{}}, nil
+	return &Engine{cfg: cfg, Deps: deps, now: time.Now, instance: newActionID()[4:], recent: map[string][]policies.RecentAction{}}, nil
 }
 
 // Run consumes events until ctx ends. It then stops taking new events,
@@ -128,22 +130,9 @@ func (e *Engine) Run(ctx context.Context) error {
 	workCtx, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelWork()
 
-	shards := make([]chan jetstream.Msg, e.cfg.Workers)
+	d := newDispatcher(e.cfg.Workers)
 	var wg sync.WaitGroup
-	for i := range shards {
-		shards[i] = make(chan jetstream.Msg, 16)
-		wg.Go(func() {
-			for m := range shards[i] {
-				if ctx.Err() != nil {
-					// Shutting down: hand it back at once for redelivery.
-					_ = m.Nak()
-					continue
-				}
-				e.handle(workCtx, m)
-			}
-		})
-	}
-
+	wg.Go(func() { d.keepAlive(ctx, e.cfg.AckWait/3) })
 	go func() {
 		<-ctx.Done()
 		it.Stop()
@@ -157,10 +146,17 @@ func (e *Engine) Run(ctx context.Context) error {
 			e.Log.WarnContext(ctx, "engine: next event", "err", err)
 			continue
 		}
-		shards[shardOf(m.Subject(), len(shards))] <- m
-	}
-	for _, s := range shards {
-		close(s)
+		if d.enqueue(m) {
+			wg.Go(func() {
+				d.drain(m.Subject(), func(m jetstream.Msg) {
+					if ctx.Err() != nil {
+						_ = m.Nak() // shutting down: hand it back for redelivery
+						return
+					}
+					e.handle(workCtx, m)
+				})
+			})
+		}
 	}
 	done := make(chan struct{})
 	go func() { wg.Wait(); close(done) }()
@@ -174,11 +170,74 @@ func (e *Engine) Run(ctx context.Context) error {
 	return nil
 }
 
-// shardOf keeps every event of one problem (one subject) on one worker.
-func shardOf(subject string, n int) int {
-	h := fnv.New32a()
-	_, _ = h.Write([]byte(subject))
-	return int(h.Sum32() % uint32(n))
+// dispatcher runs events concurrently across problems and in order within
+// one problem (one subject), at most workers at a time. Every message it
+// holds, waiting or running, is kept alive with in-progress acks, so a slow
+// action never makes JetStream redeliver the events queued behind it.
+type dispatcher struct {
+	sem    chan struct{}
+	mu     sync.Mutex
+	queues map[string][]jetstream.Msg // subject -> messages, head is next or running
+	inHand map[jetstream.Msg]struct{}
+}
+
+func newDispatcher(workers int) *dispatcher {
+	return &dispatcher{sem: make(chan struct{}, workers), queues: map[string][]jetstream.Msg{}, inHand: map[jetstream.Msg]struct{}{}}
+}
+
+// enqueue queues m behind the other messages of its subject and reports
+// whether a drain of that subject must be started.
+func (d *dispatcher) enqueue(m jetstream.Msg) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.inHand[m] = struct{}{}
+	q := d.queues[m.Subject()]
+	d.queues[m.Subject()] = append(q, m)
+	return len(q) == 0
+}
+
+// drain handles the subject's messages in order until its queue is empty.
+func (d *dispatcher) drain(subject string, handle func(jetstream.Msg)) {
+	d.sem <- struct{}{}
+	defer func() { <-d.sem }()
+	for {
+		d.mu.Lock()
+		m := d.queues[subject][0]
+		d.mu.Unlock()
+		handle(m)
+		d.mu.Lock()
+		delete(d.inHand, m)
+		q := d.queues[subject][1:]
+		if len(q) == 0 {
+			delete(d.queues, subject)
+			d.mu.Unlock()
+			return
+		}
+		d.queues[subject] = q
+		d.mu.Unlock()
+	}
+}
+
+// keepAlive sends in-progress acks for every message in hand until ctx ends.
+func (d *dispatcher) keepAlive(ctx context.Context, every time.Duration) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		d.mu.Lock()
+		held := make([]jetstream.Msg, 0, len(d.inHand))
+		for m := range d.inHand {
+			held = append(held, m)
+		}
+		d.mu.Unlock()
+		for _, m := range held {
+			_ = m.InProgress()
+		}
+	}
 }
 
 // audit appends a record with the engine's common fields filled in.
@@ -210,13 +269,29 @@ var errTransient = errors.New("transient")
 type eventState struct {
 	State string    `json:"state"` // received, done, suppressed
 	Time  time.Time `json:"time"`
+	// Decision is a digest of the last decision audited for the event, so
+	// a retry that decides the same does not audit it again.
+	Decision string `json:"decision,omitempty"`
 }
 
 type actionState struct {
 	ActionID string    `json:"action_id"`
-	State    string    `json:"state"` // started, finished, failed
+	State    string    `json:"state"` // claimed, started, finished, failed
 	Step     string    `json:"step"`  // act, undo
 	Time     time.Time `json:"time"`
+	// Holder is the engine instance working on a claimed or started
+	// action; Renewed is when it last said so. Another instance takes the
+	// action over only once the lease has run out (AckWait).
+	Holder  string    `json:"holder,omitempty"`
+	Renewed time.Time `json:"renewed,omitzero"`
+}
+
+// lease is a claimed or started action this instance holds, with the
+// bucket revision last written, so a renewal never overwrites a newer state.
+type lease struct {
+	key string
+	st  actionState
+	rev uint64
 }
 
 func hashKey(prefix string, parts ...string) string {
@@ -251,14 +326,26 @@ func getJSON[T any](ctx context.Context, kv jetstream.KeyValue, key string) (*T,
 }
 
 func putJSON(ctx context.Context, kv jetstream.KeyValue, key string, v any) error {
+	_, err := putJSONRev(ctx, kv, key, v)
+	return err
+}
+
+func putJSONRev(ctx context.Context, kv jetstream.KeyValue, key string, v any) (uint64, error) {
 	b, err := json.Marshal(v)
 	if err != nil {
-		return err
+		return 0, err
 	}
-	if _, err := kv.Put(ctx, key, b); err != nil {
-		return fmt.Errorf("%w: write state %s: %w", errTransient, key, err)
+	rev, err := kv.Put(ctx, key, b)
+	if err != nil {
+		return 0, fmt.Errorf("%w: write state %s: %w", errTransient, key, err)
 	}
-	return nil
+	return rev, nil
+}
+
+// problemID names a problem instance: the same for the firing and the
+// resolved event of one alert.
+func problemID(e *bus.Event) string {
+	return hashKey("", e.Source, e.Key)[:16]
 }
 
 func newActionID() string {

@@ -258,11 +258,39 @@ func TestResumesClaimedActionWithSameID(t *testing.T) {
 	}
 }
 
+func TestLiveLeaseOfAnotherEngineIsRespected(t *testing.T) {
+	h := newHarness(t, Config{AckWait: 2 * time.Second}, nil)
+	h.stop()
+	e := event("Count", "node/l", bus.StatusFiring)
+	// Another engine instance is acting on this very event right now.
+	if err := putJSON(t.Context(), h.streams.Actions, idempotencyKey(e.ID, "test.count", e.Subject),
+		actionState{ActionID: "act-other", State: "started", Step: "act", Time: time.Now(), Holder: "other-engine", Renewed: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	h.start()
+	h.publish(e, e.ID)
+	time.Sleep(time.Second)
+	if acts, _ := h.rem.counts(); acts != 0 {
+		t.Fatal("acted while another engine held the action's lease")
+	}
+	// The other engine never renews (it died): after the lease runs out
+	// this engine takes the action over, under the same id.
+	h.waitKinds(e.ID, "event", "decision", "action.finished", "verified")
+	h.rem.mu.Lock()
+	defer h.rem.mu.Unlock()
+	if !slices.Equal(h.rem.acts, []string{"act-other"}) {
+		t.Fatalf("acts = %v", h.rem.acts)
+	}
+}
+
 func TestResolvedEventOnlyUndoes(t *testing.T) {
 	h := newHarness(t, Config{}, nil)
 	e := event("Count", "node/c", bus.StatusResolved)
 	h.publish(e, e.ID)
 	recs := h.waitKinds(e.ID, "event", "decision", "action.started", "action.finished")
+	if r := recs[2]; r.ActionID == "" {
+		t.Error("undo without an action id")
+	}
 	if detail(recs[3], "step") != "undo" {
 		t.Errorf("finished step = %s, want undo", detail(recs[3], "step"))
 	}
@@ -344,7 +372,25 @@ func TestNoActionWithoutAudit(t *testing.T) {
 	h.start()
 	e := event("Count", "node/h", bus.StatusFiring)
 	h.publish(e, e.ID)
-	time.Sleep(time.Second)
+	// Wait until the engine has tried the event several times.
+	cons, err := h.streams.Events.Consumer(t.Context(), bus.ConsumerEngine)
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		info, err := cons.Info(t.Context())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if info.Delivered.Consumer >= 3 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("event delivered %d times in 10s", info.Delivered.Consumer)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 	if acts, _ := h.rem.counts(); acts != 0 {
 		t.Fatalf("acted %d times with no audit trail", acts)
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -56,6 +57,16 @@ type run struct {
 	reserved *guard.Reservation
 	tookOut  bool
 	outcome  string
+	lease    atomic.Pointer[lease] // the action this run holds, renewed while it runs
+	decided  string                // digest of the decision already audited for this event
+}
+
+// request is what the remediator is asked to do for this run.
+func (r *run) request() action.Request {
+	return action.Request{
+		ID: r.actionID, EventID: r.ev.ID, EventType: r.ev.Type, Target: r.ev.Subject,
+		Problem: problemID(r.ev), Params: r.decision.Params,
+	}
 }
 
 // handle runs one event message through the pipeline and acks it once its
@@ -76,8 +87,8 @@ func (e *Engine) handle(ctx context.Context, m jetstream.Msg) {
 	r := &run{msg: m, seq: meta.Sequence.Stream, attempt: meta.NumDelivered, ev: ev, outcome: outcomeDone}
 	log := e.Log.With("event_id", ev.ID, "target", ev.Subject, "type", ev.Type, "status", ev.Status, "attempt", r.attempt)
 
-	stopBeat := e.heartbeat(ctx, m)
-	defer stopBeat()
+	stopRenew := e.renewLease(ctx, r)
+	defer stopRenew()
 	defer func() {
 		if r.reserved != nil {
 			r.reserved.Release(r.tookOut)
@@ -112,6 +123,9 @@ func (e *Engine) dedupe(ctx context.Context, r *run) (bool, error) {
 	st, _, err := getJSON[eventState](ctx, e.Streams.Actions, eventKey(r.ev.ID))
 	if err != nil {
 		return false, err
+	}
+	if st != nil {
+		r.decided = st.Decision
 	}
 	if st != nil && st.State == outcomeDone {
 		return true, e.suppress(ctx, r, outcomeDone, "duplicate event: already handled", "handled_at", st.Time)
@@ -149,10 +163,19 @@ func (e *Engine) decide(ctx context.Context, r *run) (bool, error) {
 		return true, e.suppress(ctx, r, outcomeSuppressed, "policy evaluation failed: "+err.Error())
 	}
 	r.decision = d
-	if err := e.audit(ctx, r, audit.KindDecision, audit.DetailsOf(map[string]any{
-		"decision": d, "budget": in.Context.Budget, "event_status": r.ev.Status,
-	})); err != nil {
-		return false, err
+	// A retry that comes to the same decision under the same policy is not
+	// audited again; a different one is.
+	digest := hashKey("", r.policy.Revision, string(mustJSON(d)))
+	if digest != r.decided {
+		if err := e.audit(ctx, r, audit.KindDecision, audit.DetailsOf(map[string]any{
+			"decision": d, "budget": in.Context.Budget, "event_status": r.ev.Status,
+		})); err != nil {
+			return false, err
+		}
+		if err := putJSON(ctx, e.Streams.Actions, eventKey(r.ev.ID), eventState{State: "received", Time: e.now(), Decision: digest}); err != nil {
+			return false, err
+		}
+		r.decided = digest
 	}
 	if d.Remediator == "" {
 		return true, nil
@@ -172,7 +195,7 @@ func (e *Engine) decide(ctx context.Context, r *run) (bool, error) {
 		r.undo = true
 	}
 	r.idemKey = idempotencyKey(r.ev.ID, d.Remediator, r.ev.Subject)
-	st, _, err := getJSON[actionState](ctx, e.Streams.Actions, r.idemKey)
+	st, rev, err := getJSON[actionState](ctx, e.Streams.Actions, r.idemKey)
 	if err != nil {
 		return false, err
 	}
@@ -182,10 +205,32 @@ func (e *Engine) decide(ctx context.Context, r *run) (bool, error) {
 			r.actionID = st.ActionID
 			return true, e.suppress(ctx, r, outcomeDone, fmt.Sprintf("duplicate: action %s for this event already %s", st.ActionID, st.State))
 		default:
-			r.actionID, r.state = st.ActionID, st.State // resume after a crash
+			if err := e.takeOver(ctx, r, st, rev); err != nil {
+				return false, err
+			}
 		}
 	}
 	return false, nil
+}
+
+// takeOver resumes an action claimed by an earlier attempt: this engine's
+// own, or another instance's whose lease has run out (it crashed). While
+// another instance's lease is live, the event waits for redelivery.
+func (e *Engine) takeOver(ctx context.Context, r *run, st *actionState, rev uint64) error {
+	now := e.now()
+	if st.Holder != "" && st.Holder != e.instance && now.Sub(st.Renewed) < e.cfg.AckWait {
+		return fmt.Errorf("%w: action %s is held by engine %s until %s", errTransient, st.ActionID, st.Holder, st.Renewed.Add(e.cfg.AckWait).Format(time.RFC3339))
+	}
+	next := *st
+	next.Holder, next.Renewed = e.instance, now
+	b := mustJSON(next)
+	newRev, err := e.Streams.Actions.Update(ctx, r.idemKey, b, rev)
+	if err != nil {
+		return fmt.Errorf("%w: take over action %s: %w", errTransient, st.ActionID, err)
+	}
+	r.actionID, r.state = st.ActionID, st.State
+	r.lease.Store(&lease{key: r.idemKey, st: next, rev: newRev})
+	return nil
 }
 
 // guard checks everything that must hold before acting. Undo steps give
@@ -196,15 +241,19 @@ func (e *Engine) guard(ctx context.Context, r *run) (bool, error) {
 	} else if cleared {
 		return true, e.suppress(ctx, r, outcomeDone, why)
 	}
-	if r.undo {
-		return false, nil
-	}
-	if e.cfg.DryRun || r.decision.DryRun {
-		return true, e.suppress(ctx, r, outcomeDone, "dry-run: would have run "+r.decision.Remediator, "params", r.decision.Params)
-	}
 	name := r.decision.Remediator
+	if e.cfg.DryRun || r.decision.DryRun {
+		what := "run " + name
+		if r.undo {
+			what = "undone " + name
+		}
+		return true, e.suppress(ctx, r, outcomeDone, "dry-run: would have "+what, "params", r.decision.Params)
+	}
 	if e.Breakers.State(name).String() == "open" {
 		return true, e.suppress(ctx, r, outcomeSuppressed, fmt.Sprintf("circuit breaker open for %s after repeated failures", name))
+	}
+	if r.undo {
+		return false, nil // an undo gives capacity back: no budget, no rate limits
 	}
 	if r.rem.Info().Disruptive {
 		if e.Budget == nil {
@@ -271,8 +320,11 @@ func (e *Engine) approve(ctx context.Context, r *run) (bool, error) {
 	if need == policies.ApprovalTwo {
 		n = 2
 	}
+	if r.actionID == "" {
+		r.actionID = newActionID()
+	}
 	ok, why, err := e.Approver.Approve(ctx, ApprovalRequest{
-		EventID: r.ev.ID, Target: r.ev.Subject, Remediator: r.decision.Remediator,
+		ActionID: r.actionID, EventID: r.ev.ID, Target: r.ev.Subject, Remediator: r.decision.Remediator,
 		Approvals: n, Reason: r.decision.Reason, Params: r.decision.Params,
 	})
 	if err != nil {
@@ -297,22 +349,33 @@ func (e *Engine) act(ctx context.Context, r *run) (bool, error) {
 	if r.actionID == "" {
 		r.actionID = newActionID()
 	}
-	req := action.Request{ID: r.actionID, EventID: r.ev.ID, EventType: r.ev.Type, Target: r.ev.Subject, Params: r.decision.Params}
+	// Approval may have taken minutes: is the problem still current?
+	if cleared, why, err := e.superseded(ctx, r); err != nil {
+		return false, err
+	} else if cleared {
+		return true, e.settleWithoutActing(ctx, r, step, why)
+	}
+	req := r.request()
 	if !r.undo {
 		// Re-check on a fresh read just before acting.
-		if err := r.rem.Check(ctx, req); err != nil {
+		checkCtx, cancel := context.WithTimeout(ctx, e.cfg.VerifyTimeout)
+		err := r.rem.Check(checkCtx, req)
+		cancel()
+		if err != nil {
 			switch {
 			case errors.Is(err, action.ErrNotNeeded):
-				return true, e.suppress(ctx, r, outcomeDone, "not needed: "+err.Error())
+				return true, e.settleWithoutActing(ctx, r, step, "not needed: "+err.Error())
 			case errors.Is(err, action.ErrUnsafe), errors.Is(err, action.ErrInvalidParams):
-				return true, e.suppress(ctx, r, outcomeSuppressed, "unsafe, not acting: "+err.Error())
+				r.outcome = outcomeSuppressed
+				return true, e.settleWithoutActing(ctx, r, step, "unsafe, not acting: "+err.Error())
 			default:
 				return false, fmt.Errorf("%w: re-check before %s: %w", errTransient, name, err)
 			}
 		}
 	}
 	if r.state == "" {
-		_, err := e.Streams.Actions.Create(ctx, r.idemKey, mustJSON(actionState{ActionID: r.actionID, State: "claimed", Step: step, Time: e.now()}))
+		st := actionState{ActionID: r.actionID, State: "claimed", Step: step, Time: e.now(), Holder: e.instance, Renewed: e.now()}
+		rev, err := e.Streams.Actions.Create(ctx, r.idemKey, mustJSON(st))
 		if errors.Is(err, jetstream.ErrKeyExists) {
 			return false, fmt.Errorf("%w: action for event %s claimed concurrently", errTransient, r.ev.ID)
 		}
@@ -320,15 +383,15 @@ func (e *Engine) act(ctx context.Context, r *run) (bool, error) {
 			return false, fmt.Errorf("%w: claim action %s: %w", errTransient, r.actionID, err)
 		}
 		r.state = "claimed"
+		r.lease.Store(&lease{key: r.idemKey, st: st, rev: rev})
 	}
 	if r.state == "claimed" {
 		if err := e.audit(ctx, r, audit.KindActionStarted, audit.Details("step", step, "params", r.decision.Params, "attempt", r.attempt)); err != nil {
 			return false, err
 		}
-		if err := putJSON(ctx, e.Streams.Actions, r.idemKey, actionState{ActionID: r.actionID, State: "started", Step: step, Time: e.now()}); err != nil {
+		if err := e.setState(ctx, r, "started", step); err != nil {
 			return false, err
 		}
-		r.state = "started"
 	}
 
 	actCtx, cancel := context.WithTimeoutCause(ctx, e.cfg.ActionTimeout, fmt.Errorf("%s on %s: timed out after %s", name, r.ev.Subject, e.cfg.ActionTimeout))
@@ -340,6 +403,7 @@ func (e *Engine) act(ctx context.Context, r *run) (bool, error) {
 		}
 	}
 	var res action.Result
+	notNeeded := false
 	err := e.Breakers.Run(name, func() error {
 		var err error
 		if r.undo {
@@ -348,13 +412,22 @@ func (e *Engine) act(ctx context.Context, r *run) (bool, error) {
 			res, err = r.rem.Act(actCtx, req, progress)
 		}
 		if errors.Is(err, action.ErrNotNeeded) {
-			res, err = action.Result{Message: err.Error()}, nil
+			res, err, notNeeded = action.Result{Message: err.Error()}, nil, true
 		}
 		return err
 	})
-	if err != nil {
+	switch {
+	case errors.Is(err, guard.ErrBreakerOpen):
+		// It opened between the guard and here: nothing ran. Release the
+		// claim so a later copy of the event may act.
+		if derr := e.Streams.Actions.Delete(ctx, r.idemKey); derr != nil {
+			return false, fmt.Errorf("%w: release claim %s: %w", errTransient, r.actionID, derr)
+		}
+		r.lease.Store(nil)
+		return true, e.suppress(ctx, r, outcomeSuppressed, fmt.Sprintf("circuit breaker open for %s; nothing was done", name))
+	case err != nil:
 		e.Metrics.Action(ctx, name, step, "error")
-		retryable := !errors.Is(err, action.ErrUnsafe) && !errors.Is(err, action.ErrInvalidParams) && !errors.Is(err, guard.ErrBreakerOpen)
+		retryable := !errors.Is(err, action.ErrUnsafe) && !errors.Is(err, action.ErrInvalidParams)
 		if retryable && int(r.attempt) < e.cfg.MaxAttempts {
 			return false, fmt.Errorf("%w: %s %s: %w", errTransient, name, step, err)
 		}
@@ -363,23 +436,103 @@ func (e *Engine) act(ctx context.Context, r *run) (bool, error) {
 	if err := e.audit(ctx, r, audit.KindActionFinished, audit.Details("step", step, "changed", res.Changed, "message", res.Message, "result", res.Details)); err != nil {
 		return false, err
 	}
-	if err := putJSON(ctx, e.Streams.Actions, r.idemKey, actionState{ActionID: r.actionID, State: "finished", Step: step, Time: e.now()}); err != nil {
+	if err := e.setState(ctx, r, "finished", step); err != nil {
 		return false, err
 	}
 	e.Metrics.Action(ctx, name, step, "finished")
-	r.tookOut = !r.undo && r.rem.Info().Disruptive
 	e.remember(r.ev.Subject, policies.RecentAction{Remediator: name, Target: r.ev.Subject, Result: step + " finished", Time: e.now()})
-	return r.undo, nil // an undo has nothing further to verify
+	if r.undo || notNeeded {
+		return true, nil // nothing was changed that needs verifying
+	}
+	r.tookOut = r.rem.Info().Disruptive
+	return false, nil
+}
+
+// settleWithoutActing records why the action will not run. When an earlier
+// attempt already audited action.started, the action is closed with
+// action.finished (nothing changed) so it does not stay open forever.
+func (e *Engine) settleWithoutActing(ctx context.Context, r *run, step, why string) error {
+	outcome := r.outcome
+	if r.state == "started" {
+		if err := e.audit(ctx, r, audit.KindActionFinished, audit.Details("step", step, "changed", false, "message", why)); err != nil {
+			return err
+		}
+		r.outcome = outcome
+		return e.setState(ctx, r, "finished", step)
+	}
+	if r.state == "claimed" {
+		if err := e.Streams.Actions.Delete(ctx, r.idemKey); err != nil {
+			return fmt.Errorf("%w: release claim %s: %w", errTransient, r.actionID, err)
+		}
+		r.lease.Store(nil)
+	}
+	return e.suppress(ctx, r, outcome, why)
+}
+
+// setState records the action's state; while it is open this instance
+// holds its lease.
+func (e *Engine) setState(ctx context.Context, r *run, state, step string) error {
+	st := actionState{ActionID: r.actionID, State: state, Step: step, Time: e.now()}
+	open := state == "claimed" || state == "started"
+	if open {
+		st.Holder, st.Renewed = e.instance, e.now()
+	}
+	rev, err := putJSONRev(ctx, e.Streams.Actions, r.idemKey, st)
+	if err != nil {
+		return err
+	}
+	r.state = state
+	if open {
+		r.lease.Store(&lease{key: r.idemKey, st: st, rev: rev})
+	} else {
+		r.lease.Store(nil)
+	}
+	return nil
+}
+
+// renewLease keeps the lease of the run's open action alive while it runs.
+// A renewal only succeeds on the revision it last saw, so it can never
+// overwrite a state the pipeline wrote meanwhile.
+func (e *Engine) renewLease(ctx context.Context, r *run) (stop func()) {
+	done := make(chan struct{})
+	go func() {
+		t := time.NewTicker(e.cfg.AckWait / 3)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+			l := r.lease.Load()
+			if l == nil {
+				continue
+			}
+			next := l.st
+			next.Renewed = e.now()
+			rev, err := e.Streams.Actions.Update(ctx, l.key, mustJSON(next), l.rev)
+			if err != nil {
+				continue // the pipeline moved on, or the bucket is away: the next tick tries again
+			}
+			r.lease.CompareAndSwap(l, &lease{key: l.key, st: next, rev: rev})
+		}
+	}()
+	return func() { close(done) }
 }
 
 // verify waits for the action's effect, up to VerifyTimeout.
 func (e *Engine) verify(ctx context.Context, r *run) (bool, error) {
-	req := action.Request{ID: r.actionID, EventID: r.ev.ID, EventType: r.ev.Type, Target: r.ev.Subject, Params: r.decision.Params}
+	req := r.request()
 	start := e.now()
 	deadline := start.Add(e.cfg.VerifyTimeout)
 	var err error
 	for {
-		if err = r.rem.Verify(ctx, req); err == nil || e.now().After(deadline) || ctx.Err() != nil {
+		vctx, cancel := context.WithDeadline(ctx, deadline.Add(time.Second))
+		err = r.rem.Verify(vctx, req)
+		cancel()
+		if err == nil || e.now().After(deadline) || ctx.Err() != nil {
 			break
 		}
 		select {
@@ -408,8 +561,8 @@ func (e *Engine) fail(ctx context.Context, r *run, step string, cause error) err
 	if err := e.audit(ctx, r, audit.KindActionFailed, audit.Details("step", step, "error", cause.Error(), "attempts", r.attempt)); err != nil {
 		return err
 	}
-	if r.idemKey != "" {
-		if err := putJSON(ctx, e.Streams.Actions, r.idemKey, actionState{ActionID: r.actionID, State: "failed", Step: step, Time: e.now()}); err != nil {
+	if r.idemKey != "" && r.state != "" {
+		if err := e.setState(ctx, r, "failed", step); err != nil {
 			return err
 		}
 	}
@@ -460,27 +613,6 @@ func (e *Engine) badEvent(ctx context.Context, m jetstream.Msg, meta *jetstream.
 		return
 	}
 	_ = m.Term()
-}
-
-// heartbeat keeps JetStream from redelivering an event that is still being
-// worked on.
-func (e *Engine) heartbeat(ctx context.Context, m jetstream.Msg) (stop func()) {
-	done := make(chan struct{})
-	go func() {
-		t := time.NewTicker(e.cfg.AckWait / 3)
-		defer t.Stop()
-		for {
-			select {
-			case <-done:
-				return
-			case <-ctx.Done():
-				return
-			case <-t.C:
-				_ = m.InProgress()
-			}
-		}
-	}()
-	return func() { close(done) }
 }
 
 func (e *Engine) budgetInput() policies.Budget {

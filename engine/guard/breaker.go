@@ -1,6 +1,7 @@
 package guard
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -8,6 +9,8 @@ import (
 	"time"
 
 	"github.com/sony/gobreaker/v2"
+
+	"github.com/selfheal/healer/remediators/action"
 )
 
 // BreakerConfig sets when a remediator's circuit breaker opens.
@@ -62,6 +65,11 @@ func (b *Breakers) get(name string) *gobreaker.CircuitBreaker[struct{}] {
 			MaxRequests: 1,
 			Timeout:     b.cfg.OpenFor,
 			ReadyToTrip: func(c gobreaker.Counts) bool { return c.ConsecutiveFailures >= b.cfg.ConsecutiveFailures },
+			// Not the remediator's failures: shutdown, a target that
+			// changed under it (retried), a refusal to act unsafely.
+			IsExcluded: func(err error) bool {
+				return errors.Is(err, context.Canceled) || errors.Is(err, action.ErrConflict) || errors.Is(err, action.ErrUnsafe)
+			},
 			OnStateChange: func(name string, from, to gobreaker.State) {
 				b.log.Warn("circuit breaker changed state", "remediator", name, "from", from.String(), "to", to.String())
 				if b.onChange != nil {

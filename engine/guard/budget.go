@@ -77,9 +77,17 @@ type Budget struct {
 	now      func() time.Time
 
 	mu       sync.Mutex
-	out      map[string]bool      // node -> out of service, per the watch
-	outCount int                  // number of true values in out
-	reserved map[string]time.Time // node -> hold until (zero: action running)
+	out      map[string]bool  // node -> out of service, per the watch
+	outCount int              // number of true values in out
+	reserved map[string]*hold // node -> healer's hold on it
+}
+
+// hold is healer's claim on a node's place in the budget: running actions
+// on it, and after the last one took it out, until when to keep counting
+// it while the watch catches up.
+type hold struct {
+	running int
+	until   time.Time
 }
 
 // NewBudget returns a budget watching the cluster's Nodes through client.
@@ -93,7 +101,7 @@ func NewBudget(cfg BudgetConfig, client kubernetes.Interface, log *slog.Logger) 
 		informer: factory.Core().V1().Nodes().Informer(),
 		now:      time.Now,
 		out:      map[string]bool{},
-		reserved: map[string]time.Time{},
+		reserved: map[string]*hold{},
 	}
 	b.synced = b.informer.HasSynced
 	// Keep only what the budget reads: with 100,000 nodes the full objects
@@ -170,7 +178,7 @@ func (b *Budget) observe(obj any) {
 	}
 	b.out[n.Name] = o
 	if n.Spec.Unschedulable {
-		if until, ok := b.reserved[n.Name]; ok && !until.IsZero() {
+		if h, ok := b.reserved[n.Name]; ok && h.running == 0 {
 			delete(b.reserved, n.Name) // the watch has caught up
 		}
 	}
@@ -205,8 +213,8 @@ func (b *Budget) State() (BudgetState, error) {
 func (b *Budget) stateLocked() BudgetState {
 	now := b.now()
 	extra := 0
-	for name, until := range b.reserved {
-		if !until.IsZero() && now.After(until) {
+	for name, h := range b.reserved {
+		if h.running == 0 && now.After(h.until) {
 			delete(b.reserved, name)
 			continue
 		}
@@ -243,11 +251,15 @@ func (b *Budget) Reserve(node string) (*Reservation, BudgetState, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	s := b.stateLocked()
-	_, alreadyReserved := b.reserved[node]
-	if !b.out[node] && !alreadyReserved && s.OutOfService+1 > s.Allowed {
+	h, alreadyHeld := b.reserved[node]
+	if !b.out[node] && !alreadyHeld && s.OutOfService+1 > s.Allowed {
 		return nil, s, fmt.Errorf("%w: %d of %d nodes out of service, at most %d allowed", ErrBudgetExhausted, s.OutOfService, s.TotalNodes, s.Allowed)
 	}
-	b.reserved[node] = time.Time{}
+	if !alreadyHeld {
+		h = &hold{}
+		b.reserved[node] = h
+	}
+	h.running++
 	return &Reservation{b: b, node: node}, s, nil
 }
 
@@ -259,10 +271,16 @@ func (r *Reservation) Release(tookOut bool) {
 		b := r.b
 		b.mu.Lock()
 		defer b.mu.Unlock()
-		if tookOut && !b.out[r.node] {
-			b.reserved[r.node] = b.now().Add(b.cfg.Linger)
+		h := b.reserved[r.node]
+		if h == nil {
 			return
 		}
-		delete(b.reserved, r.node)
+		h.running--
+		if tookOut && !b.out[r.node] {
+			h.until = b.now().Add(b.cfg.Linger)
+		}
+		if h.running == 0 && (b.out[r.node] || !b.now().Before(h.until)) {
+			delete(b.reserved, r.node)
+		}
 	})
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"strings"
 	"testing"
 	"time"
 
@@ -28,7 +29,7 @@ func TestLimiters(t *testing.T) {
 			node := Limit{Key: name + ":node/a", Max: 1, Per: 10 * time.Minute}
 			cluster := Limit{Key: name + ":cluster", Max: 3, Per: time.Hour}
 			for i, want := range []string{"", node.Key} {
-				denied, _, err := l.Allow(ctx, []Limit{node, cluster})
+				denied, _, err := l.Allow(ctx, []Limit{cluster, node})
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -166,7 +167,7 @@ func TestBudgetNeverExceeded(t *testing.T) {
 		total := 1 + rng.IntN(200)
 		cfg := BudgetConfig{MinNodes: rng.IntN(3), Percent: rng.IntN(40)}
 		cfg.ApplyDefaults()
-		b := &Budget{cfg: cfg, out: map[string]bool{}, reserved: map[string]time.Time{}, now: time.Now, synced: func() bool { return true }}
+		b := &Budget{cfg: cfg, out: map[string]bool{}, reserved: map[string]*hold{}, now: time.Now, synced: func() bool { return true }}
 		down := 0
 		for i := range total {
 			o := rng.IntN(10) == 0 // some nodes already out, by anyone
@@ -213,4 +214,49 @@ func allAlreadyOut(b *Budget, nodes []int) bool {
 		}
 	}
 	return true
+}
+
+func TestBudgetHoldsANodeUntilItsLastActionEnds(t *testing.T) {
+	b := &Budget{cfg: BudgetConfig{MinNodes: 1, Linger: time.Minute}, out: map[string]bool{}, reserved: map[string]*hold{}, now: time.Now, synced: func() bool { return true }}
+	for i := range 10 {
+		b.out[fmt.Sprint("n", i)] = false
+	}
+	first, _, err := b.Reserve("n0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	second, _, err := b.Reserve("n0") // another problem on the same node
+	if err != nil {
+		t.Fatalf("second action on the held node: %v", err)
+	}
+	first.Release(false)
+	if _, _, err := b.Reserve("n1"); !errors.Is(err, ErrBudgetExhausted) {
+		t.Fatalf("n0 is still being acted on, yet n1 got in: %v", err)
+	}
+	second.Release(true) // took it out; the watch has not shown it yet
+	if _, _, err := b.Reserve("n1"); !errors.Is(err, ErrBudgetExhausted) {
+		t.Fatalf("n0 lingers until the watch shows it, yet n1 got in: %v", err)
+	}
+	b.observe(&corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "n0"}, Spec: corev1.NodeSpec{Unschedulable: true}})
+	if st, _ := b.State(); st.OutOfService != 1 || st.InFlight != 0 {
+		t.Fatalf("after the watch caught up: %+v", st)
+	}
+}
+
+func TestRedisURLPasswordStaysOutOfErrors(t *testing.T) {
+	_, err := NewRedis("redis://:s3cret-password@redis:notaport/0")
+	if err == nil {
+		t.Fatal("bad URL accepted")
+	}
+	if strings.Contains(err.Error(), "s3cret-password") {
+		t.Fatalf("error leaks the password: %v", err)
+	}
+	r, err := NewRedis("redis://:s3cret-password@127.0.0.1:6390/0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	if d := r.Describe(); strings.Contains(d, "s3cret") {
+		t.Fatalf("Describe leaks the password: %s", d)
+	}
 }

@@ -47,7 +47,8 @@ var _ Limiter = (*Redis)(nil)
 func NewRedis(url string) (*Redis, error) {
 	opts, err := redis.ParseURL(url)
 	if err != nil {
-		return nil, fmt.Errorf("redis url: %w", err)
+		// The parse error quotes the URL, password and all: keep it out.
+		return nil, errors.New("redis url: not a valid redis:// or rediss:// URL")
 	}
 	opts.DialTimeout = 2 * time.Second
 	opts.ReadTimeout = 2 * time.Second

@@ -58,13 +58,10 @@ func (s Source) String() string {
 	return s.From + " " + s.Path
 }
 
-// Load returns a token: from the environment variable env if set, else from
-// file if given, else from genPath if it exists, else a newly generated one
-// written to genPath with mode 0600.
+// Load returns a token: from file if given (a flag beats the environment),
+// else from the environment variable env if set, else from genPath if it
+// exists, else a newly generated one written to genPath with mode 0600.
 func Load(env, file, genPath string) (string, Source, error) {
-	if v := strings.TrimSpace(os.Getenv(env)); v != "" {
-		return v, Source{From: "env " + env}, nil
-	}
 	if file != "" {
 		b, err := os.ReadFile(file)
 		if err != nil {
@@ -75,6 +72,9 @@ func Load(env, file, genPath string) (string, Source, error) {
 			return "", Source{}, fmt.Errorf("token file %s is empty", file)
 		}
 		return tok, Source{From: "file", Path: file}, nil
+	}
+	if v := strings.TrimSpace(os.Getenv(env)); v != "" {
+		return v, Source{From: "env " + env}, nil
 	}
 	if b, err := os.ReadFile(genPath); err == nil {
 		if tok := strings.TrimSpace(string(b)); tok != "" {

@@ -70,7 +70,10 @@ func TestLoad(t *testing.T) {
 		t.Fatalf("file: %q %v", tok, err)
 	}
 	t.Setenv("HEALER_TEST_TOKEN", "from-env")
-	if tok, src, err := Load("HEALER_TEST_TOKEN", file, gen); err != nil || tok != "from-env" || strings.Contains(src.String(), "from-env") {
+	if tok, _, err := Load("HEALER_TEST_TOKEN", file, gen); err != nil || tok != "from-file" {
+		t.Fatalf("a token file given as a flag must beat the environment: %q %v", tok, err)
+	}
+	if tok, src, err := Load("HEALER_TEST_TOKEN", "", gen); err != nil || tok != "from-env" || strings.Contains(src.String(), "from-env") {
 		t.Fatalf("env: %q %q %v", tok, src, err)
 	}
 	t.Setenv("HEALER_TEST_TOKEN", "")

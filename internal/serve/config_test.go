@@ -84,3 +84,15 @@ func TestValidate(t *testing.T) {
 		})
 	}
 }
+
+func TestRedactURL(t *testing.T) {
+	for in, want := range map[string]string{
+		"nats://healer:s3cret@nats-0:4222":           "nats://healer:xxxxx@nats-0:4222",
+		"nats://a:pw1@n1:4222, nats://b:pw2@n2:4222": "nats://a:xxxxx@n1:4222,nats://b:xxxxx@n2:4222",
+		"nats://127.0.0.1:4222":                      "nats://127.0.0.1:4222",
+	} {
+		if got := redactURL(in); got != want {
+			t.Errorf("redactURL(%q) = %q, want %q", in, got, want)
+		}
+	}
+}

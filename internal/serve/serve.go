@@ -7,9 +7,11 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	neturl "net/url"
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -222,7 +224,7 @@ func (s *Server) Addr() string { return s.addr.String() }
 func (s *Server) URL() string { return "http://" + s.addr.String() }
 
 // NATSURL is the URL of the NATS server in use.
-func (s *Server) NATSURL() string { return s.nc.ConnectedUrl() }
+func (s *Server) NATSURL() string { return s.nc.ConnectedUrlRedacted() }
 
 // Wait blocks until the server has shut down and returns why it stopped
 // (nil after ctx ended).
@@ -264,7 +266,7 @@ func (s *Server) loadTokens() (wh, api httpauth.Source, err error) {
 
 func (s *Server) connectNATS(ctx context.Context) (string, error) {
 	url := s.cfg.NATSURL
-	desc := "external " + url
+	desc := "external " + redactURL(url)
 	if url == "" {
 		host, port, _ := net.SplitHostPort(s.cfg.NATSListen)
 		p, err := strconv.Atoi(port)
@@ -291,7 +293,7 @@ func (s *Server) connectNATS(ctx context.Context) (string, error) {
 				s.log.Warn("nats disconnected", "err", err)
 			}
 		}),
-		nats.ReconnectHandler(func(nc *nats.Conn) { s.log.Info("nats reconnected", "url", nc.ConnectedUrl()) }),
+		nats.ReconnectHandler(func(nc *nats.Conn) { s.log.Info("nats reconnected", "url", nc.ConnectedUrlRedacted()) }),
 	}
 	if s.cfg.NATSCredsFile != "" {
 		opts = append(opts, nats.UserCredentials(s.cfg.NATSCredsFile))
@@ -303,7 +305,7 @@ func (s *Server) connectNATS(ctx context.Context) (string, error) {
 	}
 	nc, err := nats.Connect(url, opts...)
 	if err != nil {
-		return "", fmt.Errorf("connect to nats %s: %w", url, err)
+		return "", fmt.Errorf("connect to nats %s: %w", redactURL(url), err)
 	}
 	s.nc = nc
 	s.closers = append(s.closers, func() { _ = nc.Drain(); waitClosed(nc) })
@@ -311,6 +313,21 @@ func (s *Server) connectNATS(ctx context.Context) (string, error) {
 		return "", fmt.Errorf("jetstream: %w", err)
 	}
 	return desc, nil
+}
+
+// redactURL hides the password of URLs like nats://user:pass@host:4222, so
+// they can be logged. Several comma-separated URLs are each redacted.
+func redactURL(raw string) string {
+	parts := strings.Split(raw, ",")
+	for i, p := range parts {
+		u, err := neturl.Parse(strings.TrimSpace(p))
+		if err != nil {
+			parts[i] = "(unparsable URL)"
+			continue
+		}
+		parts[i] = u.Redacted()
+	}
+	return strings.Join(parts, ",")
 }
 
 func waitClosed(nc *nats.Conn) {

@@ -44,6 +44,10 @@ type Request struct {
 	EventType string
 	// Target is the event's subject, for example "node/worker-1".
 	Target string
+	// Problem identifies the problem instance the action answers (the
+	// same for its firing and its resolved event), so an undo reverses
+	// only what this problem asked for.
+	Problem string
 	// Params are the decision's params, already validated.
 	Params map[string]any
 }
@@ -106,6 +110,11 @@ var ErrNotNeeded = errors.New("action not needed")
 // ErrUnsafe means acting would be unsafe, or safety could not be
 // established. The engine records it and does not act.
 var ErrUnsafe = errors.New("action unsafe")
+
+// ErrConflict means the target changed between the re-check and the act
+// (an optimistic-concurrency conflict). It is retried and does not count
+// against a circuit breaker.
+var ErrConflict = errors.New("target changed concurrently")
 
 // ErrInvalidParams wraps a parameter validation failure.
 var ErrInvalidParams = errors.New("invalid params")

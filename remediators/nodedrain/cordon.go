@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -27,6 +28,11 @@ const (
 	AnnotationCordonedAt = "healer.io/cordoned-at"
 	// AnnotationReason holds why healer cordoned the node.
 	AnnotationReason = "healer.io/reason"
+	// AnnotationProblems lists the problems (comma-separated ids) that
+	// need the node cordoned. A second problem on a node healer already
+	// cordoned joins the list instead of being ignored, and the node is
+	// uncordoned only when the last of them clears.
+	AnnotationProblems = "healer.io/problems"
 )
 
 // CordonName is the name policies use for the cordon remediator.
@@ -145,16 +151,8 @@ func (c *Cordon) get(ctx context.Context, req action.Request) (*corev1.Node, err
 }
 
 func checkNode(node *corev1.Node, req action.Request, p cordonParams) error {
-	owner := node.Annotations[AnnotationOwner]
-	if node.Spec.Unschedulable {
-		switch {
-		case owner == req.ID:
-			return nil // this very action got there already (redelivery); Act is a no-op
-		case owner != "":
-			return fmt.Errorf("%w: node %s is already cordoned by healer action %s", action.ErrNotNeeded, node.Name, owner)
-		default:
-			return fmt.Errorf("%w: node %s is already cordoned by someone else; healer leaves it alone", action.ErrNotNeeded, node.Name)
-		}
+	if node.Spec.Unschedulable && node.Annotations[AnnotationOwner] == "" {
+		return fmt.Errorf("%w: node %s is already cordoned by someone else; healer leaves it alone", action.ErrNotNeeded, node.Name)
 	}
 	if p.condition == "" {
 		return nil
@@ -169,6 +167,15 @@ func checkNode(node *corev1.Node, req action.Request, p cordonParams) error {
 		return fmt.Errorf("%w: node %s condition %s is now %s (reason %q)", action.ErrNotNeeded, node.Name, cond.Type, cond.Status, cond.Reason)
 	}
 	return fmt.Errorf("%w: node %s does not report condition %s, so healer cannot tell whether it still holds", action.ErrUnsafe, node.Name, p.condition)
+}
+
+// problems returns the problem ids on the node.
+func problems(node *corev1.Node) []string {
+	v := node.Annotations[AnnotationProblems]
+	if v == "" {
+		return nil
+	}
+	return strings.Split(v, ",")
 }
 
 // Act cordons the node and marks it as owned by this action. The patch
@@ -186,8 +193,28 @@ func (c *Cordon) Act(ctx context.Context, req action.Request, progress action.Pr
 	if err := checkNode(node, req, p); err != nil {
 		return action.Result{}, err
 	}
+	if req.Problem == "" {
+		return action.Result{}, fmt.Errorf("%w: node.cordon: request without a problem id", action.ErrInvalidParams)
+	}
+	held := problems(node)
+	if slices.Contains(held, req.Problem) {
+		return action.Result{Message: fmt.Sprintf("node %s already cordoned for this problem", node.Name)}, nil
+	}
 	if node.Spec.Unschedulable {
-		return action.Result{Message: fmt.Sprintf("node %s already cordoned by this action", node.Name)}, nil
+		// Cordoned by healer for another problem: this one joins, so the
+		// node stays cordoned until every problem that needs it clears.
+		patch := map[string]any{"metadata": map[string]any{
+			"resourceVersion": node.ResourceVersion,
+			"annotations":     map[string]any{AnnotationProblems: strings.Join(append(held, req.Problem), ",")},
+		}}
+		if err := c.patch(ctx, node.Name, patch); err != nil {
+			return action.Result{}, fmt.Errorf("join cordon of node %s: %w", node.Name, err)
+		}
+		return action.Result{
+			Changed: false,
+			Message: fmt.Sprintf("node %s was already cordoned by healer action %s; this problem now holds it too", node.Name, node.Annotations[AnnotationOwner]),
+			Details: map[string]any{"node": node.Name, "owner": node.Annotations[AnnotationOwner], "problems": len(held) + 1},
+		}, nil
 	}
 	reason := p.reason
 	if reason == "" {
@@ -200,6 +227,7 @@ func (c *Cordon) Act(ctx context.Context, req action.Request, progress action.Pr
 				AnnotationOwner:      req.ID,
 				AnnotationCordonedAt: c.now().UTC().Format(time.RFC3339),
 				AnnotationReason:     reason,
+				AnnotationProblems:   req.Problem,
 			},
 		},
 		"spec": map[string]any{"unschedulable": true},
@@ -215,7 +243,8 @@ func (c *Cordon) Act(ctx context.Context, req action.Request, progress action.Pr
 	}, nil
 }
 
-// Verify confirms the node is unschedulable and still owned by this action.
+// Verify confirms the node is unschedulable, owned by healer and held for
+// this problem.
 func (c *Cordon) Verify(ctx context.Context, req action.Request) error {
 	node, err := c.client.CoreV1().Nodes().Get(ctx, req.TargetName(), metav1.GetOptions{})
 	if err != nil {
@@ -224,15 +253,20 @@ func (c *Cordon) Verify(ctx context.Context, req action.Request) error {
 	if !node.Spec.Unschedulable {
 		return fmt.Errorf("verify cordon of node %s: node is schedulable", node.Name)
 	}
-	if owner := node.Annotations[AnnotationOwner]; owner != req.ID {
-		return fmt.Errorf("verify cordon of node %s: owner annotation is %q, want %q", node.Name, owner, req.ID)
+	if node.Annotations[AnnotationOwner] == "" {
+		return fmt.Errorf("verify cordon of node %s: no %s annotation", node.Name, AnnotationOwner)
+	}
+	if !slices.Contains(problems(node), req.Problem) {
+		return fmt.Errorf("verify cordon of node %s: problem %s not in %s", node.Name, req.Problem, AnnotationProblems)
 	}
 	return nil
 }
 
-// Undo uncordons the node if healer still owns it. When someone else has
-// uncordoned it, healer leaves its schedulability alone and only drops its
-// stale ownership mark; when the node is not healer's, nothing is changed.
+// Undo releases this problem's hold on the node and uncordons it when no
+// other problem holds it and healer still owns it. A node someone else
+// cordoned, or one that this problem never held, is left alone; a node
+// someone else has uncordoned keeps its schedulability and loses only
+// healer's stale marks.
 func (c *Cordon) Undo(ctx context.Context, req action.Request) (action.Result, error) {
 	node, err := c.get(ctx, req)
 	if err != nil {
@@ -242,27 +276,43 @@ func (c *Cordon) Undo(ctx context.Context, req action.Request) (action.Result, e
 		return action.Result{}, err
 	}
 	owner := node.Annotations[AnnotationOwner]
-	details := map[string]any{"node": node.Name, "owner": owner, "unschedulable": node.Spec.Unschedulable}
-	clearMark := map[string]any{
-		"resourceVersion": node.ResourceVersion,
-		"annotations": map[string]any{
-			AnnotationOwner: nil, AnnotationCordonedAt: nil, AnnotationReason: nil,
-		},
+	held := problems(node)
+	details := map[string]any{"node": node.Name, "owner": owner, "unschedulable": node.Spec.Unschedulable, "problems": len(held)}
+	if owner == "" || !slices.Contains(held, req.Problem) {
+		return action.Result{Message: fmt.Sprintf("node %s is not held by healer for this problem; left alone", node.Name), Details: details}, nil
 	}
-	switch {
-	case owner == "":
-		return action.Result{Message: fmt.Sprintf("node %s is not cordoned by healer; left alone", node.Name), Details: details}, nil
-	case !node.Spec.Unschedulable:
-		if err := c.patch(ctx, node.Name, map[string]any{"metadata": clearMark}); err != nil {
-			return action.Result{}, fmt.Errorf("drop ownership mark on node %s: %w", node.Name, err)
+	rest := slices.DeleteFunc(slices.Clone(held), func(p string) bool { return p == req.Problem })
+	if len(rest) > 0 && node.Spec.Unschedulable {
+		patch := map[string]any{"metadata": map[string]any{
+			"resourceVersion": node.ResourceVersion,
+			"annotations":     map[string]any{AnnotationProblems: strings.Join(rest, ",")},
+		}}
+		if err := c.patch(ctx, node.Name, patch); err != nil {
+			return action.Result{}, fmt.Errorf("release hold on node %s: %w", node.Name, err)
 		}
 		return action.Result{
 			Changed: true,
-			Message: fmt.Sprintf("node %s was already uncordoned by someone else; healer left it as it is and dropped its ownership mark", node.Name),
+			Message: fmt.Sprintf("node %s stays cordoned: %d other problem(s) still hold it", node.Name, len(rest)),
 			Details: details,
 		}, nil
 	}
-	if err := c.patch(ctx, node.Name, map[string]any{"metadata": clearMark, "spec": map[string]any{"unschedulable": false}}); err != nil {
+	clearMarks := map[string]any{
+		"resourceVersion": node.ResourceVersion,
+		"annotations": map[string]any{
+			AnnotationOwner: nil, AnnotationCordonedAt: nil, AnnotationReason: nil, AnnotationProblems: nil,
+		},
+	}
+	if !node.Spec.Unschedulable {
+		if err := c.patch(ctx, node.Name, map[string]any{"metadata": clearMarks}); err != nil {
+			return action.Result{}, fmt.Errorf("drop ownership marks on node %s: %w", node.Name, err)
+		}
+		return action.Result{
+			Changed: true,
+			Message: fmt.Sprintf("node %s was already uncordoned by someone else; healer left it as it is and dropped its marks", node.Name),
+			Details: details,
+		}, nil
+	}
+	if err := c.patch(ctx, node.Name, map[string]any{"metadata": clearMarks, "spec": map[string]any{"unschedulable": false}}); err != nil {
 		return action.Result{}, fmt.Errorf("uncordon node %s: %w", node.Name, err)
 	}
 	c.event(ctx, node, "HealerUncordoned", fmt.Sprintf("healer uncordoned the node: problem cleared (cordoned by action %s, undo by action %s)", owner, req.ID))
@@ -275,6 +325,9 @@ func (c *Cordon) patch(ctx context.Context, name string, patch map[string]any) e
 		return err
 	}
 	_, err = c.client.CoreV1().Nodes().Patch(ctx, name, types.MergePatchType, b, metav1.PatchOptions{FieldManager: "healer"})
+	if apierrors.IsConflict(err) {
+		return fmt.Errorf("%w: %w", action.ErrConflict, err)
+	}
 	return err
 }
 

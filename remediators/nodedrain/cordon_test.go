@@ -50,7 +50,7 @@ func TestValidate(t *testing.T) {
 func TestCordonOnRealAPIServer(t *testing.T) {
 	kube := testenv.StartKube(t)
 	ctx := t.Context()
-	testenv.CreateNodes(ctx, t, kube.Client, "w1", "w2", "w3", "w4")
+	testenv.CreateNodes(ctx, t, kube.Client, "w1", "w2", "w3", "w4", "w5")
 	c := NewCordon(kube.Client, slog.New(slog.DiscardHandler))
 	get := func(name string) *corev1.Node {
 		n, err := kube.Client.CoreV1().Nodes().Get(ctx, name, metav1.GetOptions{})
@@ -70,7 +70,7 @@ func TestCordonOnRealAPIServer(t *testing.T) {
 	}
 
 	t.Run("cordon, verify, idempotent, event, undo", func(t *testing.T) {
-		req := action.Request{ID: "act-1", EventID: "ev-1", EventType: "NodeKernelDeadlock", Target: "node/w1"}
+		req := action.Request{ID: "act-1", EventID: "ev-1", EventType: "NodeKernelDeadlock", Target: "node/w1", Problem: "p1"}
 		if err := c.Check(ctx, req); err != nil {
 			t.Fatal(err)
 		}
@@ -92,11 +92,14 @@ func TestCordonOnRealAPIServer(t *testing.T) {
 		if res, err := c.Act(ctx, req, nil); err != nil || res.Changed {
 			t.Fatalf("second act: %+v %v, want no change", res, err)
 		}
+		if n := get("w1"); n.Annotations[AnnotationOwner] != "act-1" || n.Annotations[AnnotationProblems] != "p1" {
+			t.Fatalf("a repeated act changed the marks: %v", n.Annotations)
+		}
 		evs, err := kube.Client.CoreV1().Events("default").List(ctx, metav1.ListOptions{FieldSelector: fields.OneTermEqualSelector("involvedObject.name", "w1").String()})
 		if err != nil || len(evs.Items) != 1 || evs.Items[0].Reason != "HealerCordoned" {
 			t.Fatalf("node events: %+v %v", evs, err)
 		}
-		if _, err := c.Undo(ctx, action.Request{ID: "act-2", Target: "node/w1"}); err != nil {
+		if _, err := c.Undo(ctx, action.Request{ID: "act-2", Target: "node/w1", Problem: "p1"}); err != nil {
 			t.Fatal(err)
 		}
 		n = get("w1")
@@ -111,7 +114,7 @@ func TestCordonOnRealAPIServer(t *testing.T) {
 		if !errors.Is(err, action.ErrNotNeeded) || !strings.Contains(err.Error(), "someone else") {
 			t.Fatalf("check: %v", err)
 		}
-		res, err := c.Undo(ctx, action.Request{ID: "act-4", Target: "node/w2"})
+		res, err := c.Undo(ctx, action.Request{ID: "act-4", Target: "node/w2", Problem: "p4"})
 		if err != nil || res.Changed {
 			t.Fatalf("undo of a human cordon: %+v %v", res, err)
 		}
@@ -121,18 +124,51 @@ func TestCordonOnRealAPIServer(t *testing.T) {
 	})
 
 	t.Run("a human's uncordon is respected", func(t *testing.T) {
-		req := action.Request{ID: "act-5", Target: "node/w3"}
+		req := action.Request{ID: "act-5", Target: "node/w3", Problem: "p5"}
 		if _, err := c.Act(ctx, req, nil); err != nil {
 			t.Fatal(err)
 		}
 		humanCordon("w3", false)
-		res, err := c.Undo(ctx, action.Request{ID: "act-6", Target: "node/w3"})
+		res, err := c.Undo(ctx, action.Request{ID: "act-6", Target: "node/w3", Problem: "p5"})
 		if err != nil || !strings.Contains(res.Message, "someone else") {
 			t.Fatalf("undo: %+v %v", res, err)
 		}
 		n := get("w3")
 		if n.Spec.Unschedulable || n.Annotations[AnnotationOwner] != "" {
 			t.Fatalf("after undo: unschedulable=%v annotations=%v", n.Spec.Unschedulable, n.Annotations)
+		}
+	})
+
+	t.Run("a node held by two problems is uncordoned when both clear", func(t *testing.T) {
+		first := action.Request{ID: "act-10", Target: "node/w5", Problem: "kubelet-down"}
+		second := action.Request{ID: "act-11", Target: "node/w5", Problem: "kernel-deadlock"}
+		if _, err := c.Act(ctx, first, nil); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.Check(ctx, second); err != nil {
+			t.Fatalf("second problem on a node healer cordoned: %v", err)
+		}
+		if _, err := c.Act(ctx, second, nil); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.Verify(ctx, second); err != nil {
+			t.Fatalf("verify second problem: %v", err)
+		}
+		// A problem that never held the node undoes nothing.
+		if res, err := c.Undo(ctx, action.Request{ID: "act-12", Target: "node/w5", Problem: "stranger"}); err != nil || res.Changed {
+			t.Fatalf("undo by a stranger: %+v %v", res, err)
+		}
+		if res, err := c.Undo(ctx, action.Request{ID: "act-13", Target: "node/w5", Problem: "kubelet-down"}); err != nil || !strings.Contains(res.Message, "stays cordoned") {
+			t.Fatalf("undo of the first problem: %+v %v", res, err)
+		}
+		if n := get("w5"); !n.Spec.Unschedulable || n.Annotations[AnnotationOwner] != "act-10" {
+			t.Fatalf("node released while the kernel deadlock still holds it: %v %v", n.Spec.Unschedulable, n.Annotations)
+		}
+		if _, err := c.Undo(ctx, action.Request{ID: "act-14", Target: "node/w5", Problem: "kernel-deadlock"}); err != nil {
+			t.Fatal(err)
+		}
+		if n := get("w5"); n.Spec.Unschedulable || n.Annotations[AnnotationProblems] != "" {
+			t.Fatalf("after both cleared: %v %v", n.Spec.Unschedulable, n.Annotations)
 		}
 	})
 
