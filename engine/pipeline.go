@@ -151,7 +151,7 @@ func (e *Engine) decide(ctx context.Context, r *run) (bool, error) {
 	now := e.now()
 	in := policies.Input{Event: r.ev, Context: policies.Context{
 		Now:           now,
-		Budget:        e.budgetInput(),
+		Budget:        e.budgetInput(r.ev),
 		RecentActions: e.recentFor(r.ev.Subject, now),
 	}}
 	d, err := r.policy.Decide(ctx, &in)
@@ -615,16 +615,21 @@ func (e *Engine) badEvent(ctx context.Context, m jetstream.Msg, meta *jetstream.
 	_ = m.Term()
 }
 
-func (e *Engine) budgetInput() policies.Budget {
+func (e *Engine) budgetInput(ev *bus.Event) policies.Budget {
 	if e.Budget == nil {
 		return policies.Budget{}
 	}
-	s, err := e.Budget.State()
+	node := ""
+	if ev.TargetKind() == "node" {
+		node = ev.TargetName()
+	}
+	s, err := e.Budget.StateFor(node)
 	if err != nil {
 		return policies.Budget{}
 	}
 	return policies.Budget{
 		TotalNodes: s.TotalNodes, OutOfService: s.OutOfService, InFlight: s.InFlight,
 		Allowed: s.Allowed, Available: s.Available, Known: true,
+		Zone: s.Zone, ZoneNodes: s.ZoneNodes, ZoneOutOfService: s.ZoneOutOfService, ZoneAllowed: s.ZoneAllowed,
 	}
 }

@@ -55,6 +55,12 @@ type Budget struct {
 	// Known is false when the engine could not work the budget out; the
 	// other fields are then meaningless and policies should not act.
 	Known bool `json:"known"`
+	// Zone is the failure domain (topology.kubernetes.io/zone) of the
+	// event's node, with that zone's own count and limit.
+	Zone             string `json:"zone"`
+	ZoneNodes        int    `json:"zone_nodes"`
+	ZoneOutOfService int    `json:"zone_out_of_service"`
+	ZoneAllowed      int    `json:"zone_allowed"`
 }
 
 // RecentAction is one action the engine took recently.
@@ -82,6 +88,7 @@ type inputBuilder struct {
 	specversion, id, source, typ, subject, time, dct, status, key, d *ast.Term
 	now, budget, recentActions                                       *ast.Term
 	totalNodes, outOfService, inFlight, allowed, available, known    *ast.Term
+	zone, zoneNodes, zoneOutOfService, zoneAllowed                   *ast.Term
 	remediator, target, result                                       *ast.Term
 }
 
@@ -111,6 +118,7 @@ func newInputBuilder(modules map[string]*ast.Module) *inputBuilder {
 		now: s("now"), budget: s("budget"), recentActions: s("recent_actions"),
 		totalNodes: s("total_nodes"), outOfService: s("out_of_service"), inFlight: s("in_flight"),
 		allowed: s("allowed"), available: s("available"), known: s("known"),
+		zone: s("zone"), zoneNodes: s("zone_nodes"), zoneOutOfService: s("zone_out_of_service"), zoneAllowed: s("zone_allowed"),
 		remediator: s("remediator"), target: s("target"), result: s("result"),
 	}
 }
@@ -221,6 +229,10 @@ func (b *inputBuilder) budgetTerm(bu Budget) *ast.Term {
 		[2]*ast.Term{b.allowed, ast.InternedTerm(bu.Allowed)},
 		[2]*ast.Term{b.available, ast.InternedTerm(bu.Available)},
 		[2]*ast.Term{b.known, ast.InternedTerm(bu.Known)},
+		[2]*ast.Term{b.zone, ast.StringTerm(bu.Zone)},
+		[2]*ast.Term{b.zoneNodes, ast.InternedTerm(bu.ZoneNodes)},
+		[2]*ast.Term{b.zoneOutOfService, ast.InternedTerm(bu.ZoneOutOfService)},
+		[2]*ast.Term{b.zoneAllowed, ast.InternedTerm(bu.ZoneAllowed)},
 	))
 	b.lastBudget.Store(&budgetTerm{budget: bu, term: t})
 	return t

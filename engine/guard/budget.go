@@ -14,11 +14,15 @@ import (
 	"k8s.io/client-go/tools/cache"
 )
 
-// BudgetConfig sets how many nodes may be out of service at once:
-// max(MinNodes, Percent% of all nodes), rounded down.
+// BudgetConfig sets how many nodes may be out of service at once: in the
+// cluster max(MinNodes, Percent% of all nodes), and in each failure domain
+// (topology.kubernetes.io/zone) max(ZoneMinNodes, ZonePercent% of its
+// nodes), rounded down. Nodes without a zone label form one domain.
 type BudgetConfig struct {
-	MinNodes int `json:"minNodes"`
-	Percent  int `json:"percent"`
+	MinNodes     int `json:"minNodes"`
+	Percent      int `json:"percent"`
+	ZoneMinNodes int `json:"zoneMinNodes"`
+	ZonePercent  int `json:"zonePercent"`
 	// Linger keeps counting a node healer just took out of service until
 	// the watch shows it, or this long at most.
 	Linger time.Duration `json:"linger"`
@@ -31,6 +35,12 @@ func (c *BudgetConfig) ApplyDefaults() {
 	}
 	if c.Percent == 0 {
 		c.Percent = 10
+	}
+	if c.ZoneMinNodes == 0 {
+		c.ZoneMinNodes = c.MinNodes
+	}
+	if c.ZonePercent == 0 {
+		c.ZonePercent = c.Percent
 	}
 	if c.Linger == 0 {
 		c.Linger = 30 * time.Second
@@ -46,6 +56,12 @@ func (c *BudgetConfig) Validate() error {
 	if c.Percent < 0 || c.Percent > 100 {
 		errs = append(errs, fmt.Errorf("budget: percent %d: must be 0 to 100", c.Percent))
 	}
+	if c.ZoneMinNodes < 0 {
+		errs = append(errs, fmt.Errorf("budget: zoneMinNodes %d: must not be negative", c.ZoneMinNodes))
+	}
+	if c.ZonePercent < 0 || c.ZonePercent > 100 {
+		errs = append(errs, fmt.Errorf("budget: zonePercent %d: must be 0 to 100", c.ZonePercent))
+	}
 	return errors.Join(errs...)
 }
 
@@ -56,7 +72,15 @@ type BudgetState struct {
 	InFlight     int `json:"in_flight"`
 	Allowed      int `json:"allowed"`
 	Available    int `json:"available"`
+	// The failure domain of the node asked about, when one was.
+	Zone             string `json:"zone,omitempty"`
+	ZoneNodes        int    `json:"zone_nodes,omitempty"`
+	ZoneOutOfService int    `json:"zone_out_of_service,omitempty"`
+	ZoneAllowed      int    `json:"zone_allowed,omitempty"`
 }
+
+// ZoneLabel names a node's failure domain.
+const ZoneLabel = "topology.kubernetes.io/zone"
 
 // ErrBudgetUnknown means the budget cannot be computed; disruptive actions
 // are then refused.
@@ -77,10 +101,15 @@ type Budget struct {
 	now      func() time.Time
 
 	mu       sync.Mutex
-	out      map[string]bool  // node -> out of service, per the watch
-	outCount int              // number of true values in out
-	reserved map[string]*hold // node -> healer's hold on it
+	out      map[string]bool       // node -> out of service, per the watch
+	outCount int                   // number of true values in out
+	zoneOf   map[string]string     // node -> failure domain
+	zones    map[string]*zoneCount // failure domain -> counts
+	reserved map[string]*hold      // node -> healer's hold on it
 }
+
+// zoneCount counts one failure domain's nodes, per the watch.
+type zoneCount struct{ total, out int }
 
 // hold is healer's claim on a node's place in the budget: running actions
 // on it, and after the last one took it out, until when to keep counting
@@ -102,6 +131,8 @@ func NewBudget(cfg BudgetConfig, client kubernetes.Interface, log *slog.Logger) 
 		now:      time.Now,
 		out:      map[string]bool{},
 		reserved: map[string]*hold{},
+		zoneOf:   map[string]string{},
+		zones:    map[string]*zoneCount{},
 	}
 	b.synced = b.informer.HasSynced
 	// Keep only what the budget reads: with 100,000 nodes the full objects
@@ -135,7 +166,9 @@ func slimNode(obj any) (any, error) {
 	slim := &corev1.Node{}
 	slim.Name = n.Name
 	slim.ResourceVersion = n.ResourceVersion
-	slim.Labels = n.Labels
+	if z, ok := n.Labels[ZoneLabel]; ok {
+		slim.Labels = map[string]string{ZoneLabel: z}
+	}
 	slim.Spec.Unschedulable = n.Spec.Unschedulable
 	for _, c := range n.Status.Conditions {
 		if c.Type == corev1.NodeReady {
@@ -167,16 +200,8 @@ func (b *Budget) observe(obj any) {
 	o := OutOfService(n)
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	prev, known := b.out[n.Name]
-	if !known || prev != o {
-		if prev {
-			b.outCount--
-		}
-		if o {
-			b.outCount++
-		}
-	}
-	b.out[n.Name] = o
+	b.untrack(n.Name)
+	b.track(n.Name, n.Labels[ZoneLabel], o)
 	if n.Spec.Unschedulable {
 		if h, ok := b.reserved[n.Name]; ok && h.running == 0 {
 			delete(b.reserved, n.Name) // the watch has caught up
@@ -194,25 +219,62 @@ func (b *Budget) forget(obj any) {
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if b.out[n.Name] {
-		b.outCount--
-	}
-	delete(b.out, n.Name)
+	b.untrack(n.Name)
 }
 
-// State returns the current budget. It fails when the watch has not synced.
-func (b *Budget) State() (BudgetState, error) {
+// track and untrack keep the counts of the cluster and of each zone.
+func (b *Budget) track(name, zone string, out bool) {
+	b.out[name] = out
+	b.zoneOf[name] = zone
+	z := b.zones[zone]
+	if z == nil {
+		z = &zoneCount{}
+		b.zones[zone] = z
+	}
+	z.total++
+	if out {
+		b.outCount++
+		z.out++
+	}
+}
+
+func (b *Budget) untrack(name string) {
+	out, known := b.out[name]
+	if !known {
+		return
+	}
+	z := b.zones[b.zoneOf[name]]
+	z.total--
+	if out {
+		b.outCount--
+		z.out--
+	}
+	if z.total == 0 {
+		delete(b.zones, b.zoneOf[name])
+	}
+	delete(b.out, name)
+	delete(b.zoneOf, name)
+}
+
+// State returns the current budget of the cluster. It fails when the watch
+// has not synced.
+func (b *Budget) State() (BudgetState, error) { return b.StateFor("") }
+
+// StateFor returns the current budget of the cluster and of node's failure
+// domain. It fails when the watch has not synced.
+func (b *Budget) StateFor(node string) (BudgetState, error) {
 	if !b.synced() {
 		return BudgetState{}, fmt.Errorf("%w: node watch not synced", ErrBudgetUnknown)
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	return b.stateLocked(), nil
+	return b.stateLocked(node), nil
 }
 
-func (b *Budget) stateLocked() BudgetState {
+func (b *Budget) stateLocked(node string) BudgetState {
 	now := b.now()
-	extra := 0
+	extra, zoneExtra := 0, 0
+	zone, inZone := b.zoneOf[node]
 	for name, h := range b.reserved {
 		if h.running == 0 && now.After(h.until) {
 			delete(b.reserved, name)
@@ -220,6 +282,9 @@ func (b *Budget) stateLocked() BudgetState {
 		}
 		if !b.out[name] {
 			extra++
+			if inZone && b.zoneOf[name] == zone {
+				zoneExtra++
+			}
 		}
 	}
 	total := len(b.out)
@@ -231,6 +296,12 @@ func (b *Budget) stateLocked() BudgetState {
 		Allowed:      allowed,
 	}
 	s.Available = max(0, allowed-s.OutOfService)
+	if z := b.zones[zone]; inZone && z != nil {
+		s.Zone = zone
+		s.ZoneNodes = z.total
+		s.ZoneOutOfService = z.out + zoneExtra
+		s.ZoneAllowed = max(b.cfg.ZoneMinNodes, z.total*b.cfg.ZonePercent/100)
+	}
 	return s
 }
 
@@ -250,10 +321,18 @@ func (b *Budget) Reserve(node string) (*Reservation, BudgetState, error) {
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	s := b.stateLocked()
+	s := b.stateLocked(node)
+	if _, known := b.out[node]; !known {
+		return nil, s, fmt.Errorf("%w: node %s is not in the watch of the cluster's nodes", ErrBudgetUnknown, node)
+	}
 	h, alreadyHeld := b.reserved[node]
-	if !b.out[node] && !alreadyHeld && s.OutOfService+1 > s.Allowed {
-		return nil, s, fmt.Errorf("%w: %d of %d nodes out of service, at most %d allowed", ErrBudgetExhausted, s.OutOfService, s.TotalNodes, s.Allowed)
+	if !b.out[node] && !alreadyHeld {
+		if s.OutOfService+1 > s.Allowed {
+			return nil, s, fmt.Errorf("%w: %d of %d nodes out of service, at most %d allowed", ErrBudgetExhausted, s.OutOfService, s.TotalNodes, s.Allowed)
+		}
+		if s.ZoneOutOfService+1 > s.ZoneAllowed {
+			return nil, s, fmt.Errorf("%w: %d of %d nodes out of service in zone %q, at most %d allowed", ErrBudgetExhausted, s.ZoneOutOfService, s.ZoneNodes, s.Zone, s.ZoneAllowed)
+		}
 	}
 	if !alreadyHeld {
 		h = &hold{}

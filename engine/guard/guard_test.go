@@ -141,6 +141,18 @@ func TestBudget(t *testing.T) {
 		t.Fatalf("reserve n01 (already out): %v", err)
 	}
 	r.Release(true)
+
+	// Failure domains come from the zone label.
+	for _, n := range []string{"n10", "n11", "n12"} {
+		p := []byte(`{"metadata":{"labels":{"topology.kubernetes.io/zone":"eu-1a"}}}`)
+		if _, err := kube.Client.CoreV1().Nodes().Patch(ctx, n, types.MergePatchType, p, metav1.PatchOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitBudget(t, b, func(BudgetState) bool {
+		s, _ := b.StateFor("n10")
+		return s.Zone == "eu-1a" && s.ZoneNodes == 3 && s.ZoneAllowed == 1 && s.ZoneOutOfService == 0
+	})
 }
 
 func waitBudget(t *testing.T, b *Budget, cond func(BudgetState) bool) {
@@ -158,23 +170,33 @@ func waitBudget(t *testing.T, b *Budget, cond func(BudgetState) bool) {
 	}
 }
 
-// TestBudgetNeverExceeded is a property test: for random clusters, random
-// sets of failing nodes and random arrival orders, concurrent reservations
-// never take more nodes out of service than the budget allows.
+func newTestBudget(cfg BudgetConfig) *Budget {
+	cfg.ApplyDefaults()
+	return &Budget{cfg: cfg, out: map[string]bool{}, reserved: map[string]*hold{}, zoneOf: map[string]string{},
+		zones: map[string]*zoneCount{}, now: time.Now, synced: func() bool { return true }}
+}
+
+// TestBudgetNeverExceeded is a property test: for random clusters spread
+// over random zones, random sets of failing nodes and random (concurrent)
+// arrival orders, reservations never take more nodes out of service than
+// the cluster budget or any zone's budget allows.
 func TestBudgetNeverExceeded(t *testing.T) {
 	rng := rand.New(rand.NewPCG(1, 2))
-	for round := range 200 {
+	for round := range 300 {
 		total := 1 + rng.IntN(200)
-		cfg := BudgetConfig{MinNodes: rng.IntN(3), Percent: rng.IntN(40)}
-		cfg.ApplyDefaults()
-		b := &Budget{cfg: cfg, out: map[string]bool{}, reserved: map[string]*hold{}, now: time.Now, synced: func() bool { return true }}
+		zones := 1 + rng.IntN(4)
+		b := newTestBudget(BudgetConfig{MinNodes: rng.IntN(3), Percent: rng.IntN(40), ZonePercent: rng.IntN(60)})
+		cfg := b.cfg
 		down := 0
+		zoneTotal, zoneDown := map[string]int{}, map[string]int{}
 		for i := range total {
 			o := rng.IntN(10) == 0 // some nodes already out, by anyone
-			b.out[fmt.Sprint(i)] = o
+			z := fmt.Sprint("z", rng.IntN(zones))
+			b.track(fmt.Sprint(i), z, o)
+			zoneTotal[z]++
 			if o {
-				b.outCount++
 				down++
+				zoneDown[z]++
 			}
 		}
 		allowed := max(cfg.MinNodes, total*cfg.Percent/100)
@@ -186,40 +208,49 @@ func TestBudgetNeverExceeded(t *testing.T) {
 				results <- err == nil
 			}()
 		}
-		took := 0
 		for range failing {
-			if <-results {
-				took++
-			}
+			<-results
 		}
-		newlyOut := 0
+		newlyOut, zoneNew := 0, map[string]int{}
 		for name := range b.reserved {
 			if !b.out[name] {
 				newlyOut++
+				zoneNew[b.zoneOf[name]]++
 			}
 		}
-		if down+newlyOut > max(allowed, down) {
+		if newlyOut > 0 && down+newlyOut > allowed {
 			t.Fatalf("round %d: %d nodes, %d already out, allowed %d, %d more taken out", round, total, down, allowed, newlyOut)
 		}
-		if down < allowed && newlyOut == 0 && len(failing) > 0 && !allAlreadyOut(b, failing) {
+		for z, n := range zoneNew {
+			zAllowed := max(cfg.ZoneMinNodes, zoneTotal[z]*cfg.ZonePercent/100)
+			if zoneDown[z]+n > zAllowed {
+				t.Fatalf("round %d: zone %s: %d nodes, %d already out, allowed %d, %d more taken out", round, z, zoneTotal[z], zoneDown[z], zAllowed, n)
+			}
+		}
+		if down < allowed && newlyOut == 0 && anyZoneHasRoom(b, failing, zoneTotal, zoneDown) {
 			t.Fatalf("round %d: budget had room (%d out of %d allowed) but nothing was allowed", round, down, allowed)
 		}
 	}
 }
 
-func allAlreadyOut(b *Budget, nodes []int) bool {
+func anyZoneHasRoom(b *Budget, nodes []int, zoneTotal, zoneDown map[string]int) bool {
 	for _, n := range nodes {
-		if !b.out[fmt.Sprint(n)] {
-			return false
+		z := b.zoneOf[fmt.Sprint(n)]
+		if zoneDown[z] < max(b.cfg.ZoneMinNodes, zoneTotal[z]*b.cfg.ZonePercent/100) && !b.out[fmt.Sprint(n)] {
+			return true
 		}
 	}
-	return true
+	return false
 }
 
+
 func TestBudgetHoldsANodeUntilItsLastActionEnds(t *testing.T) {
-	b := &Budget{cfg: BudgetConfig{MinNodes: 1, Linger: time.Minute}, out: map[string]bool{}, reserved: map[string]*hold{}, now: time.Now, synced: func() bool { return true }}
+	b := newTestBudget(BudgetConfig{MinNodes: 1, Linger: time.Minute})
 	for i := range 10 {
-		b.out[fmt.Sprint("n", i)] = false
+		b.track(fmt.Sprint("n", i), "", false)
+	}
+	if _, _, err := b.Reserve("not-a-node"); !errors.Is(err, ErrBudgetUnknown) {
+		t.Fatalf("a node the watch does not know: %v, want ErrBudgetUnknown", err)
 	}
 	first, _, err := b.Reserve("n0")
 	if err != nil {
