@@ -246,7 +246,7 @@ func (e *Engine) audit(ctx context.Context, r *run, kind audit.Kind, details jso
 		Kind:       kind,
 		EventID:    r.ev.ID,
 		Target:     r.ev.Subject,
-		Remediator: r.decision.Remediator,
+		Remediator: r.remName,
 		Actor:      Actor,
 		ActionID:   r.actionID,
 		Details:    details,

@@ -39,6 +39,14 @@ decision := {"remediator": "test.count", "approval": "one", "reason": "needs a h
 	input.event.type == "NeedsApproval"
 }
 
+decision := {"approval": "none", "reason": "escalate until it clears", "steps": [
+	{"remediator": "test.count", "wait": "1s"},
+	{"remediator": "test.second", "wait": "1s"},
+]} if {
+	input.event.type == "Ladder"
+	input.event.status == "firing"
+}
+
 decision := {"remediator": "test.count", "approval": "none", "reason": "limited",
 	"rate_limit": {"key": "count", "max": 1, "per": "1h"}} if {
 	input.event.type == "Limited"
@@ -90,6 +98,13 @@ func (c *counter) counts() (int, int) {
 	return len(c.acts), len(c.undos)
 }
 
+// second is another test remediator, for the second rung of a ladder.
+type second struct{ *counter }
+
+func (s *second) Info() action.Info {
+	return action.Info{Name: "test.second", Summary: "counts too", TargetKind: "node"}
+}
+
 type harness struct {
 	t       *testing.T
 	js      jetstream.JetStream
@@ -133,7 +148,7 @@ func newHarness(t *testing.T, cfg Config, approver Approver) *harness {
 	cfg.RetryDelay = 50 * time.Millisecond
 	eng, err := New(cfg, Deps{
 		JS: js, Streams: streams, Trail: audit.NewTrail(js, log), Policies: policies.NewHolder(pol),
-		Remediators: remediators.Set{"test.count": rem}, Limiter: guard.NewLocal(),
+		Remediators: remediators.Set{"test.count": rem, "test.second": &second{counter: &counter{}}}, Limiter: guard.NewLocal(),
 		Breakers: guard.NewBreakers(cfg.Breaker, log, nil), Approver: approver, Log: log,
 	})
 	if err != nil {
@@ -280,6 +295,40 @@ func TestLiveLeaseOfAnotherEngineIsRespected(t *testing.T) {
 	defer h.rem.mu.Unlock()
 	if !slices.Equal(h.rem.acts, []string{"act-other"}) {
 		t.Fatalf("acts = %v", h.rem.acts)
+	}
+}
+
+func TestLadderEscalatesUntilTheProblemClears(t *testing.T) {
+	h := newHarness(t, Config{}, nil)
+	sec := h.eng.Remediators["test.second"].(*second)
+
+	// The problem never clears: both rungs run, then the ladder gives up.
+	e := event("Ladder", "node/x1", bus.StatusFiring)
+	h.publish(e, e.ID)
+	recs := h.waitKinds(e.ID, "event", "decision",
+		"action.started", "action.finished", "verified", "action.progress",
+		"action.started", "action.finished", "verified", "action.failed")
+	if recs[2].Remediator != "test.count" || recs[6].Remediator != "test.second" {
+		t.Errorf("rungs ran as %s then %s", recs[2].Remediator, recs[6].Remediator)
+	}
+	if detail(recs[5], "to") != "test.second" || !strings.Contains(detail(recs[9], "error"), "persists after all 2 steps") {
+		t.Errorf("escalation %s, end %s", recs[5].Details, recs[9].Details)
+	}
+
+	// The problem clears during the first rung's wait: no escalation.
+	e2 := event("Ladder", "node/x2", bus.StatusFiring)
+	h.publish(e2, e2.ID)
+	h.waitKinds(e2.ID, "event", "decision", "action.started", "action.finished", "verified")
+	resolved := *e2
+	resolved.ID, resolved.Status = e2.ID+"-resolved", bus.StatusResolved
+	h.publish(&resolved, resolved.ID)
+	recs = h.waitKinds(e2.ID, "event", "decision", "action.started", "action.finished", "verified", "verified")
+	if detail(recs[5], "problem") != "cleared" {
+		t.Errorf("last record %s, want the problem cleared", recs[5].Details)
+	}
+	time.Sleep(1500 * time.Millisecond) // past the first rung's wait
+	if acts, _ := sec.counts(); acts != 1 {
+		t.Fatalf("second rung ran %d times, want once (for x1 only)", acts)
 	}
 }
 

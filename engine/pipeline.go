@@ -25,8 +25,7 @@ func (e *Engine) pipeline() []stage {
 		{"decide", e.decide},   // ask the policy; audit the decision
 		{"guard", e.guard},     // still current, dry-run, breaker, budget, rate limits
 		{"approve", e.approve}, // humans, when the policy asks for it
-		{"act", e.act},         // re-check, claim, act (or undo)
-		{"verify", e.verify},   // did it take?
+		{"act", e.act},         // each step: re-check, claim, act (or undo), verify, wait for the problem to clear
 	}
 }
 
@@ -49,23 +48,28 @@ type run struct {
 	ev       *bus.Event
 	policy   *policies.Policy
 	decision policies.Decision
-	rem      action.Remediator
-	undo     bool
-	idemKey  string
-	actionID string
-	state    string // action state found in the bucket ("" when new)
-	reserved *guard.Reservation
-	tookOut  bool
-	outcome  string
-	lease    atomic.Pointer[lease] // the action this run holds, renewed while it runs
-	decided  string                // digest of the decision already audited for this event
+	// The ladder step being run: its index, remediator and params.
+	stepIndex  int
+	remName    string
+	rem        action.Remediator
+	params     map[string]any
+	stepFailed bool
+	undo       bool
+	idemKey    string
+	actionID   string
+	state      string // action state found in the bucket ("" when new)
+	reserved   *guard.Reservation
+	tookOut    bool
+	outcome    string
+	lease      atomic.Pointer[lease] // the action this run holds, renewed while it runs
+	decided    string                // digest of the decision already audited for this event
 }
 
 // request is what the remediator is asked to do for this run.
 func (r *run) request() action.Request {
 	return action.Request{
 		ID: r.actionID, EventID: r.ev.ID, EventType: r.ev.Type, Target: r.ev.Subject,
-		Problem: problemID(r.ev), Params: r.decision.Params,
+		Problem: problemID(r.ev), Params: r.params,
 	}
 }
 
@@ -115,7 +119,7 @@ func (e *Engine) handle(ctx context.Context, m jetstream.Msg) {
 		log.WarnContext(ctx, "ack event", "err", err)
 	}
 	e.Metrics.Handled(ctx, r.outcome, e.now().Sub(start))
-	log.DebugContext(ctx, "event handled", "outcome", r.outcome, "remediator", r.decision.Remediator, "took", e.now().Sub(start))
+	log.DebugContext(ctx, "event handled", "outcome", r.outcome, "remediator", r.remName, "took", e.now().Sub(start))
 }
 
 // dedupe audits an event the first time it is seen and settles duplicates.
@@ -162,7 +166,7 @@ func (e *Engine) decide(ctx context.Context, r *run) (bool, error) {
 	if err != nil {
 		return true, e.suppress(ctx, r, outcomeSuppressed, "policy evaluation failed: "+err.Error())
 	}
-	r.decision = d
+	r.decision, r.remName = d, d.Remediator
 	// A retry that comes to the same decision under the same policy is not
 	// audited again; a different one is.
 	digest := hashKey("", r.policy.Revision, string(mustJSON(d)))
@@ -180,37 +184,147 @@ func (e *Engine) decide(ctx context.Context, r *run) (bool, error) {
 	if d.Remediator == "" {
 		return true, nil
 	}
-	rem, ok := e.Remediators[d.Remediator]
-	if !ok {
-		return true, e.suppress(ctx, r, outcomeSuppressed, fmt.Sprintf("remediator %q is not available in this healer (available: %v)", d.Remediator, e.Remediators.Names()))
+	// Every step must be runnable before the first one runs.
+	for _, st := range d.Ladder() {
+		rem, ok := e.Remediators[st.Remediator]
+		if !ok {
+			return true, e.suppress(ctx, r, outcomeSuppressed, fmt.Sprintf("remediator %q is not available in this healer (available: %v)", st.Remediator, e.Remediators.Names()))
+		}
+		if err := rem.Validate(st.Params); err != nil {
+			return true, e.suppress(ctx, r, outcomeDone, "invalid params from policy: "+err.Error())
+		}
 	}
-	if err := rem.Validate(d.Params); err != nil {
-		return true, e.suppress(ctx, r, outcomeDone, "invalid params from policy: "+err.Error())
-	}
-	r.rem = rem
 	if r.ev.Resolved() {
-		if _, ok := rem.(action.Undoer); !ok {
+		if _, ok := e.Remediators[d.Remediator].(action.Undoer); !ok {
 			return true, e.suppress(ctx, r, outcomeDone, fmt.Sprintf("problem cleared; %s has no undo step", d.Remediator))
 		}
 		r.undo = true
 	}
-	r.idemKey = idempotencyKey(r.ev.ID, d.Remediator, r.ev.Subject)
-	st, rev, err := getJSON[actionState](ctx, e.Streams.Actions, r.idemKey)
-	if err != nil {
-		return false, err
+	return false, e.selectStep(ctx, r, 0)
+}
+
+// ladder returns the steps this run executes: an undo reverses only the
+// decision's remediator.
+func (r *run) ladder() []policies.Step {
+	if r.undo {
+		return []policies.Step{{Remediator: r.decision.Remediator, Params: r.decision.Params}}
 	}
-	if st != nil {
-		switch st.State {
+	return r.decision.Ladder()
+}
+
+// selectStep makes step i the current one and loads its action state: a
+// step finished by an earlier attempt is marked so, an open one is taken
+// over (see takeOver).
+func (e *Engine) selectStep(ctx context.Context, r *run, i int) error {
+	st := r.ladder()[i]
+	r.stepIndex, r.remName, r.params, r.rem = i, st.Remediator, st.Params, e.Remediators[st.Remediator]
+	r.actionID, r.state, r.stepFailed = "", "", false
+	r.lease.Store(nil)
+	name := st.Remediator
+	if i > 0 {
+		name = fmt.Sprintf("%s#%d", st.Remediator, i) // a ladder may use one remediator twice
+	}
+	r.idemKey = idempotencyKey(r.ev.ID, name, r.ev.Subject)
+	as, rev, err := getJSON[actionState](ctx, e.Streams.Actions, r.idemKey)
+	if err != nil || as == nil {
+		return err
+	}
+	switch as.State {
+	case "finished", "failed":
+		r.actionID, r.state = as.ActionID, as.State
+		return nil
+	default:
+		return e.takeOver(ctx, r, as, rev)
+	}
+}
+
+// disruptive reports whether any step of the decision takes a node out of
+// service, so the budget applies to the whole ladder.
+func (e *Engine) disruptive(d policies.Decision) bool {
+	for _, st := range d.Ladder() {
+		if rem := e.Remediators[st.Remediator]; rem != nil && rem.Info().Disruptive {
+			return true
+		}
+	}
+	return false
+}
+
+// act runs the ladder: for each step, act (or undo) and verify, then wait
+// up to the step's Wait for the problem to clear; escalate to the next
+// step when it has not, or when the step failed.
+func (e *Engine) act(ctx context.Context, r *run) (bool, error) {
+	steps := r.ladder()
+	for i := r.stepIndex; i < len(steps); i++ {
+		if i != r.stepIndex {
+			if err := e.selectStep(ctx, r, i); err != nil {
+				return false, err
+			}
+		}
+		var finishedAt time.Time
+		switch r.state {
 		case "finished", "failed":
-			r.actionID = st.ActionID
-			return true, e.suppress(ctx, r, outcomeDone, fmt.Sprintf("duplicate: action %s for this event already %s", st.ActionID, st.State))
+			if len(steps) == 1 {
+				return true, e.suppress(ctx, r, outcomeDone, fmt.Sprintf("duplicate: action %s for this event already %s", r.actionID, r.state))
+			}
+			r.stepFailed = r.state == "failed"
+			finishedAt = e.now() // resumed: wait the step's full time again
 		default:
-			if err := e.takeOver(ctx, r, st, rev); err != nil {
+			stop, err := e.actStep(ctx, r)
+			if err != nil {
+				return false, err
+			}
+			if stop && !r.stepFailed {
+				return true, nil // settled: undone, not needed, or not safe
+			}
+			if !r.stepFailed {
+				if _, err := e.verifyStep(ctx, r); err != nil {
+					return false, err
+				}
+			}
+			finishedAt = e.now()
+		}
+		if len(steps) == 1 {
+			return true, nil
+		}
+		if !r.stepFailed {
+			cleared, err := e.waitCleared(ctx, r, finishedAt.Add(steps[i].Wait))
+			if err != nil {
+				return false, err
+			}
+			if cleared {
+				return true, e.audit(ctx, r, audit.KindVerified, audit.Details("ok", true, "problem", "cleared", "ladder_step", i))
+			}
+		}
+		if i+1 < len(steps) {
+			why := fmt.Sprintf("problem persists %s after %s", steps[i].Wait, steps[i].Remediator)
+			if r.stepFailed {
+				why = steps[i].Remediator + " failed"
+			}
+			if err := e.audit(ctx, r, audit.KindActionProgress, audit.Details("step", "escalate", "from", steps[i].Remediator, "to", steps[i+1].Remediator, "ladder_step", i+1, "why", why)); err != nil {
 				return false, err
 			}
 		}
 	}
-	return false, nil
+	return true, e.audit(ctx, r, audit.KindActionFailed, audit.Details("step", "ladder", "error", fmt.Sprintf("the problem persists after all %d steps", len(steps))))
+}
+
+// waitCleared waits until the problem has cleared (a newer resolved event
+// is in the stream) or until deadline.
+func (e *Engine) waitCleared(ctx context.Context, r *run, deadline time.Time) (bool, error) {
+	for {
+		cleared, _, err := e.superseded(ctx, r)
+		if err != nil || cleared {
+			return cleared, err
+		}
+		if !e.now().Before(deadline) {
+			return false, nil
+		}
+		select {
+		case <-ctx.Done():
+			return false, fmt.Errorf("%w: %w", errTransient, ctx.Err())
+		case <-time.After(min(250*time.Millisecond, time.Until(deadline))):
+		}
+	}
 }
 
 // takeOver resumes an action claimed by an earlier attempt: this engine's
@@ -241,7 +355,7 @@ func (e *Engine) guard(ctx context.Context, r *run) (bool, error) {
 	} else if cleared {
 		return true, e.suppress(ctx, r, outcomeDone, why)
 	}
-	name := r.decision.Remediator
+	name := r.remName
 	if e.cfg.DryRun || r.decision.DryRun {
 		what := "run " + name
 		if r.undo {
@@ -255,7 +369,7 @@ func (e *Engine) guard(ctx context.Context, r *run) (bool, error) {
 	if r.undo {
 		return false, nil // an undo gives capacity back: no budget, no rate limits
 	}
-	if r.rem.Info().Disruptive {
+	if e.disruptive(r.decision) {
 		if e.Budget == nil {
 			return true, e.suppress(ctx, r, outcomeSuppressed, "blast-radius budget unknown: Kubernetes is not configured (fail closed)")
 		}
@@ -324,7 +438,7 @@ func (e *Engine) approve(ctx context.Context, r *run) (bool, error) {
 		r.actionID = newActionID()
 	}
 	ok, why, err := e.Approver.Approve(ctx, ApprovalRequest{
-		ActionID: r.actionID, EventID: r.ev.ID, Target: r.ev.Subject, Remediator: r.decision.Remediator,
+		ActionID: r.actionID, EventID: r.ev.ID, Target: r.ev.Subject, Remediator: r.remName,
 		Approvals: n, Reason: r.decision.Reason, Params: r.decision.Params,
 	})
 	if err != nil {
@@ -339,9 +453,10 @@ func (e *Engine) approve(ctx context.Context, r *run) (bool, error) {
 	return false, nil
 }
 
-// act re-checks, claims the idempotency key, audits the start, and acts.
-func (e *Engine) act(ctx context.Context, r *run) (bool, error) {
-	name := r.decision.Remediator
+// actStep re-checks, claims the idempotency key, audits the start, and
+// runs the current step's remediator (or its undo).
+func (e *Engine) actStep(ctx context.Context, r *run) (bool, error) {
+	name := r.remName
 	step := "act"
 	if r.undo {
 		step = "undo"
@@ -386,7 +501,7 @@ func (e *Engine) act(ctx context.Context, r *run) (bool, error) {
 		r.lease.Store(&lease{key: r.idemKey, st: st, rev: rev})
 	}
 	if r.state == "claimed" {
-		if err := e.audit(ctx, r, audit.KindActionStarted, audit.Details("step", step, "params", r.decision.Params, "attempt", r.attempt)); err != nil {
+		if err := e.audit(ctx, r, audit.KindActionStarted, audit.Details("step", step, "params", r.params, "attempt", r.attempt, "ladder_step", r.stepIndex)); err != nil {
 			return false, err
 		}
 		if err := e.setState(ctx, r, "started", step); err != nil {
@@ -522,8 +637,8 @@ func (e *Engine) renewLease(ctx context.Context, r *run) (stop func()) {
 	return func() { close(done) }
 }
 
-// verify waits for the action's effect, up to VerifyTimeout.
-func (e *Engine) verify(ctx context.Context, r *run) (bool, error) {
+// verifyStep waits for the current step's effect, up to VerifyTimeout.
+func (e *Engine) verifyStep(ctx context.Context, r *run) (bool, error) {
 	req := r.request()
 	start := e.now()
 	deadline := start.Add(e.cfg.VerifyTimeout)
@@ -541,18 +656,19 @@ func (e *Engine) verify(ctx context.Context, r *run) (bool, error) {
 		}
 	}
 	if err != nil {
-		e.Breakers.Fail(r.decision.Remediator, err)
-		e.Metrics.Action(ctx, r.decision.Remediator, "verify", "failed")
+		e.Breakers.Fail(r.remName, err)
+		e.Metrics.Action(ctx, r.remName, "verify", "failed")
+		r.stepFailed = true
 		return true, e.audit(ctx, r, audit.KindActionFailed, audit.Details("step", "verify", "error", err.Error()))
 	}
-	e.Metrics.Action(ctx, r.decision.Remediator, "verify", "verified")
+	e.Metrics.Action(ctx, r.remName, "verify", "verified")
 	return true, e.audit(ctx, r, audit.KindVerified, audit.Details("ok", true, "took", e.now().Sub(start).String()))
 }
 
 // suppress audits why nothing (more) is done and settles the outcome.
 func (e *Engine) suppress(ctx context.Context, r *run, outcome, reason string, kv ...any) error {
 	r.outcome = outcome
-	e.Metrics.Suppressed(ctx, r.decision.Remediator)
+	e.Metrics.Suppressed(ctx, r.remName)
 	return e.audit(ctx, r, audit.KindSuppressed, audit.Details(append([]any{"reason", reason}, kv...)...))
 }
 
@@ -566,7 +682,8 @@ func (e *Engine) fail(ctx context.Context, r *run, step string, cause error) err
 			return err
 		}
 	}
-	e.Metrics.Action(ctx, r.decision.Remediator, step, "failed")
+	e.Metrics.Action(ctx, r.remName, step, "failed")
+	r.stepFailed = true
 	return nil
 }
 

@@ -44,6 +44,46 @@ type Decision struct {
 	Reason string `json:"reason"`
 	// Rule optionally names the policy rule that matched.
 	Rule string `json:"rule,omitempty"`
+	// Steps, when set, make the decision an escalation ladder: the engine
+	// runs each step in order, waits up to its Wait for the problem to
+	// clear, and moves to the next step if it has not. Remediator is then
+	// the first step's remediator.
+	Steps []Step `json:"steps,omitempty"`
+}
+
+// Step is one rung of an escalation ladder.
+type Step struct {
+	Remediator string         `json:"remediator"`
+	Params     map[string]any `json:"params,omitempty"`
+	// Wait is how long the problem may persist after this step before the
+	// engine escalates to the next one (or, after the last, gives up).
+	Wait time.Duration `json:"wait"`
+}
+
+// MarshalJSON writes Wait as a duration string, as policies write it.
+func (s Step) MarshalJSON() ([]byte, error) {
+	type plain struct {
+		Remediator string         `json:"remediator"`
+		Params     map[string]any `json:"params,omitempty"`
+		Wait       string         `json:"wait"`
+	}
+	b, err := json.Marshal(plain{Remediator: s.Remediator, Params: s.Params, Wait: FormatDuration(s.Wait)})
+	if err != nil {
+		return nil, fmt.Errorf("step %s: %w", s.Remediator, err)
+	}
+	return b, nil
+}
+
+// Ladder returns the steps to run: Steps, or the one step the decision's
+// remediator and params make.
+func (d Decision) Ladder() []Step {
+	if len(d.Steps) > 0 {
+		return d.Steps
+	}
+	if d.Remediator == "" {
+		return nil
+	}
+	return []Step{{Remediator: d.Remediator, Params: d.Params}}
 }
 
 // Limits returns all rate limits of d: RateLimit followed by RateLimits.
@@ -78,6 +118,23 @@ func (d *Decision) Validate() error {
 	}
 	if strings.TrimSpace(d.Reason) == "" {
 		errs = append(errs, errors.New("reason: missing"))
+	}
+	for i, st := range d.Steps {
+		if st.Remediator == "" {
+			errs = append(errs, fmt.Errorf("steps[%d]: remediator missing", i))
+		}
+		if st.Wait < 0 {
+			errs = append(errs, fmt.Errorf("steps[%d]: wait %s is negative", i, st.Wait))
+		}
+	}
+	if len(d.Steps) > 0 {
+		switch d.Remediator {
+		case "":
+			d.Remediator = d.Steps[0].Remediator
+		case d.Steps[0].Remediator:
+		default:
+			errs = append(errs, fmt.Errorf("remediator %q differs from the first step's %q", d.Remediator, d.Steps[0].Remediator))
+		}
 	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("decision (remediator %q): %w", d.Remediator, err)

@@ -14,6 +14,7 @@ import (
 type outputKeys struct {
 	remediator, params, approval, rateLimit, rateLimits, dryRun, reason, rule *ast.Term
 	limitKey, limitMax, limitPer                                              *ast.Term
+	steps, wait                                                               *ast.Term
 }
 
 func newOutputKeys() *outputKeys {
@@ -23,6 +24,7 @@ func newOutputKeys() *outputKeys {
 		rateLimit: s("rate_limit"), rateLimits: s("rate_limits"), dryRun: s("dry_run"),
 		reason: s("reason"), rule: s("rule"),
 		limitKey: s("key"), limitMax: s("max"), limitPer: s("per"),
+		steps: s("steps"), wait: s("wait"),
 	}
 }
 
@@ -74,9 +76,12 @@ func (k *outputKeys) decision(v ast.Value) (Decision, error) {
 	if v := get(k.rule); v != nil && err == nil {
 		d.Rule, err = stringField("rule", v)
 	}
+	if v := get(k.steps); v != nil && err == nil {
+		d.Steps, err = k.stepsField(v)
+	}
 	if err == nil && found < obj.Len() {
-		err = unknownField(obj, "remediator, params, approval, rate_limit, rate_limits, dry_run, reason, rule",
-			k.remediator, k.params, k.approval, k.rateLimit, k.rateLimits, k.dryRun, k.reason, k.rule)
+		err = unknownField(obj, "remediator, params, approval, rate_limit, rate_limits, dry_run, reason, rule, steps",
+			k.remediator, k.params, k.approval, k.rateLimit, k.rateLimits, k.dryRun, k.reason, k.rule, k.steps)
 	}
 	if err != nil {
 		return Decision{}, fmt.Errorf("decision: %w", err)
@@ -285,4 +290,43 @@ func durationField(field string, v ast.Value) (time.Duration, error) {
 	default:
 		return 0, fmt.Errorf("%s: want a duration string or a number of seconds, got %s", field, ast.ValueName(v))
 	}
+}
+
+// stepsField reads the steps of an escalation ladder: an array of
+// {"remediator", "params", "wait"} objects.
+func (k *outputKeys) stepsField(v ast.Value) ([]Step, error) {
+	arr, ok := v.(*ast.Array)
+	if !ok {
+		return nil, fmt.Errorf("steps: want an array, got %s", ast.ValueName(v))
+	}
+	steps := make([]Step, 0, arr.Len())
+	for i := range arr.Len() {
+		obj, ok := arr.Elem(i).Value.(ast.Object)
+		if !ok {
+			return nil, fmt.Errorf("steps[%d]: want an object, got %s", i, ast.ValueName(arr.Elem(i).Value))
+		}
+		var st Step
+		var err error
+		found := 0
+		if t := obj.Get(k.remediator); t != nil {
+			found++
+			st.Remediator, err = stringField(fmt.Sprintf("steps[%d].remediator", i), t.Value)
+		}
+		if t := obj.Get(k.params); t != nil && err == nil {
+			found++
+			st.Params, err = paramsField(t.Value)
+		}
+		if t := obj.Get(k.wait); t != nil && err == nil {
+			found++
+			st.Wait, err = durationField(fmt.Sprintf("steps[%d].wait", i), t.Value)
+		}
+		if err == nil && found < obj.Len() {
+			err = unknownField(obj, "remediator, params, wait", k.remediator, k.params, k.wait)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("steps[%d]: %w", i, err)
+		}
+		steps = append(steps, st)
+	}
+	return steps, nil
 }

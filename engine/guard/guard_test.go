@@ -243,7 +243,6 @@ func anyZoneHasRoom(b *Budget, nodes []int, zoneTotal, zoneDown map[string]int) 
 	return false
 }
 
-
 func TestBudgetHoldsANodeUntilItsLastActionEnds(t *testing.T) {
 	b := newTestBudget(BudgetConfig{MinNodes: 1, Linger: time.Minute})
 	for i := range 10 {
