@@ -60,6 +60,10 @@ type KubeOptions struct {
 	// the form --flag=value. A flag given here replaces the harness's value
 	// for it, e.g. "--disable-admission-plugins=ServiceAccount".
 	APIServerArgs []string
+	// Controllers, when not empty, are the kube-controller-manager
+	// controllers to run once the apiserver is ready, for example
+	// "disruption"; see Kube.StartControllers.
+	Controllers []string
 }
 
 // Kube is a running etcd and kube-apiserver.
@@ -220,6 +224,9 @@ func StartKubeWith(t testing.TB, opts KubeOptions) *Kube {
 		t.Fatalf("testenv: %v", err)
 	}
 	t.Logf("testenv: kube-apiserver ready at %s after %s", host, time.Since(begin).Round(time.Millisecond))
+	if len(opts.Controllers) > 0 {
+		k.StartControllers(t, opts.Controllers...)
+	}
 	return k
 }
 

@@ -50,6 +50,10 @@ type Request struct {
 	Problem string
 	// Params are the decision's params, already validated.
 	Params map[string]any
+	// Approvers are the humans who approved this action, empty when the
+	// decision needed no approval. Remediators may refuse their riskiest
+	// params (node.drain's force) without one.
+	Approvers []string
 }
 
 // TargetName returns the part of Target after "<kind>/".
