@@ -185,25 +185,45 @@ func (l RateLimit) MarshalJSON() ([]byte, error) {
 }
 
 // UnmarshalJSON reads Per as a duration string or a number of seconds.
+// UnmarshalJSON reads Wait as a duration string or a number of seconds.
+func (s *Step) UnmarshalJSON(b []byte) error {
+	var w struct {
+		Remediator string          `json:"remediator"`
+		Params     map[string]any  `json:"params"`
+		Wait       json.RawMessage `json:"wait"`
+	}
+	if err := json.Unmarshal(b, &w); err != nil {
+		return fmt.Errorf("step: %w", err)
+	}
+	*s = Step{Remediator: w.Remediator, Params: w.Params}
+	d, err := jsonDuration(w.Wait)
+	if err != nil {
+		return fmt.Errorf("step %s: wait: %w", w.Remediator, err)
+	}
+	s.Wait = d
+	return nil
+}
+
+// jsonDuration reads a duration given as a string ("10m") or a number of
+// seconds; absent is zero.
+func jsonDuration(raw json.RawMessage) (time.Duration, error) {
+	if len(raw) == 0 || string(raw) == "null" {
+		return 0, nil
+	}
+	var s string
+	if err := json.Unmarshal(raw, &s); err == nil {
+		return time.ParseDuration(s)
+	}
+	return secondsDuration(string(raw))
+}
+
 func (l *RateLimit) UnmarshalJSON(b []byte) error {
 	var w rateLimitJSON
 	if err := json.Unmarshal(b, &w); err != nil {
 		return fmt.Errorf("rate limit: %w", err)
 	}
 	*l = RateLimit{Key: w.Key, Max: w.Max}
-	if len(w.Per) == 0 || string(w.Per) == "null" {
-		return nil
-	}
-	var s string
-	if err := json.Unmarshal(w.Per, &s); err == nil {
-		d, err := time.ParseDuration(s)
-		if err != nil {
-			return fmt.Errorf("rate limit %q: per: %w", w.Key, err)
-		}
-		l.Per = d
-		return nil
-	}
-	d, err := secondsDuration(string(w.Per))
+	d, err := jsonDuration(w.Per)
 	if err != nil {
 		return fmt.Errorf("rate limit %q: per: %w", w.Key, err)
 	}

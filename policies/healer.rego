@@ -31,6 +31,50 @@ cordon_params := {
 	},
 }
 
+# When node-problem-detector reported the problem as a condition, the
+# remediator re-reads the node just before acting and goes ahead only if
+# the condition still holds. (NodeNotReady always re-checks Ready.)
+npd_params := {
+	"NodeKernelDeadlock": {"reason": "NodeKernelDeadlock", "condition": "KernelDeadlock"},
+	"NodeReadonlyFilesystem": {"reason": "NodeReadonlyFilesystem", "condition": "ReadonlyFilesystem"},
+	"NodeNotReady": {
+		"reason": "NodeNotReady",
+		"condition": "Ready",
+		"condition_status": ["False", "Unknown"],
+	},
+}
+
+params_by_source := {"nodeproblem": npd_params}
+
+# A cordon keeps new pods off a sick node, but the pods already there stay
+# on a node whose kernel is stuck or whose disk went read-only. If the
+# problem persists 10 minutes after the cordon, the node is drained. The
+# ladders are written out in full: this runs for every event, and tables
+# cost nothing to look up while building objects costs allocations.
+ladders := {
+	"NodeKernelDeadlock": [
+		{"remediator": "node.cordon", "params": {"reason": "NodeKernelDeadlock"}, "wait": "10m"},
+		{"remediator": "node.drain", "params": {"reason": "NodeKernelDeadlock", "timeout": "10m"}, "wait": "30m"},
+	],
+	"NodeReadonlyFilesystem": [
+		{"remediator": "node.cordon", "params": {"reason": "NodeReadonlyFilesystem"}, "wait": "10m"},
+		{"remediator": "node.drain", "params": {"reason": "NodeReadonlyFilesystem", "timeout": "10m"}, "wait": "30m"},
+	],
+}
+
+npd_ladders := {
+	"NodeKernelDeadlock": [
+		{"remediator": "node.cordon", "params": {"reason": "NodeKernelDeadlock", "condition": "KernelDeadlock"}, "wait": "10m"},
+		{"remediator": "node.drain", "params": {"reason": "NodeKernelDeadlock", "condition": "KernelDeadlock", "timeout": "10m"}, "wait": "30m"},
+	],
+	"NodeReadonlyFilesystem": [
+		{"remediator": "node.cordon", "params": {"reason": "NodeReadonlyFilesystem", "condition": "ReadonlyFilesystem"}, "wait": "10m"},
+		{"remediator": "node.drain", "params": {"reason": "NodeReadonlyFilesystem", "condition": "ReadonlyFilesystem", "timeout": "10m"}, "wait": "30m"},
+	],
+}
+
+ladders_by_source := {"nodeproblem": npd_ladders}
+
 # Fail closed: without knowing how many nodes are already out of service,
 # taking out another one could take the cluster down. This holds back new
 # remediations only: undoing a cordon when a problem clears gives capacity
@@ -56,9 +100,11 @@ else := {
 	"rate_limits": [{"key": "node.cordon:cluster", "max": 3, "per": "1h"}],
 	"reason": sprintf("%s on %s: cordon so no new pods land there", [input.event.type, input.event.subject]),
 	"rule": "cordon_sick_node",
+	# No steps (NodeNotReady): the cordon alone.
+	"steps": object.get(object.get(ladders_by_source, input.event.source, ladders), input.event.type, []),
 } if {
 	input.event.status == "firing"
-	params := cordon_params[input.event.type]
+	params := object.get(params_by_source, input.event.source, cordon_params)[input.event.type]
 	node_subject
 }
 

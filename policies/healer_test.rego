@@ -45,6 +45,32 @@ test_not_ready_firing_cordons_after_recheck if {
 	d.params == {"reason": "NodeNotReady", "condition": "Ready", "condition_status": ["False", "Unknown"]}
 }
 
+test_persistent_problems_escalate_to_drain if {
+	every type in ["NodeKernelDeadlock", "NodeReadonlyFilesystem"] {
+		d := healer.decision with input as {"event": event(type, "firing"), "context": ctx}
+		d.steps == [
+			{"remediator": "node.cordon", "params": {"reason": type}, "wait": "10m"},
+			{"remediator": "node.drain", "params": {"reason": type, "timeout": "10m"}, "wait": "30m"},
+		]
+	}
+}
+
+test_not_ready_is_only_cordoned if {
+	d := healer.decision with input as {"event": event("NodeNotReady", "firing"), "context": ctx}
+	d.steps == []
+	npd := object.union(event("NodeNotReady", "firing"), {"source": "nodeproblem"})
+	d2 := healer.decision with input as {"event": npd, "context": ctx}
+	d2.steps == []
+	d2.params.condition == "Ready"
+}
+
+test_node_problem_detector_events_recheck_their_condition if {
+	npd := object.union(event("NodeKernelDeadlock", "firing"), {"source": "nodeproblem"})
+	d := healer.decision with input as {"event": npd, "context": ctx}
+	d.params == {"reason": "NodeKernelDeadlock", "condition": "KernelDeadlock"}
+	d.steps[1].params.condition == "KernelDeadlock"
+}
+
 test_cordon_is_rate_limited_per_node_and_cluster if {
 	every type in ["NodeKernelDeadlock", "NodeReadonlyFilesystem", "NodeNotReady"] {
 		d := healer.decision with input as {"event": event(type, "firing"), "context": ctx}

@@ -299,6 +299,9 @@ func (k *outputKeys) stepsField(v ast.Value) ([]Step, error) {
 	if !ok {
 		return nil, fmt.Errorf("steps: want an array, got %s", ast.ValueName(v))
 	}
+	if arr.Len() == 0 {
+		return nil, nil // no ladder: the decision's remediator alone
+	}
 	steps := make([]Step, 0, arr.Len())
 	for i := range arr.Len() {
 		obj, ok := arr.Elem(i).Value.(ast.Object)

@@ -51,6 +51,14 @@ func TestLoadDefault(t *testing.T) {
 	}
 }
 
+// ladder is the default policy's escalation for a problem reported by an alert.
+func ladder(typ string) []Step {
+	return []Step{
+		{Remediator: "node.cordon", Params: map[string]any{"reason": typ}, Wait: 10 * time.Minute},
+		{Remediator: "node.drain", Params: map[string]any{"reason": typ, "timeout": "10m"}, Wait: 30 * time.Minute},
+	}
+}
+
 func TestDecideDefault(t *testing.T) {
 	p, err := Load(context.Background(), "")
 	if err != nil {
@@ -79,6 +87,7 @@ func TestDecideDefault(t *testing.T) {
 				Approval: ApprovalNone, RateLimit: perNode, RateLimits: cluster,
 				Reason: "NodeKernelDeadlock on node/worker-1: cordon so no new pods land there",
 				Rule:   "cordon_sick_node",
+				Steps:  ladder("NodeKernelDeadlock"),
 			},
 		},
 		{
@@ -89,6 +98,7 @@ func TestDecideDefault(t *testing.T) {
 				Approval: ApprovalNone, RateLimit: perNode, RateLimits: cluster,
 				Reason: "NodeReadonlyFilesystem on node/worker-1: cordon so no new pods land there",
 				Rule:   "cordon_sick_node",
+				Steps:  ladder("NodeReadonlyFilesystem"),
 			},
 		},
 		{

@@ -36,6 +36,7 @@ type Entry struct {
 func Table() []Entry {
 	return []Entry{
 		{Name: nodedrain.CordonName, NeedsKube: true, New: func(d Deps) action.Remediator { return nodedrain.NewCordon(d.Kube, d.Log) }},
+		{Name: nodedrain.DrainName, NeedsKube: true, New: func(d Deps) action.Remediator { return nodedrain.NewDrain(d.Kube, d.Log) }},
 	}
 }
 

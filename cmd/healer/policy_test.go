@@ -206,6 +206,10 @@ func TestPolicyEvalCmd(t *testing.T) {
 				RateLimits: []policies.RateLimit{{Key: "node.cordon:cluster", Max: 3, Per: time.Hour}},
 				Reason:     "NodeKernelDeadlock on node/worker-1: cordon so no new pods land there",
 				Rule:       "cordon_sick_node",
+				Steps: []policies.Step{
+					{Remediator: "node.cordon", Params: map[string]any{"reason": "NodeKernelDeadlock"}, Wait: 10 * time.Minute},
+					{Remediator: "node.drain", Params: map[string]any{"reason": "NodeKernelDeadlock", "timeout": "10m"}, Wait: 30 * time.Minute},
+				},
 			},
 		},
 		{
