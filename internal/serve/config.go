@@ -16,6 +16,7 @@ import (
 
 	"github.com/selfheal/healer/bus"
 	"github.com/selfheal/healer/detectors/alertmanager"
+	"github.com/selfheal/healer/detectors/nodeproblem"
 	"github.com/selfheal/healer/engine"
 )
 
@@ -53,7 +54,17 @@ type Config struct {
 
 	Streams      bus.StreamsConfig   `json:"streams"`
 	Alertmanager alertmanager.Config `json:"alertmanager"`
-	Engine       engine.Config       `json:"engine"`
+	// NodeProblem watches node-problem-detector's conditions and events
+	// when Kubernetes is configured, unless Disabled.
+	NodeProblem NodeProblemConfig `json:"nodeProblem"`
+	Engine      engine.Config     `json:"engine"`
+}
+
+// NodeProblemConfig is the node-problem-detector detector's configuration
+// with a switch.
+type NodeProblemConfig struct {
+	Disabled           bool `json:"disabled"`
+	nodeproblem.Config `json:",inline"`
 }
 
 // ApplyDefaults fills zero fields with the dev defaults of DESIGN.md.
@@ -75,6 +86,7 @@ func (c *Config) ApplyDefaults() {
 	}
 	c.Streams.ApplyDefaults()
 	c.Alertmanager.ApplyDefaults()
+	c.NodeProblem.ApplyDefaults()
 	c.Engine.ApplyDefaults()
 }
 
@@ -102,7 +114,7 @@ func (c *Config) Validate() error {
 	if c.PolicyPollInterval < 100*time.Millisecond {
 		errs = append(errs, fmt.Errorf("policyPollInterval %s: must be at least 100ms", c.PolicyPollInterval))
 	}
-	errs = append(errs, c.Streams.Validate(), c.Alertmanager.Validate(), c.Engine.Validate())
+	errs = append(errs, c.Streams.Validate(), c.Alertmanager.Validate(), c.NodeProblem.Validate(), c.Engine.Validate())
 	return errors.Join(errs...)
 }
 

@@ -29,6 +29,7 @@ import (
 	"github.com/selfheal/healer/audit"
 	"github.com/selfheal/healer/bus"
 	"github.com/selfheal/healer/detectors/alertmanager"
+	"github.com/selfheal/healer/detectors/nodeproblem"
 	"github.com/selfheal/healer/engine"
 	"github.com/selfheal/healer/engine/guard"
 	"github.com/selfheal/healer/internal/httpauth"
@@ -177,6 +178,20 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (s *Server, err er
 	if cfg.Policies != "" {
 		wg.Go(func() { s.watchPolicies(engineCtx) })
 	}
+	detectors := []string{"alertmanager"}
+	if s.kube != nil && !cfg.NodeProblem.Disabled {
+		npd, err := nodeproblem.New(cfg.NodeProblem.Config, s.kube, bus.NewPublisher(s.js, cfg.NodeProblem.PublishTimeout), log)
+		if err != nil {
+			stopEngine()
+			return nil, err
+		}
+		wg.Go(func() {
+			if err := npd.Run(engineCtx); err != nil && engineCtx.Err() == nil {
+				log.Error("nodeproblem detector stopped", "err", err)
+			}
+		})
+		detectors = append(detectors, "nodeproblem")
+	}
 
 	log.Info("healer serving",
 		"listen", s.addr.String(),
@@ -184,6 +199,7 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (s *Server, err er
 		"rate_limits", s.limiter.Describe(),
 		"kubernetes", kubeDesc,
 		"remediators", rems.Names(),
+		"detectors", detectors,
 		"policy_revision", pol.Revision,
 		"policy_source", policySource(cfg.Policies),
 		"webhook_token", whSrc.String(),

@@ -21,14 +21,17 @@ import (
 
 // env is one healer under test and what it talks to.
 type env struct {
-	t      *testing.T
+	t      testing.TB
 	srv    *serve.Server
 	cancel context.CancelFunc
 }
 
 // startHealer runs `healer serve` in-process with cfg (data dir, listen
 // address and tokens filled in when empty).
-func startHealer(t *testing.T, cfg serve.Config) *env {
+func startHealer(t *testing.T, cfg serve.Config) *env { return startHealerTB(t, cfg) }
+
+// startHealerTB is startHealer for benchmarks too.
+func startHealerTB(t testing.TB, cfg serve.Config) *env {
 	t.Helper()
 	if cfg.DataDir == "" {
 		cfg.DataDir = t.TempDir()
@@ -46,7 +49,11 @@ func startHealer(t *testing.T, cfg serve.Config) *env {
 		cfg.APITokenFile = writeFile(t, "api-token", "api-"+t.Name())
 	}
 	ctx, cancel := context.WithCancel(t.Context())
-	log := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	level := slog.LevelDebug
+	if _, bench := t.(*testing.B); bench {
+		level = slog.LevelWarn // a benchmark's log should not cost time
+	}
+	log := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: level}))
 	srv, err := serve.Start(ctx, cfg, log)
 	if err != nil {
 		cancel()
@@ -64,7 +71,7 @@ func (e *env) stop() {
 	}
 }
 
-func writeFile(t *testing.T, name, content string) string {
+func writeFile(t testing.TB, name, content string) string {
 	t.Helper()
 	p := filepath.Join(t.TempDir(), name)
 	if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
@@ -74,7 +81,7 @@ func writeFile(t *testing.T, name, content string) string {
 }
 
 // testWriter sends the server's log to the test log.
-type testWriter struct{ t *testing.T }
+type testWriter struct{ t testing.TB }
 
 func (w testWriter) Write(p []byte) (int, error) {
 	w.t.Helper()

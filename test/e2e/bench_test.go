@@ -1,0 +1,110 @@
+package e2e
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/watch"
+
+	"github.com/selfheal/healer/internal/serve"
+	"github.com/selfheal/healer/internal/testenv"
+)
+
+// benchPolicy cordons on a kernel deadlock with no rate limits, so every
+// injected fault is acted on; the budget is opened wide in the config.
+const benchPolicy = `package healer
+
+import rego.v1
+
+decision := {"remediator": "node.cordon", "params": {"condition": "KernelDeadlock"}, "approval": "none",
+	"reason": "benchmark: cordon on kernel deadlock"} if {
+	input.event.type == "NodeKernelDeadlock"
+	input.event.status == "firing"
+}
+
+decision := {"remediator": "node.cordon", "approval": "none", "reason": "benchmark: undo"} if {
+	input.event.type == "NodeKernelDeadlock"
+	input.event.status == "resolved"
+}
+`
+
+// BenchmarkConditionToCordon injects faults one at a time the way
+// node-problem-detector reports them (the KernelDeadlock condition set to
+// True on a Node) and measures the time until a watch on the real
+// kube-apiserver sees the node cordoned by healer: detector, JetStream,
+// engine, OPA, guard, re-check on a fresh read, patch and audit in between.
+// Run with -benchtime=Nx for N faults (N ≥ 100 for a meaningful p95).
+func BenchmarkConditionToCordon(b *testing.B) {
+	ctx := b.Context()
+	kube := testenv.StartKube(b)
+	names := make([]string, b.N)
+	for i := range names {
+		names[i] = fmt.Sprintf("bench-%04d", i)
+	}
+	testenv.CreateNodes(ctx, b, kube.Client, names...)
+	dir := b.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "bench.rego"), []byte(benchPolicy), 0o600); err != nil {
+		b.Fatal(err)
+	}
+	cfg := serve.Config{Kubeconfig: kube.KubeconfigPath, Policies: dir}
+	cfg.Engine.Budget.Percent, cfg.Engine.Budget.ZonePercent = 100, 100
+	h := startHealerTB(b, cfg)
+	_ = h
+
+	// One watch records when each node is first seen cordoned.
+	w, err := kube.Client.CoreV1().Nodes().Watch(ctx, metav1.ListOptions{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer w.Stop()
+	var mu sync.Mutex
+	cordonedAt := map[string]time.Time{}
+	seen := make(chan string, b.N)
+	go func() {
+		for ev := range w.ResultChan() {
+			n, ok := ev.Object.(*corev1.Node)
+			if !ok || ev.Type == watch.Deleted || !n.Spec.Unschedulable {
+				continue
+			}
+			mu.Lock()
+			if _, done := cordonedAt[n.Name]; !done {
+				cordonedAt[n.Name] = time.Now()
+				seen <- n.Name
+			}
+			mu.Unlock()
+		}
+	}()
+
+	lat := make([]time.Duration, 0, b.N)
+	b.ResetTimer()
+	for i := range b.N {
+		start := time.Now()
+		testenv.SetNodeCondition(ctx, b, kube.Client, names[i], "KernelDeadlock", corev1.ConditionTrue, "DockerHung", "task docker:20744 blocked for more than 120 seconds.")
+		select {
+		case got := <-seen:
+			if got != names[i] {
+				b.Fatalf("cordoned %s, expected %s", got, names[i])
+			}
+		case <-time.After(10 * time.Second):
+			b.Fatalf("fault %d: %s not cordoned within 10s", i, names[i])
+		}
+		mu.Lock()
+		lat = append(lat, cordonedAt[names[i]].Sub(start))
+		mu.Unlock()
+	}
+	b.StopTimer()
+	slices.Sort(lat)
+	pct := func(q float64) float64 {
+		return float64(lat[int(q*float64(len(lat)-1))].Microseconds()) / 1000
+	}
+	b.ReportMetric(pct(0.50), "p50-ms")
+	b.ReportMetric(pct(0.95), "p95-ms")
+	b.ReportMetric(pct(1), "max-ms")
+}
