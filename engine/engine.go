@@ -28,9 +28,18 @@ const Actor = "healer/engine"
 // a decision needs approval and no approver is configured.
 type Approver interface {
 	// Approve blocks until the action is approved, denied or the request
-	// expires. A nil error with approved false means denied or expired;
-	// reason says which, and who.
-	Approve(ctx context.Context, req ApprovalRequest) (approved bool, reason string, err error)
+	// expires.
+	Approve(ctx context.Context, req ApprovalRequest) (Approval, error)
+}
+
+// Approval is the humans' answer.
+type Approval struct {
+	// Approved is false when denied or expired; Reason says which.
+	Approved bool
+	Reason   string
+	// By names the humans who approved; remediators that need a human's
+	// consent for a step (a forced drain) see them.
+	By []string
 }
 
 // ApprovalRequest is what an approver is asked.

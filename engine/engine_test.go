@@ -57,11 +57,13 @@ decision := {"remediator": "test.count", "approval": "none", "reason": "limited"
 // prove how often the engine acted. It is not disruptive, so the budget
 // does not apply.
 type counter struct {
-	mu      sync.Mutex
-	acts    []string // action ids
-	undos   []string
-	failAct error
-	slow    time.Duration
+	mu    sync.Mutex
+	acts  []string // action ids
+	undos []string
+	// approvers seen by the last act
+	approvers []string
+	failAct   error
+	slow      time.Duration
 }
 
 func (c *counter) Info() action.Info {
@@ -84,6 +86,7 @@ func (c *counter) Act(ctx context.Context, req action.Request, _ action.Progress
 		return action.Result{}, c.failAct
 	}
 	c.acts = append(c.acts, req.ID)
+	c.approvers = req.Approvers
 	return action.Result{Changed: true, Message: "counted"}, nil
 }
 func (c *counter) Undo(_ context.Context, req action.Request) (action.Result, error) {
@@ -363,8 +366,8 @@ func TestApprovalWithoutChannelFailsClosed(t *testing.T) {
 
 type denyAll struct{}
 
-func (denyAll) Approve(context.Context, ApprovalRequest) (bool, string, error) {
-	return false, "denied by alice", nil
+func (denyAll) Approve(context.Context, ApprovalRequest) (Approval, error) {
+	return Approval{Approved: false, Reason: "denied by alice"}, nil
 }
 
 func TestApprovalDenied(t *testing.T) {
@@ -377,6 +380,27 @@ func TestApprovalDenied(t *testing.T) {
 	}
 	if acts, _ := h.rem.counts(); acts != 0 {
 		t.Fatal("acted although denied")
+	}
+}
+
+type approveAlice struct{}
+
+func (approveAlice) Approve(context.Context, ApprovalRequest) (Approval, error) {
+	return Approval{Approved: true, Reason: "looks right", By: []string{"alice"}}, nil
+}
+
+func TestApprovalApprovedReachesTheRemediator(t *testing.T) {
+	h := newHarness(t, Config{}, approveAlice{})
+	e := event("NeedsApproval", "node/d2", bus.StatusFiring)
+	h.publish(e, e.ID)
+	recs := h.waitKinds(e.ID, "event", "decision", "approval", "action.started", "action.finished", "verified")
+	if !strings.Contains(string(recs[2].Details), "alice") {
+		t.Errorf("approval record %s does not name the approver", recs[2].Details)
+	}
+	h.rem.mu.Lock()
+	defer h.rem.mu.Unlock()
+	if !slices.Equal(h.rem.approvers, []string{"alice"}) {
+		t.Fatalf("remediator saw approvers %v", h.rem.approvers)
 	}
 }
 

@@ -63,13 +63,14 @@ type run struct {
 	outcome    string
 	lease      atomic.Pointer[lease] // the action this run holds, renewed while it runs
 	decided    string                // digest of the decision already audited for this event
+	approvers  []string              // the humans who approved this action, if any
 }
 
 // request is what the remediator is asked to do for this run.
 func (r *run) request() action.Request {
 	return action.Request{
 		ID: r.actionID, EventID: r.ev.ID, EventType: r.ev.Type, Target: r.ev.Subject,
-		Problem: problemID(r.ev), Params: r.params,
+		Problem: problemID(r.ev), Params: r.params, Approvers: r.approvers,
 	}
 }
 
@@ -437,19 +438,20 @@ func (e *Engine) approve(ctx context.Context, r *run) (bool, error) {
 	if r.actionID == "" {
 		r.actionID = newActionID()
 	}
-	ok, why, err := e.Approver.Approve(ctx, ApprovalRequest{
+	ans, err := e.Approver.Approve(ctx, ApprovalRequest{
 		ActionID: r.actionID, EventID: r.ev.ID, Target: r.ev.Subject, Remediator: r.remName,
 		Approvals: n, Reason: r.decision.Reason, Params: r.decision.Params,
 	})
 	if err != nil {
 		return false, fmt.Errorf("%w: approval: %w", errTransient, err)
 	}
-	if err := e.audit(ctx, r, audit.KindApproval, audit.Details("approved", ok, "reason", why)); err != nil {
+	if err := e.audit(ctx, r, audit.KindApproval, audit.Details("approved", ans.Approved, "reason", ans.Reason, "by", ans.By)); err != nil {
 		return false, err
 	}
-	if !ok {
-		return true, e.suppress(ctx, r, outcomeSuppressed, "approval denied or expired: "+why)
+	if !ans.Approved {
+		return true, e.suppress(ctx, r, outcomeSuppressed, "approval denied or expired: "+ans.Reason)
 	}
+	r.approvers = ans.By
 	return false, nil
 }
 
