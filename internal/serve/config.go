@@ -171,6 +171,13 @@ func durationsToNanos(v any, t reflect.Type, path string) (any, error) {
 		for i := range t.NumField() {
 			f := t.Field(i)
 			name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+			if name == "" && f.Anonymous {
+				// An embedded struct's fields sit in the same object.
+				if _, err := durationsToNanos(m, f.Type, path); err != nil {
+					return nil, err
+				}
+				continue
+			}
 			if name == "" || name == "-" {
 				continue
 			}

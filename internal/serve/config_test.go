@@ -17,10 +17,14 @@ func TestLoadFile(t *testing.T) {
 	}{
 		{
 			name: "durations as people write them",
-			yaml: "redisURL: redis://r:6379/0\nstreams:\n  replicas: 3\n  duplicateWindow: 15m\nengine:\n  actionTimeout: 90s\n  budget: {minNodes: 2, percent: 5}\nalertmanager:\n  targets:\n    - {label: host, kind: node, stripPort: true}\n",
+			yaml: "redisURL: redis://r:6379/0\nstreams:\n  replicas: 3\n  duplicateWindow: 15m\nengine:\n  actionTimeout: 90s\n  budget: {minNodes: 2, percent: 5}\nalertmanager:\n  targets:\n    - {label: host, kind: node, stripPort: true}\n" +
+				"nodeProblem:\n  publishTimeout: 3s\n  conditions:\n    - {type: Ready, statuses: [\"False\", \"Unknown\"], for: 2m, eventType: NodeNotReady}\n",
 			check: func(t *testing.T, c *Config) {
 				if c.Streams.DuplicateWindow != 15*time.Minute || c.Engine.ActionTimeout != 90*time.Second || c.Streams.Replicas != 3 {
 					t.Errorf("durations: %+v %+v", c.Streams, c.Engine.ActionTimeout)
+				}
+				if r := c.NodeProblem.Conditions; len(r) != 1 || r[0].For != 2*time.Minute || r[0].Statuses[1] != "Unknown" || c.NodeProblem.PublishTimeout != 3*time.Second {
+					t.Errorf("nodeProblem: %+v", c.NodeProblem)
 				}
 				if c.Engine.Budget.MinNodes != 2 || c.Engine.Budget.Percent != 5 || c.Alertmanager.Targets[0].Label != "host" || !c.Alertmanager.Targets[0].StripPort {
 					t.Errorf("nested: %+v %+v", c.Engine.Budget, c.Alertmanager.Targets)
