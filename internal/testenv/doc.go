@@ -2,12 +2,16 @@
 // etcd and a kube-apiserver built from the Kubernetes sources, and a
 // redis-server from the operating system.
 //
-// Nothing is faked. StartKube runs etcd and kube-apiserver on free loopback
-// ports with RBAC on, so tests exercise real admission, validation,
-// subresources and authorization. Without a controller-manager, scheduler or
-// kubelet nothing reconciles: Nodes are plain objects that tests create with
-// CreateNodes and change with SetNodeCondition, and Pods stay where they are
-// put. StartRedis runs redis-server without persistence.
+// StartKube runs etcd and kube-apiserver on free loopback ports with RBAC
+// on, so tests exercise real admission, validation, subresources and
+// authorization. KubeOptions.Controllers adds a real kube-controller-manager
+// running only the named controllers (the disruption controller, so that
+// PodDisruptionBudgets block evictions). Without a scheduler or kubelet,
+// Nodes are plain objects that tests create with CreateNodes and change with
+// SetNodeCondition; StartFakeKubelet is the one stand-in: it marks pods bound
+// to its nodes Running and Ready and finalizes pods being deleted or
+// evicted, as a kubelet would. StartRedis runs redis-server without
+// persistence.
 //
 // The Kubernetes binaries are built by `make testenv` (hack/testenv/build.sh)
 // into bin/ at the module root; HEALER_TESTENV_BIN names another directory
