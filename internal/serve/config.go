@@ -40,6 +40,10 @@ type Config struct {
 	// Kubeconfig selects a cluster; empty means in-cluster when running in
 	// a pod, else $KUBECONFIG, else Kubernetes features are off.
 	Kubeconfig string `json:"kubeconfig"`
+	// KubeQPS and KubeBurst bound healer's own request rate to the API
+	// server (client-side; the server's priority and fairness still apply).
+	KubeQPS   float32 `json:"kubeQPS"`
+	KubeBurst int     `json:"kubeBurst"`
 	// Policies is a directory of Rego files; empty uses the built-in ones.
 	Policies string `json:"policies"`
 	// PolicyPollInterval is how often the policy directory is checked.
@@ -77,6 +81,12 @@ func (c *Config) ApplyDefaults() {
 	}
 	if c.NATSListen == "" {
 		c.NATSListen = "127.0.0.1:4222"
+	}
+	if c.KubeQPS == 0 {
+		c.KubeQPS = 100
+	}
+	if c.KubeBurst == 0 {
+		c.KubeBurst = 200
 	}
 	if c.PolicyPollInterval == 0 {
 		c.PolicyPollInterval = 2 * time.Second

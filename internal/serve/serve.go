@@ -391,7 +391,7 @@ func (s *Server) setupKube(ctx context.Context) (string, error) {
 		return "", fmt.Errorf("kubernetes config: %w", err)
 	}
 	rc.UserAgent = "healer"
-	rc.QPS, rc.Burst = 50, 100
+	rc.QPS, rc.Burst = s.cfg.KubeQPS, s.cfg.KubeBurst
 	client, err := kubernetes.NewForConfig(rc)
 	if err != nil {
 		return "", fmt.Errorf("kubernetes client: %w", err)
