@@ -65,7 +65,7 @@ func BenchmarkDetector(b *testing.B) {
 	begin := time.Now()
 	testenv.CreateNodesParallel(ctx, b, client, benchWorkers, names...)
 	b.Logf("created %d nodes with %d workers in %s", benchNodes, benchWorkers, time.Since(begin).Round(time.Second))
-	pub, _ := startBus(b)
+	pub, _ := startBus(ctx, b)
 
 	b.Run("initial-sync", func(b *testing.B) {
 		var syncs []time.Duration
@@ -96,7 +96,7 @@ func BenchmarkDetector(b *testing.B) {
 			if err := <-done; err != nil {
 				b.Fatal(err)
 			}
-			plain = plainInformerHeap(b, client)
+			plain = plainInformerHeap(ctx, b, client)
 		}
 		slices.Sort(syncs)
 		med := syncs[len(syncs)/2]
@@ -111,21 +111,20 @@ func BenchmarkDetector(b *testing.B) {
 
 	b.Run("changes", func(b *testing.B) {
 		for range b.N {
-			benchChangesOnce(b, k.KubeconfigPath, client, pub, names)
+			benchChangesOnce(ctx, b, k.KubeconfigPath, client, pub, names)
 		}
 	})
 }
 
-func benchChangesOnce(b *testing.B, kubeconfig string, client kubernetes.Interface, pub Publisher, names []string) {
-	ctx := b.Context()
+func benchChangesOnce(ctx context.Context, b *testing.B, kubeconfig string, client kubernetes.Interface, pub Publisher, names []string) {
 	// Disjoint node ranges, so every patch of a phase is a real transition.
 	base := [2]int{0, benchChanges}
 	load := [2]int{benchChanges, 2 * benchChanges}
 	latNodes := names[2*benchChanges : 2*benchChanges+benchLatencies/2]
 
 	// What the apiserver sustains with no detector running.
-	baseWall := runPatcher(b, kubeconfig, base, corev1.ConditionTrue)
-	baseWall += runPatcher(b, kubeconfig, base, corev1.ConditionFalse)
+	baseWall := runPatcher(ctx, b, kubeconfig, base, corev1.ConditionTrue)
+	baseWall += runPatcher(ctx, b, kubeconfig, base, corev1.ConditionFalse)
 	patchRate := float64(2*benchChanges) / baseWall.Seconds()
 
 	acks := &ackTimes{inner: pub, at: map[string]time.Time{}, waiters: map[string]chan struct{}{}}
@@ -158,9 +157,9 @@ func benchChangesOnce(b *testing.B, kubeconfig string, client kubernetes.Interfa
 		}
 	}
 	cpu1, t1 := cpuTime(), time.Now()
-	runPatcher(b, kubeconfig, load, corev1.ConditionTrue)
+	runPatcher(ctx, b, kubeconfig, load, corev1.ConditionTrue)
 	wait(bus.StatusFiring)
-	runPatcher(b, kubeconfig, load, corev1.ConditionFalse)
+	runPatcher(ctx, b, kubeconfig, load, corev1.ConditionFalse)
 	wait(bus.StatusResolved)
 	changes := 2 * benchChanges
 	changeWall := time.Since(t1)
@@ -174,7 +173,7 @@ func benchChangesOnce(b *testing.B, kubeconfig string, client kubernetes.Interfa
 	time.Sleep(1100 * time.Millisecond)
 	updates0 := d.Stats().NodeUpdates
 	cpu2 := cpuTime()
-	runPatcher(b, kubeconfig, load, corev1.ConditionFalse)
+	runPatcher(ctx, b, kubeconfig, load, corev1.ConditionFalse)
 	waitFor(b, time.Minute, func() bool { return d.Stats().NodeUpdates >= updates0+benchChanges })
 	heartbeatCPU := (cpuTime() - cpu2) / benchChanges
 
@@ -244,9 +243,9 @@ func TestMain(m *testing.M) {
 
 // runPatcher sets KernelDeadlock to status on the nodes numbered
 // [r[0], r[1]) from a child process, and returns how long that took.
-func runPatcher(b *testing.B, kubeconfig string, r [2]int, status corev1.ConditionStatus) time.Duration {
+func runPatcher(ctx context.Context, b *testing.B, kubeconfig string, r [2]int, status corev1.ConditionStatus) time.Duration {
 	b.Helper()
-	cmd := exec.CommandContext(b.Context(), os.Args[0])
+	cmd := exec.CommandContext(ctx, os.Args[0])
 	cmd.Env = append(os.Environ(), fmt.Sprintf("%s=%s|%d|%d|%s", patcherEnv, kubeconfig, r[0], r[1], status))
 	start := time.Now()
 	if out, err := cmd.CombinedOutput(); err != nil {
@@ -324,8 +323,8 @@ func newBenchClient(cfg *rest.Config) (kubernetes.Interface, error) {
 
 // plainInformerHeap is the live heap a Node informer without a transform
 // adds, for comparison.
-func plainInformerHeap(b *testing.B, client kubernetes.Interface) float64 {
-	ctx, cancel := context.WithCancel(b.Context())
+func plainInformerHeap(ctx context.Context, b *testing.B, client kubernetes.Interface) float64 {
+	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	before := heap()
 	f := informers.NewSharedInformerFactory(client, 0)

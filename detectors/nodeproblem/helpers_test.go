@@ -17,7 +17,7 @@ import (
 )
 
 // startBus runs a real embedded JetStream with healer's streams.
-func startBus(t testing.TB) (*bus.Publisher, jetstream.Stream) {
+func startBus(ctx context.Context, t testing.TB) (*bus.Publisher, jetstream.Stream) {
 	t.Helper()
 	ns, err := bus.StartEmbedded(bus.EmbeddedConfig{StoreDir: t.TempDir()}, nil)
 	if err != nil {
@@ -34,7 +34,7 @@ func startBus(t testing.TB) (*bus.Publisher, jetstream.Stream) {
 	}
 	cfg := bus.StreamsConfig{}
 	cfg.ApplyDefaults()
-	st, err := bus.EnsureStreams(t.Context(), js, cfg)
+	st, err := bus.EnsureStreams(ctx, js, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -94,9 +94,9 @@ func testLogger(t testing.TB) *slog.Logger {
 
 // run starts d and waits for its initial sync. The returned stop (also
 // run when t ends) cancels it and waits for Run to return.
-func run(t *testing.T, d *Detector) (stop func()) {
+func run(ctx context.Context, t *testing.T, d *Detector) (stop func()) {
 	t.Helper()
-	ctx, cancel := context.WithCancel(t.Context())
+	ctx, cancel := context.WithCancel(ctx)
 	done := make(chan error, 1)
 	go func() { done <- d.Run(ctx) }()
 	select {
@@ -122,9 +122,8 @@ func run(t *testing.T, d *Detector) (stop func()) {
 }
 
 // eventsFor returns the events stored for key, oldest first.
-func eventsFor(t testing.TB, s jetstream.Stream, key string) []*bus.Event {
+func eventsFor(ctx context.Context, t testing.TB, s jetstream.Stream, key string) []*bus.Event {
 	t.Helper()
-	ctx := context.WithoutCancel(t.Context())
 	info, err := s.Info(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -155,17 +154,17 @@ func eventsFor(t testing.TB, s jetstream.Stream, key string) []*bus.Event {
 }
 
 // waitEvent waits until an event with key and status is in the stream.
-func waitEvent(t testing.TB, s jetstream.Stream, key, status string, within time.Duration) *bus.Event {
+func waitEvent(ctx context.Context, t testing.TB, s jetstream.Stream, key, status string, within time.Duration) *bus.Event {
 	t.Helper()
 	deadline := time.Now().Add(within)
 	for {
-		for _, e := range eventsFor(t, s, key) {
+		for _, e := range eventsFor(ctx, t, s, key) {
 			if e.Status == status {
 				return e
 			}
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("no %s event for %s within %s; stored for it: %v", status, key, within, describe(eventsFor(t, s, key)))
+			t.Fatalf("no %s event for %s within %s; stored for it: %v", status, key, within, describe(eventsFor(ctx, t, s, key)))
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
@@ -185,10 +184,10 @@ func waitUntil(t testing.TB, within time.Duration, what string, cond func() bool
 
 // assertNoEventUntil checks repeatedly, until the deadline, that nothing
 // is stored for key.
-func assertNoEventUntil(t testing.TB, s jetstream.Stream, key string, until time.Time) {
+func assertNoEventUntil(ctx context.Context, t testing.TB, s jetstream.Stream, key string, until time.Time) {
 	t.Helper()
 	for {
-		if evs := eventsFor(t, s, key); len(evs) > 0 {
+		if evs := eventsFor(ctx, t, s, key); len(evs) > 0 {
 			t.Fatalf("%s: %d early, before %s: %v", key, len(evs), until.Format(time.StampMilli), describe(evs))
 		}
 		if !time.Now().Before(until) {

@@ -64,10 +64,10 @@ type Detector struct {
 	synced  chan struct{}
 	nodes   atomic.Int64
 
-	nodeUpdates   atomic.Uint64
-	published     atomic.Uint64
-	duplicates    atomic.Uint64
-	publishErrors atomic.Uint64
+	nodeUpdates   atomic.Int64
+	published     atomic.Int64
+	duplicates    atomic.Int64
+	publishErrors atomic.Int64
 }
 
 // New returns the detector; cfg gets its defaults applied and is validated.
@@ -110,14 +110,14 @@ type Stats struct {
 	// or still within their For; Counting is how many of them count.
 	Holding, Counting int
 	// NodeUpdates is the number of Node adds, updates and deletes handled.
-	NodeUpdates uint64
+	NodeUpdates int64
 	// Queued is the number of events waiting to be published.
 	Queued int
 	// Published is the number of events JetStream acknowledged, of which
 	// Duplicates it already held (same id within its duplicate window).
-	Published, Duplicates uint64
+	Published, Duplicates int64
 	// PublishErrors is the number of failed publish attempts (each retried).
-	PublishErrors uint64
+	PublishErrors int64
 }
 
 // Stats returns the current counters.

@@ -1,6 +1,7 @@
 package nodeproblem
 
 import (
+	"context"
 	"encoding/json"
 	"strings"
 	"testing"
@@ -67,8 +68,8 @@ func TestDetector(t *testing.T) {
 			names = append(names, "set-clear-"+strings.ToLower(conds[i]))
 		}
 		testenv.CreateNodes(ctx, t, k.Client, names...)
-		pub, stream := startBus(t)
-		run(t, newDetector(t, Config{}, k.Client, pub))
+		pub, stream := startBus(ctx, t)
+		run(ctx, t, newDetector(t, Config{}, k.Client, pub))
 
 		for i, typ := range conds {
 			t.Run(typ, func(t *testing.T) {
@@ -77,7 +78,7 @@ func TestDetector(t *testing.T) {
 				set := testenv.SetNodeCondition(ctx, t, k.Client, node, corev1.NodeConditionType(typ), corev1.ConditionTrue,
 					"NPDReason", "reported by node-problem-detector")
 				held := condition(t, set, corev1.NodeConditionType(typ))
-				firing := waitEvent(t, stream, key, bus.StatusFiring, within)
+				firing := waitEvent(ctx, t, stream, key, bus.StatusFiring, within)
 				if firing.Type != "Node"+typ || firing.Subject != "node/"+node || firing.Source != Source || firing.Key != node+"/"+typ {
 					t.Errorf("firing event: type %q subject %q source %q key %q", firing.Type, firing.Subject, firing.Source, firing.Key)
 				}
@@ -97,7 +98,7 @@ func TestDetector(t *testing.T) {
 				cleared := testenv.SetNodeCondition(ctx, t, k.Client, node, corev1.NodeConditionType(typ), corev1.ConditionFalse,
 					"NPDRecovered", "problem is gone")
 				clear := condition(t, cleared, corev1.NodeConditionType(typ))
-				resolved := waitEvent(t, stream, key, bus.StatusResolved, within)
+				resolved := waitEvent(ctx, t, stream, key, bus.StatusResolved, within)
 				if resolved.Key != firing.Key || resolved.Type != firing.Type || resolved.Subject != firing.Subject || resolved.ID == firing.ID {
 					t.Errorf("resolved %s %s %s %s does not pair with firing %s %s %s %s",
 						resolved.ID, resolved.Type, resolved.Subject, resolved.Key, firing.ID, firing.Type, firing.Subject, firing.Key)
@@ -108,7 +109,7 @@ func TestDetector(t *testing.T) {
 				if d := conditionPayload(t, resolved); d.Condition.Status != "False" || d.Condition.Reason != "NPDRecovered" {
 					t.Errorf("resolved data %s", resolved.Data)
 				}
-				if n := len(eventsFor(t, stream, key)); n != 2 {
+				if n := len(eventsFor(ctx, t, stream, key)); n != 2 {
 					t.Errorf("%d events stored for %s, want firing and resolved", n, key)
 				}
 			})
@@ -118,15 +119,15 @@ func TestDetector(t *testing.T) {
 	t.Run("For delays the firing event", func(t *testing.T) {
 		const node, forDur = "for-2s", 2 * time.Second
 		testenv.CreateNodes(ctx, t, k.Client, node)
-		pub, stream := startBus(t)
+		pub, stream := startBus(ctx, t)
 		rec := &recorder{inner: pub}
-		run(t, newDetector(t, Config{Conditions: []ConditionRule{{Type: "KernelDeadlock", For: forDur}}}, k.Client, rec))
+		run(ctx, t, newDetector(t, Config{Conditions: []ConditionRule{{Type: "KernelDeadlock", For: forDur}}}, k.Client, rec))
 
 		set := testenv.SetNodeCondition(ctx, t, k.Client, node, "KernelDeadlock", corev1.ConditionTrue, "DockerHung", "task docker:20744 blocked for more than 120 seconds")
 		ltt := condition(t, set, "KernelDeadlock").LastTransitionTime.Time
 		key := ConditionKey(node, "KernelDeadlock")
-		assertNoEventUntil(t, stream, key, ltt.Add(forDur-150*time.Millisecond))
-		e := waitEvent(t, stream, key, bus.StatusFiring, within)
+		assertNoEventUntil(ctx, t, stream, key, ltt.Add(forDur-150*time.Millisecond))
+		e := waitEvent(ctx, t, stream, key, bus.StatusFiring, within)
 		if !e.Time.Equal(ltt.Add(forDur)) {
 			t.Errorf("firing time %s, want lastTransitionTime+For %s", e.Time, ltt.Add(forDur))
 		}
@@ -141,19 +142,19 @@ func TestDetector(t *testing.T) {
 	t.Run("a condition that clears within For emits nothing", func(t *testing.T) {
 		const node, forDur = "flap", 3 * time.Second
 		testenv.CreateNodes(ctx, t, k.Client, node)
-		pub, stream := startBus(t)
-		run(t, newDetector(t, Config{Conditions: []ConditionRule{{Type: "KernelDeadlock", For: forDur}}}, k.Client, pub))
+		pub, stream := startBus(ctx, t)
+		run(ctx, t, newDetector(t, Config{Conditions: []ConditionRule{{Type: "KernelDeadlock", For: forDur}}}, k.Client, pub))
 
 		key := ConditionKey(node, "KernelDeadlock")
 		set := testenv.SetNodeCondition(ctx, t, k.Client, node, "KernelDeadlock", corev1.ConditionTrue, "DockerHung", "blocked")
 		ltt := condition(t, set, "KernelDeadlock").LastTransitionTime.Time
 		testenv.SetNodeCondition(ctx, t, k.Client, node, "KernelDeadlock", corev1.ConditionFalse, "KernelHasNoDeadlock", "kernel has no deadlock")
 		// Well past the moment the first hold would have counted.
-		assertNoEventUntil(t, stream, key, ltt.Add(forDur+time.Second))
+		assertNoEventUntil(ctx, t, stream, key, ltt.Add(forDur+time.Second))
 
 		// The detector is alive: a hold that lasts does count.
 		again := testenv.SetNodeCondition(ctx, t, k.Client, node, "KernelDeadlock", corev1.ConditionTrue, "DockerHung", "blocked again")
-		e := waitEvent(t, stream, key, bus.StatusFiring, within)
+		e := waitEvent(ctx, t, stream, key, bus.StatusFiring, within)
 		if ltt2 := condition(t, again, "KernelDeadlock").LastTransitionTime.Time; !e.Time.Equal(ltt2.Add(forDur)) {
 			t.Errorf("firing time %s, want the second hold's lastTransitionTime+For %s", e.Time, ltt2.Add(forDur))
 		}
@@ -162,7 +163,7 @@ func TestDetector(t *testing.T) {
 	t.Run("Ready Unknown counts after the grace period and resolves when Ready", func(t *testing.T) {
 		const node, grace = "not-ready", 3 * time.Second
 		testenv.CreateNodes(ctx, t, k.Client, node)
-		pub, stream := startBus(t)
+		pub, stream := startBus(ctx, t)
 		cfg := Config{}
 		cfg.ApplyDefaults()
 		for i := range cfg.Conditions {
@@ -170,14 +171,14 @@ func TestDetector(t *testing.T) {
 				cfg.Conditions[i].For = grace
 			}
 		}
-		run(t, newDetector(t, cfg, k.Client, pub))
+		run(ctx, t, newDetector(t, cfg, k.Client, pub))
 
 		key := ConditionKey(node, "Ready")
 		set := testenv.SetNodeCondition(ctx, t, k.Client, node, corev1.NodeReady, corev1.ConditionUnknown,
 			"NodeStatusUnknown", "Kubelet stopped posting node status.")
 		ltt := condition(t, set, corev1.NodeReady).LastTransitionTime.Time
-		assertNoEventUntil(t, stream, key, ltt.Add(grace-150*time.Millisecond))
-		e := waitEvent(t, stream, key, bus.StatusFiring, within)
+		assertNoEventUntil(ctx, t, stream, key, ltt.Add(grace-150*time.Millisecond))
+		e := waitEvent(ctx, t, stream, key, bus.StatusFiring, within)
 		if e.Type != "NodeNotReady" || e.Subject != "node/"+node || !e.Time.Equal(ltt.Add(grace)) {
 			t.Errorf("firing %s %s at %s, want NodeNotReady node/%s at %s", e.Type, e.Subject, e.Time, node, ltt.Add(grace))
 		}
@@ -185,7 +186,7 @@ func TestDetector(t *testing.T) {
 			t.Errorf("firing data %s", e.Data)
 		}
 		testenv.SetNodeCondition(ctx, t, k.Client, node, corev1.NodeReady, corev1.ConditionTrue, "KubeletReady", "kubelet is posting ready status")
-		r := waitEvent(t, stream, key, bus.StatusResolved, within)
+		r := waitEvent(ctx, t, stream, key, bus.StatusResolved, within)
 		if r.Type != "NodeNotReady" {
 			t.Errorf("resolved type %s", r.Type)
 		}
@@ -194,18 +195,18 @@ func TestDetector(t *testing.T) {
 	t.Run("a restarted detector publishes the same ids", func(t *testing.T) {
 		const node = "restart"
 		testenv.CreateNodes(ctx, t, k.Client, node)
-		pub, stream := startBus(t)
+		pub, stream := startBus(ctx, t)
 		key := ConditionKey(node, "KernelDeadlock")
 		testenv.SetNodeCondition(ctx, t, k.Client, node, "KernelDeadlock", corev1.ConditionTrue, "DockerHung", "blocked")
 
 		first := &recorder{inner: pub}
-		stop := run(t, newDetector(t, Config{}, k.Client, first))
-		e := waitEvent(t, stream, key, bus.StatusFiring, within)
+		stop := run(ctx, t, newDetector(t, Config{}, k.Client, first))
+		e := waitEvent(ctx, t, stream, key, bus.StatusFiring, within)
 		stop()
 
 		second := &recorder{inner: pub}
 		d2 := newDetector(t, Config{}, k.Client, second)
-		run(t, d2)
+		run(ctx, t, d2)
 		var again ackedEvent
 		waitUntil(t, within, "the new instance publishes the condition's firing event", func() bool {
 			var ok bool
@@ -218,7 +219,7 @@ func TestDetector(t *testing.T) {
 		if st := d2.Stats(); st.Duplicates == 0 {
 			t.Errorf("JetStream reported no duplicates to the restarted detector: %+v", st)
 		}
-		if evs := eventsFor(t, stream, key); len(evs) != 1 {
+		if evs := eventsFor(ctx, t, stream, key); len(evs) != 1 {
 			t.Errorf("%d events stored for %s after a restart, want 1: %v", len(evs), key, describe(evs))
 		}
 	})
@@ -233,28 +234,28 @@ func TestDetector(t *testing.T) {
 		if _, err := k.Client.CoreV1().Nodes().Patch(ctx, annotated, types.MergePatchType, patch, metav1.PatchOptions{}); err != nil {
 			t.Fatalf("annotate node %s: %v", annotated, err)
 		}
-		pub, stream := startBus(t)
+		pub, stream := startBus(ctx, t)
 		d := newDetector(t, Config{}, k.Client, pub)
-		run(t, d)
+		run(ctx, t, d)
 
-		r := waitEvent(t, stream, ConditionKey(annotated, "KernelDeadlock"), bus.StatusResolved, within)
+		r := waitEvent(ctx, t, stream, ConditionKey(annotated, "KernelDeadlock"), bus.StatusResolved, within)
 		if r.Type != "NodeKernelDeadlock" || r.Subject != "node/"+annotated {
 			t.Errorf("resolved %s %s", r.Type, r.Subject)
 		}
-		ltt := condition(t, getNode(t, k.Client, annotated), "KernelDeadlock").LastTransitionTime.Time
+		ltt := condition(t, getNode(ctx, t, k.Client, annotated), "KernelDeadlock").LastTransitionTime.Time
 		if want := ConditionEventID(annotated, "KernelDeadlock", "False", ltt, bus.StatusResolved); r.ID != want {
 			t.Errorf("resolved id %s, want %s", r.ID, want)
 		}
 		// Everything the initial list called for is published by now.
 		waitUntil(t, within, "initial events published", func() bool { return d.Stats().Queued == 0 })
-		if evs := eventsFor(t, stream, ConditionKey(plain, "KernelDeadlock")); len(evs) != 0 {
+		if evs := eventsFor(ctx, t, stream, ConditionKey(plain, "KernelDeadlock")); len(evs) != 0 {
 			t.Errorf("node without %s got events at start: %v", AnnotationProblems, describe(evs))
 		}
 		// Ready=True is the clear state of the NodeNotReady rule.
-		if evs := eventsFor(t, stream, ConditionKey(annotated, "Ready")); len(evs) != 1 || evs[0].Type != "NodeNotReady" || !evs[0].Resolved() {
+		if evs := eventsFor(ctx, t, stream, ConditionKey(annotated, "Ready")); len(evs) != 1 || evs[0].Type != "NodeNotReady" || !evs[0].Resolved() {
 			t.Errorf("annotated node, Ready=True: %v, want one resolved NodeNotReady", describe(evs))
 		}
-		if evs := eventsFor(t, stream, ConditionKey(plain, "Ready")); len(evs) != 0 {
+		if evs := eventsFor(ctx, t, stream, ConditionKey(plain, "Ready")); len(evs) != 0 {
 			t.Errorf("node without %s got events at start: %v", AnnotationProblems, describe(evs))
 		}
 	})
@@ -262,9 +263,9 @@ func TestDetector(t *testing.T) {
 	t.Run("node problem Events fire", func(t *testing.T) {
 		const node = "kernel-events"
 		testenv.CreateNodes(ctx, t, k.Client, node)
-		pub, stream := startBus(t)
+		pub, stream := startBus(ctx, t)
 		cfg := Config{Events: []EventRule{{Reason: "TaskHung", Sources: []string{"kernel-monitor"}}, {Reason: "OOMKilling"}}}
-		run(t, newDetector(t, cfg, k.Client, pub))
+		run(ctx, t, newDetector(t, cfg, k.Client, pub))
 
 		now := metav1.NewTime(time.Now())
 		npdEvent := func(name, reason, component, message string) *corev1.Event {
@@ -290,10 +291,14 @@ func TestDetector(t *testing.T) {
 		}
 		create(npdEvent(node+".starting", "Starting", "kubelet", "Starting kubelet."))
 		create(npdEvent(node+".other-monitor", "TaskHung", "abrt-adaptor", "task x blocked"))
+		stale := npdEvent(node+".stale", "TaskHung", "kernel-monitor", "task y blocked for more than 120 seconds.")
+		stale.FirstTimestamp = metav1.NewTime(time.Now().Add(-time.Hour))
+		stale.LastTimestamp = stale.FirstTimestamp
+		create(stale)
 		hung := create(npdEvent(node+".taskhung", "TaskHung", "kernel-monitor", "task docker:20744 blocked for more than 120 seconds."))
 
 		key := EventKey(node, "TaskHung")
-		e := waitEvent(t, stream, key, bus.StatusFiring, within)
+		e := waitEvent(ctx, t, stream, key, bus.StatusFiring, within)
 		if e.Type != "NodeTaskHung" || e.Subject != "node/"+node || e.ID != NodeEventID(hung.UID, 1) {
 			t.Errorf("event %s %s %s, want NodeTaskHung node/%s %s", e.ID, e.Type, e.Subject, node, NodeEventID(hung.UID, 1))
 		}
@@ -312,32 +317,32 @@ func TestDetector(t *testing.T) {
 		if _, err := k.Client.CoreV1().Events(hung.Namespace).Update(ctx, hung, metav1.UpdateOptions{}); err != nil {
 			t.Fatalf("update event %s: %v", hung.Name, err)
 		}
-		waitUntil(t, within, "the second occurrence is stored", func() bool { return len(eventsFor(t, stream, key)) == 2 })
-		if evs := eventsFor(t, stream, key); evs[1].ID != NodeEventID(hung.UID, 2) {
+		waitUntil(t, within, "the second occurrence is stored", func() bool { return len(eventsFor(ctx, t, stream, key)) == 2 })
+		if evs := eventsFor(ctx, t, stream, key); evs[1].ID != NodeEventID(hung.UID, 2) {
 			t.Errorf("second occurrence id %s, want %s", evs[1].ID, NodeEventID(hung.UID, 2))
 		}
 		// Created before the update, so handled before it: no reason rule,
-		// and a source the TaskHung rule does not accept.
-		if evs := eventsFor(t, stream, EventKey(node, "Starting")); len(evs) != 0 {
+		// a source the TaskHung rule does not accept, older than maxEventAge.
+		if evs := eventsFor(ctx, t, stream, EventKey(node, "Starting")); len(evs) != 0 {
 			t.Errorf("a kubelet Starting event was reported: %v", describe(evs))
 		}
-		if evs := eventsFor(t, stream, key); len(evs) != 2 {
-			t.Errorf("TaskHung from a source the rule does not list was reported: %v", describe(evs))
+		if evs := eventsFor(ctx, t, stream, key); len(evs) != 2 {
+			t.Errorf("TaskHung from another source, or an hour old, was reported: %v", describe(evs))
 		}
 	})
 
 	t.Run("a deleted node's counting problems resolve", func(t *testing.T) {
 		const node = "deleted"
 		testenv.CreateNodes(ctx, t, k.Client, node)
-		pub, stream := startBus(t)
-		run(t, newDetector(t, Config{}, k.Client, pub))
+		pub, stream := startBus(ctx, t)
+		run(ctx, t, newDetector(t, Config{}, k.Client, pub))
 		testenv.SetNodeCondition(ctx, t, k.Client, node, "ReadonlyFilesystem", corev1.ConditionTrue, "FilesystemIsReadOnly", "Filesystem is read-only")
 		key := ConditionKey(node, "ReadonlyFilesystem")
-		waitEvent(t, stream, key, bus.StatusFiring, within)
+		waitEvent(ctx, t, stream, key, bus.StatusFiring, within)
 		if err := k.Client.CoreV1().Nodes().Delete(ctx, node, metav1.DeleteOptions{}); err != nil {
 			t.Fatalf("delete node %s: %v", node, err)
 		}
-		r := waitEvent(t, stream, key, bus.StatusResolved, within)
+		r := waitEvent(ctx, t, stream, key, bus.StatusResolved, within)
 		if d := conditionPayload(t, r); !d.NodeDeleted || d.Condition.Status != statusNodeDeleted {
 			t.Errorf("resolved data %s, want nodeDeleted", r.Data)
 		}
@@ -346,20 +351,20 @@ func TestDetector(t *testing.T) {
 	t.Run("publishing is retried until JetStream acknowledges", func(t *testing.T) {
 		const node = "bus-down"
 		testenv.CreateNodes(ctx, t, k.Client, node)
-		pub, stream := startBus(t)
+		pub, stream := startBus(ctx, t)
 		rec := &recorder{inner: pub}
 		rec.failFirst.Store(3)
 		d := newDetector(t, Config{}, k.Client, rec)
-		run(t, d)
+		run(ctx, t, d)
 		testenv.SetNodeCondition(ctx, t, k.Client, node, "KernelDeadlock", corev1.ConditionTrue, "DockerHung", "blocked")
-		waitEvent(t, stream, ConditionKey(node, "KernelDeadlock"), bus.StatusFiring, within)
+		waitEvent(ctx, t, stream, ConditionKey(node, "KernelDeadlock"), bus.StatusFiring, within)
 		if st := d.Stats(); st.PublishErrors < 3 {
 			t.Errorf("stats %+v: want the 3 failed attempts counted", st)
 		}
 	})
 
 	t.Run("Run fails at once without permission to list nodes", func(t *testing.T) {
-		pub, _ := startBus(t)
+		pub, _ := startBus(ctx, t)
 		nobody := k.UserClient(t, k.AddUser("nobody"))
 		d := newDetector(t, Config{}, nobody, pub)
 		err := d.Run(ctx)
@@ -369,9 +374,9 @@ func TestDetector(t *testing.T) {
 	})
 }
 
-func getNode(t *testing.T, c kubernetes.Interface, name string) *corev1.Node {
+func getNode(ctx context.Context, t *testing.T, c kubernetes.Interface, name string) *corev1.Node {
 	t.Helper()
-	n, err := c.CoreV1().Nodes().Get(t.Context(), name, metav1.GetOptions{})
+	n, err := c.CoreV1().Nodes().Get(ctx, name, metav1.GetOptions{})
 	if err != nil {
 		t.Fatalf("get node %s: %v", name, err)
 	}

@@ -133,8 +133,8 @@ func (d *Detector) publish(ctx context.Context, batch []*bus.Event) error {
 		d.publishErrors.Add(1)
 		return fmt.Errorf("publish %d events from %s: %w", len(batch), batch[0].Subject, err)
 	}
-	d.published.Add(uint64(res.Stored + res.Duplicates))
-	d.duplicates.Add(uint64(res.Duplicates))
+	d.published.Add(int64(res.Stored + res.Duplicates))
+	d.duplicates.Add(int64(res.Duplicates))
 	if !d.log.Enabled(ctx, slog.LevelDebug) {
 		return nil
 	}

@@ -48,7 +48,7 @@ func (n *nodeInfo) GetObjectKind() schema.ObjectKind { return schema.EmptyObject
 // DeepCopyObject returns a copy of n sharing nothing mutable with it.
 func (n *nodeInfo) DeepCopyObject() runtime.Object {
 	c := &nodeInfo{labels: slices.Clone(n.labels), conditions: slices.Clone(n.conditions)}
-	n.ObjectMeta.DeepCopyInto(&c.ObjectMeta)
+	n.DeepCopyInto(&c.ObjectMeta)
 	return c
 }
 
