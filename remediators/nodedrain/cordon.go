@@ -312,6 +312,17 @@ func (c *Cordon) Undo(ctx context.Context, req action.Request) (action.Result, e
 			Details: details,
 		}, nil
 	}
+	if by := unschedulableSetBy(node); by != "" && by != fieldManager {
+		// Someone uncordoned and cordoned it again: it is theirs now.
+		if err := c.patch(ctx, node.Name, map[string]any{"metadata": clearMarks}); err != nil {
+			return action.Result{}, fmt.Errorf("drop ownership marks on node %s: %w", node.Name, err)
+		}
+		return action.Result{
+			Changed: true,
+			Message: fmt.Sprintf("node %s was cordoned again by someone else (%s); healer left it cordoned and dropped its marks", node.Name, by),
+			Details: details,
+		}, nil
+	}
 	if err := c.patch(ctx, node.Name, map[string]any{"metadata": clearMarks, "spec": map[string]any{"unschedulable": false}}); err != nil {
 		return action.Result{}, fmt.Errorf("uncordon node %s: %w", node.Name, err)
 	}
@@ -319,12 +330,37 @@ func (c *Cordon) Undo(ctx context.Context, req action.Request) (action.Result, e
 	return action.Result{Changed: true, Message: fmt.Sprintf("uncordoned node %s", node.Name), Details: details}, nil
 }
 
+// fieldManager is the name healer's changes to nodes are recorded under in
+// managedFields, which is how a later human cordon is told apart from
+// healer's own.
+const fieldManager = "healer"
+
+// unschedulableSetBy returns the field manager that last set
+// spec.unschedulable, or "" when the node does not record one.
+func unschedulableSetBy(node *corev1.Node) string {
+	for _, mf := range node.ManagedFields {
+		if mf.FieldsV1 == nil {
+			continue
+		}
+		var fields map[string]any
+		if err := json.Unmarshal(mf.FieldsV1.Raw, &fields); err != nil {
+			continue
+		}
+		if spec, ok := fields["f:spec"].(map[string]any); ok {
+			if _, ok := spec["f:unschedulable"]; ok {
+				return mf.Manager
+			}
+		}
+	}
+	return ""
+}
+
 func (c *Cordon) patch(ctx context.Context, name string, patch map[string]any) error {
 	b, err := json.Marshal(patch)
 	if err != nil {
 		return err
 	}
-	_, err = c.client.CoreV1().Nodes().Patch(ctx, name, types.MergePatchType, b, metav1.PatchOptions{FieldManager: "healer"})
+	_, err = c.client.CoreV1().Nodes().Patch(ctx, name, types.MergePatchType, b, metav1.PatchOptions{FieldManager: fieldManager})
 	if apierrors.IsConflict(err) {
 		return fmt.Errorf("%w: %w", action.ErrConflict, err)
 	}

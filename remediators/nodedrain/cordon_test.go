@@ -139,6 +139,24 @@ func TestCordonOnRealAPIServer(t *testing.T) {
 		}
 	})
 
+	t.Run("a human's re-cordon is respected", func(t *testing.T) {
+		testenv.CreateNodes(ctx, t, kube.Client, "w6")
+		req := action.Request{ID: "act-20", Target: "node/w6", Problem: "p20"}
+		if _, err := c.Act(ctx, req, nil); err != nil {
+			t.Fatal(err)
+		}
+		humanCordon("w6", false)
+		humanCordon("w6", true)
+		res, err := c.Undo(ctx, action.Request{ID: "act-21", Target: "node/w6", Problem: "p20"})
+		if err != nil || !strings.Contains(res.Message, "cordoned again by someone else") {
+			t.Fatalf("undo: %+v %v", res, err)
+		}
+		n := get("w6")
+		if !n.Spec.Unschedulable || n.Annotations[AnnotationOwner] != "" {
+			t.Fatalf("after undo: unschedulable=%v annotations=%v", n.Spec.Unschedulable, n.Annotations)
+		}
+	})
+
 	t.Run("a node held by two problems is uncordoned when both clear", func(t *testing.T) {
 		first := action.Request{ID: "act-10", Target: "node/w5", Problem: "kubelet-down"}
 		second := action.Request{ID: "act-11", Target: "node/w5", Problem: "kernel-deadlock"}
