@@ -44,7 +44,10 @@ npd_params := {
 	},
 }
 
-params_by_source := {"nodeproblem": npd_params}
+# The tables for this event's source.
+params_table := npd_params if {
+	input.event.source == "nodeproblem"
+} else := cordon_params
 
 # A cordon keeps new pods off a sick node, but the pods already there stay
 # on a node whose kernel is stuck or whose disk went read-only. If the
@@ -60,6 +63,8 @@ ladders := {
 		{"remediator": "node.cordon", "params": {"reason": "NodeReadonlyFilesystem"}, "wait": "10m"},
 		{"remediator": "node.drain", "params": {"reason": "NodeReadonlyFilesystem", "timeout": "10m"}, "wait": "30m"},
 	],
+	# A node that is not ready has nothing left to drain: cordon only.
+	"NodeNotReady": [],
 }
 
 npd_ladders := {
@@ -71,9 +76,12 @@ npd_ladders := {
 		{"remediator": "node.cordon", "params": {"reason": "NodeReadonlyFilesystem", "condition": "ReadonlyFilesystem"}, "wait": "10m"},
 		{"remediator": "node.drain", "params": {"reason": "NodeReadonlyFilesystem", "condition": "ReadonlyFilesystem", "timeout": "10m"}, "wait": "30m"},
 	],
+	"NodeNotReady": [],
 }
 
-ladders_by_source := {"nodeproblem": npd_ladders}
+ladder_table := npd_ladders if {
+	input.event.source == "nodeproblem"
+} else := ladders
 
 # Fail closed: without knowing how many nodes are already out of service,
 # taking out another one could take the cluster down. This holds back new
@@ -100,11 +108,10 @@ else := {
 	"rate_limits": [{"key": "node.cordon:cluster", "max": 3, "per": "1h"}],
 	"reason": sprintf("%s on %s: cordon so no new pods land there", [input.event.type, input.event.subject]),
 	"rule": "cordon_sick_node",
-	# No steps (NodeNotReady): the cordon alone.
-	"steps": object.get(object.get(ladders_by_source, input.event.source, ladders), input.event.type, []),
+	"steps": ladder_table[input.event.type],
 } if {
 	input.event.status == "firing"
-	params := object.get(params_by_source, input.event.source, cordon_params)[input.event.type]
+	params := params_table[input.event.type]
 	node_subject
 }
 
