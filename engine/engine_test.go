@@ -335,6 +335,35 @@ func TestLadderEscalatesUntilTheProblemClears(t *testing.T) {
 	}
 }
 
+func TestLadderResumesAtTheUnfinishedStep(t *testing.T) {
+	h := newHarness(t, Config{}, nil)
+	h.stop()
+	sec := h.eng.Remediators["test.second"].(*second)
+	e := event("Ladder", "node/x3", bus.StatusFiring)
+	// A crashed engine had finished the first rung two seconds ago (its
+	// wait of 1s is over) and not started the second.
+	if err := putJSON(t.Context(), h.streams.Actions, idempotencyKey(e.ID, "test.count", e.Subject),
+		actionState{ActionID: "act-rung0", State: "finished", Step: "act", Time: time.Now().Add(-2 * time.Second)}); err != nil {
+		t.Fatal(err)
+	}
+	h.start()
+	start := time.Now()
+	h.publish(e, e.ID)
+	recs := h.waitKinds(e.ID, "event", "decision", "action.progress", "action.started", "action.finished", "verified", "action.failed")
+	if recs[3].Remediator != "test.second" {
+		t.Errorf("resumed with %s, want the second rung", recs[3].Remediator)
+	}
+	if took := recs[3].Time.Sub(start); took > 900*time.Millisecond {
+		t.Errorf("the second rung started %s after the event: the first rung's wait was waited again", took)
+	}
+	if acts, _ := h.rem.counts(); acts != 0 {
+		t.Errorf("the finished first rung ran again (%d times)", acts)
+	}
+	if acts, _ := sec.counts(); acts != 1 {
+		t.Errorf("second rung ran %d times", acts)
+	}
+}
+
 func TestResolvedEventOnlyUndoes(t *testing.T) {
 	h := newHarness(t, Config{}, nil)
 	e := event("Count", "node/c", bus.StatusResolved)

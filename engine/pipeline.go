@@ -64,6 +64,7 @@ type run struct {
 	lease      atomic.Pointer[lease] // the action this run holds, renewed while it runs
 	decided    string                // digest of the decision already audited for this event
 	approvers  []string              // the humans who approved this action, if any
+	stepDoneAt time.Time             // when an earlier attempt finished the current step
 }
 
 // request is what the remediator is asked to do for this run.
@@ -232,7 +233,7 @@ func (e *Engine) selectStep(ctx context.Context, r *run, i int) error {
 	}
 	switch as.State {
 	case "finished", "failed":
-		r.actionID, r.state = as.ActionID, as.State
+		r.actionID, r.state, r.stepDoneAt = as.ActionID, as.State, as.Time
 		return nil
 	default:
 		return e.takeOver(ctx, r, as, rev)
@@ -268,7 +269,7 @@ func (e *Engine) act(ctx context.Context, r *run) (bool, error) {
 				return true, e.suppress(ctx, r, outcomeDone, fmt.Sprintf("duplicate: action %s for this event already %s", r.actionID, r.state))
 			}
 			r.stepFailed = r.state == "failed"
-			finishedAt = e.now() // resumed: wait the step's full time again
+			finishedAt = r.stepDoneAt // resumed: wait only what is left of the step's wait
 		default:
 			stop, err := e.actStep(ctx, r)
 			if err != nil {
