@@ -20,7 +20,7 @@ build:
 run:
 	$(GO) run ./cmd/healer serve --data-dir ./data
 
-## testenv: kube-apiserver and etcd built from the Go module proxy into bin/ (cached outside the clone).
+## testenv: kube-apiserver, kube-controller-manager and etcd built from the Go module proxy into bin/ (cached outside the clone).
 testenv:
 	@bash hack/testenv/build.sh
 
@@ -42,6 +42,8 @@ policy-test:
 ## bench: Go benchmarks and the webhook load generator; figures go to docs/benchmarks.md.
 bench: testenv
 	$(GO) test -run '^$$' -bench . -benchmem -count 1 ./policies/ ./audit/ ./detectors/alertmanager/ ./bus/
+	$(GO) test -run '^$$' -bench . -benchtime 1x ./detectors/nodeproblem/
+	$(GO) test -run '^$$' -bench ConditionToCordon -benchtime 120x ./test/e2e/
 	$(GO) run ./test/load -duration 10s -concurrency 32 -alerts 10
 
 ## lint: golangci-lint with the linters in .golangci.yml.
