@@ -463,6 +463,27 @@ func TestBreakerOpensAfterFailures(t *testing.T) {
 	}
 }
 
+func TestBlockedActionFailsWithoutRetryOrBreaker(t *testing.T) {
+	h := newHarness(t, Config{Breaker: guard.BreakerConfig{ConsecutiveFailures: 2, OpenFor: time.Hour}}, nil)
+	h.rem.mu.Lock()
+	h.rem.failAct = fmt.Errorf("%w: 2 pod(s) still on the node: shop/web-1 (PDB shop/web)", action.ErrBlocked)
+	h.rem.mu.Unlock()
+	for i := range 3 {
+		e := event("Count", fmt.Sprintf("node/b%d", i), bus.StatusFiring)
+		h.publish(e, e.ID)
+		recs := h.waitKinds(e.ID, "event", "decision", "action.started", "action.failed")
+		if a := detail(recs[3], "attempts"); a != "1" {
+			t.Errorf("event %d: failed after %s attempts, want 1: a blocked action is final", i, a)
+		}
+		if !strings.Contains(detail(recs[3], "error"), "shop/web-1") {
+			t.Errorf("failure does not name the blocking pod: %s", recs[3].Details)
+		}
+	}
+	if s := h.eng.Breakers.State("test.count").String(); s != "closed" {
+		t.Fatalf("breaker %s after blocked actions, want closed", s)
+	}
+}
+
 func TestNoActionWithoutAudit(t *testing.T) {
 	h := newHarness(t, Config{}, nil)
 	h.stop()

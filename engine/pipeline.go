@@ -545,7 +545,7 @@ func (e *Engine) actStep(ctx context.Context, r *run) (bool, error) {
 		return true, e.suppress(ctx, r, outcomeSuppressed, fmt.Sprintf("circuit breaker open for %s; nothing was done", name))
 	case err != nil:
 		e.Metrics.Action(ctx, name, step, "error")
-		retryable := !errors.Is(err, action.ErrUnsafe) && !errors.Is(err, action.ErrInvalidParams)
+		retryable := !errors.Is(err, action.ErrUnsafe) && !errors.Is(err, action.ErrInvalidParams) && !errors.Is(err, action.ErrBlocked)
 		if retryable && int(r.attempt) < e.cfg.MaxAttempts {
 			return false, fmt.Errorf("%w: %s %s: %w", errTransient, name, step, err)
 		}

@@ -66,9 +66,11 @@ func (b *Breakers) get(name string) *gobreaker.CircuitBreaker[struct{}] {
 			Timeout:     b.cfg.OpenFor,
 			ReadyToTrip: func(c gobreaker.Counts) bool { return c.ConsecutiveFailures >= b.cfg.ConsecutiveFailures },
 			// Not the remediator's failures: shutdown, a target that
-			// changed under it (retried), a refusal to act unsafely.
+			// changed under it (retried), a refusal to act unsafely, an
+			// action something outside healer blocked (a PDB).
 			IsExcluded: func(err error) bool {
-				return errors.Is(err, context.Canceled) || errors.Is(err, action.ErrConflict) || errors.Is(err, action.ErrUnsafe)
+				return errors.Is(err, context.Canceled) || errors.Is(err, action.ErrConflict) ||
+					errors.Is(err, action.ErrUnsafe) || errors.Is(err, action.ErrBlocked)
 			},
 			OnStateChange: func(name string, from, to gobreaker.State) {
 				b.log.Warn("circuit breaker changed state", "remediator", name, "from", from.String(), "to", to.String())

@@ -120,6 +120,12 @@ var ErrUnsafe = errors.New("action unsafe")
 // against a circuit breaker.
 var ErrConflict = errors.New("target changed concurrently")
 
+// ErrBlocked means the action ran its full time but something outside
+// healer kept refusing it (a PodDisruptionBudget). It is final for this
+// attempt — audited as failed, the ladder escalates — and is not counted
+// against the remediator's circuit breaker.
+var ErrBlocked = errors.New("action blocked")
+
 // ErrInvalidParams wraps a parameter validation failure.
 var ErrInvalidParams = errors.New("invalid params")
 

@@ -450,8 +450,8 @@ func (d *Drain) blocked(ctx context.Context, node string, pods []corev1.Pod, rec
 		// Given up before the timeout: an error other than a refusal.
 		return fmt.Errorf("drain node %s: %d pod(s) still on the node: %s: %w", node, left, strings.Join(parts, "; "), drainErr)
 	}
-	return fmt.Errorf("drain node %s: %d pod(s) still on the node after the %s timeout (refused evictions are retried every %s): %s",
-		node, left, timeout, d.retryDelay, strings.Join(parts, "; "))
+	return fmt.Errorf("%w: drain node %s: %d pod(s) still on the node after the %s timeout (refused evictions are retried every %s): %s",
+		action.ErrBlocked, node, left, timeout, d.retryDelay, strings.Join(parts, "; "))
 }
 
 // coveringBudgets describes the PodDisruptionBudgets that select the pods.

@@ -227,6 +227,9 @@ func TestDrainOnRealAPIServer(t *testing.T) {
 			t.Fatal("drain past a PodDisruptionBudget that allows no disruption succeeded")
 		}
 		t.Logf("error: %v (after %s)", err, took.Round(time.Millisecond))
+		if !errors.Is(err, action.ErrBlocked) {
+			t.Errorf("error is not ErrBlocked, so the engine would retry a drain a PDB blocks: %v", err)
+		}
 		for _, want := range append(podKeys(pods), "blocked/api (minAvailable 2; 2 healthy, 2 needed, 0 disruptions allowed)",
 			"The disruption budget api needs 2 healthy pods and has 2 currently", "2 pod(s) still on the node after the 2s timeout") {
 			if !strings.Contains(err.Error(), want) {
