@@ -285,7 +285,7 @@ func TestResumesClaimedActionWithSameID(t *testing.T) {
 }
 
 func TestLiveLeaseOfAnotherEngineIsRespected(t *testing.T) {
-	h := newHarness(t, Config{AckWait: 2 * time.Second}, nil)
+	h := newHarness(t, Config{AckWait: 5 * time.Second}, nil)
 	h.stop()
 	e := event("Count", "node/l", bus.StatusFiring)
 	// Another engine instance is acting on this very event right now.
