@@ -73,3 +73,15 @@ func Build(d Deps) (set Set, unavailable map[string]string, err error) {
 	}
 	return set, unavailable, errors.Join(errs...)
 }
+
+// Infos describes every remediator of the table, whether or not its
+// dependencies are there: for `healer remediators list`, the RBAC in deploy/
+// and the runbook links.
+func Infos() []action.Info {
+	d := Deps{Log: slog.New(slog.DiscardHandler)}
+	out := make([]action.Info, 0, len(Table()))
+	for _, e := range Table() {
+		out = append(out, e.New(d).Info()) // Info needs none of the dependencies
+	}
+	return out
+}

@@ -19,6 +19,7 @@ Usage:
   healer serve   [flags]                 run the service (webhook, engine, audit API)
   healer audit   list|verify [flags]     read and verify the audit trail
   healer policy  test|eval [flags]       test and evaluate Rego policies
+  healer remediators list [-o json]      what healer can do, and the permissions it needs
   healer version                         print the version
 
 Run "healer <command> -h" for the flags of a command.
@@ -33,9 +34,10 @@ func main() {
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	return dispatch(ctx, "healer", usage, map[string]command{
-		"serve":  serveCmd,
-		"audit":  auditCmd,
-		"policy": policyCmd,
+		"serve":       serveCmd,
+		"audit":       auditCmd,
+		"policy":      policyCmd,
+		"remediators": remediatorsCmd,
 		"version": func(_ context.Context, _ []string, stdout, _ io.Writer) int {
 			fmt.Fprintln(stdout, "healer", version())
 			return 0
