@@ -6,7 +6,7 @@ BIN       := bin
 HEALER    := $(BIN)/healer
 K8S_VERSION  ?= v1.36.3
 ETCD_VERSION ?= v3.6.7
-GOLANGCI_LINT_VERSION ?= v2.6.2
+GOLANGCI_LINT_VERSION ?= v2.15.0
 export K8S_VERSION ETCD_VERSION
 
 .PHONY: all build run test e2e testenv bench lint policy-test fmt vet clean

@@ -48,6 +48,7 @@ func (p *page) login(w http.ResponseWriter, r *http.Request) {
 		_ = pageTmpl.ExecuteTemplate(w, "login", "That token is not the API token.")
 		return
 	}
+	//nolint:gosec // Secure follows the connection: the dev default is plain HTTP on loopback
 	http.SetCookie(w, &http.Cookie{
 		Name: cookieName, Value: tok, Path: "/", HttpOnly: true,
 		SameSite: http.SameSiteStrictMode, Secure: r.TLS != nil, MaxAge: int((12 * time.Hour).Seconds()),

@@ -251,7 +251,7 @@ func canonicalJSON(raw json.RawMessage) (json.RawMessage, error) {
 			default:
 				stack = stack[:len(stack)-1]
 			}
-			out = append(out, byte(v))
+			out = append(out, byte(v)) //nolint:gosec // a json.Delim is one of {}[]
 		case string:
 			prefix()
 			out = appendString(out, v)

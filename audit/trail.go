@@ -99,7 +99,7 @@ func (t *Trail) Append(ctx context.Context, r Record) (Record, error) {
 		if attempt > 2 {
 			// Several lost races in a row: back off a little, randomly,
 			// so that competing writers do not keep colliding.
-			wait := rand.N(time.Duration(attempt) * time.Millisecond)
+			wait := rand.N(time.Duration(attempt) * time.Millisecond) //nolint:gosec // jitter, not a secret
 			select {
 			case <-ctx.Done():
 				return Record{}, fmt.Errorf("audit: append %s record %s: %w", rec.Kind, rec.ID, ctx.Err())

@@ -546,7 +546,7 @@ func (e *Engine) actStep(ctx context.Context, r *run) (bool, error) {
 	case err != nil:
 		e.Metrics.Action(ctx, name, step, "error")
 		retryable := !errors.Is(err, action.ErrUnsafe) && !errors.Is(err, action.ErrInvalidParams) && !errors.Is(err, action.ErrBlocked)
-		if retryable && int(r.attempt) < e.cfg.MaxAttempts {
+		if retryable && r.attempt < uint64(e.cfg.MaxAttempts) { //nolint:gosec // MaxAttempts is validated positive
 			return false, fmt.Errorf("%w: %s %s: %w", errTransient, name, step, err)
 		}
 		return true, e.fail(ctx, r, step, err)
@@ -695,8 +695,8 @@ func (e *Engine) fail(ctx context.Context, r *run, step string, cause error) err
 func (e *Engine) retry(ctx context.Context, r *run, stage string, err error, log interface {
 	WarnContext(context.Context, string, ...any)
 }) {
-	if errors.Is(err, errTransient) && int(r.attempt) < e.cfg.MaxAttempts && ctx.Err() == nil {
-		delay := min(e.cfg.RetryDelay*time.Duration(r.attempt), 30*time.Second)
+	if errors.Is(err, errTransient) && r.attempt < uint64(e.cfg.MaxAttempts) && ctx.Err() == nil { //nolint:gosec // MaxAttempts is validated positive
+		delay := min(e.cfg.RetryDelay*time.Duration(min(r.attempt, 1000)), 30*time.Second) //nolint:gosec // bounded above
 		log.WarnContext(ctx, "event will be retried", "stage", stage, "retry_in", delay, "err", err)
 		_ = r.msg.NakWithDelay(delay)
 		return

@@ -2,7 +2,6 @@ package policies
 
 import (
 	"context"
-	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -25,7 +24,7 @@ func TestWatcher(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	events := make(chan watchEvent, 16)
 	done := make(chan error, 1)
-	w := NewWatcher(dir, 10*time.Millisecond, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	w := NewWatcher(dir, 10*time.Millisecond, slog.New(slog.DiscardHandler))
 	holder := NewHolder(nil)
 	go func() {
 		done <- w.Run(ctx,
@@ -133,7 +132,7 @@ func TestWatcherUnreadableDir(t *testing.T) {
 	defer cancel()
 	refusals := make(chan error, 16)
 	go func() {
-		_ = NewWatcher(dir, 10*time.Millisecond, slog.New(slog.NewTextHandler(io.Discard, nil))).Run(ctx,
+		_ = NewWatcher(dir, 10*time.Millisecond, slog.New(slog.DiscardHandler)).Run(ctx,
 			func(*Policy) { t.Error("loaded a missing directory") },
 			func(_ string, err error) { refusals <- err },
 		)
@@ -154,7 +153,7 @@ func TestWatcherUnreadableDir(t *testing.T) {
 }
 
 func TestWatcherNeedsCallbacks(t *testing.T) {
-	err := NewWatcher("", 0, slog.New(slog.NewTextHandler(io.Discard, nil))).Run(context.Background(), nil, nil)
+	err := NewWatcher("", 0, slog.New(slog.DiscardHandler)).Run(context.Background(), nil, nil)
 	if err == nil {
 		t.Fatal("Run without callbacks succeeded")
 	}

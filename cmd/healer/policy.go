@@ -101,7 +101,7 @@ func policyTest(ctx context.Context, args []string, stdout, stderr io.Writer) in
 	ch := make(chan *tester.Result, len(results))
 	exit := testExitPass
 	for _, r := range results {
-		if !r.Pass() && !(r.Skip && skipsPass) {
+		if !r.Pass() && (!r.Skip || !skipsPass) {
 			exit = testExitFail
 		}
 		ch <- r

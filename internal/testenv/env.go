@@ -96,11 +96,11 @@ func waitFor(ctx context.Context, timeout time.Duration, p *process, what string
 			return nil
 		}
 		if exit := p.exitErr(); exit != nil {
-			return fmt.Errorf("wait for %s: %w (last check: %v)", what, exit, err)
+			return fmt.Errorf("wait for %s: %w (last check: %w)", what, exit, err)
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("wait for %s: %w (last check: %v)", what, ctx.Err(), err)
+			return fmt.Errorf("wait for %s: %w (last check: %w)", what, ctx.Err(), err)
 		case <-time.After(interval):
 		}
 	}

@@ -343,7 +343,7 @@ func unschedulableSetBy(node *corev1.Node) string {
 			continue
 		}
 		var fields map[string]any
-		if err := json.Unmarshal(mf.FieldsV1.Raw, &fields); err != nil {
+		if err := json.Unmarshal(mf.FieldsV1.GetRawBytes(), &fields); err != nil {
 			continue
 		}
 		if spec, ok := fields["f:spec"].(map[string]any); ok {

@@ -52,7 +52,7 @@ func run(ctx context.Context, base, tokenFile string, d time.Duration, conc, per
 		if err != nil {
 			return err
 		}
-		defer os.RemoveAll(dir)
+		defer func() { _ = os.RemoveAll(dir) }()
 		sctx, cancel := context.WithCancel(ctx)
 		cfg := serve.Config{DataDir: dir, Listen: "127.0.0.1:0", NATSListen: "127.0.0.1:-1"}
 		cfg.Engine.DryRun = true
