@@ -322,7 +322,7 @@ func (c *auditClient) records(ctx context.Context, q url.Values) ([]audit.Record
 		}
 		return nil, fmt.Errorf("cannot reach the healer API at %s: %w", c.endpoint.Redacted(), err)
 	}
-	defer resp.Body.Close()
+	defer func() { _ = resp.Body.Close() }()
 	if resp.StatusCode != http.StatusOK {
 		return nil, statusError(resp)
 	}

@@ -115,7 +115,7 @@ func run(ctx context.Context, base, tokenFile string, d time.Duration, conc, per
 					continue
 				}
 				_, _ = io.Copy(io.Discard, resp.Body)
-				resp.Body.Close()
+				_ = resp.Body.Close()
 				if resp.StatusCode != http.StatusOK {
 					failed.Add(1)
 					continue
