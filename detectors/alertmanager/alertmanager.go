@@ -203,7 +203,7 @@ func (d *Detector) event(msg *webhook.Message, a *template.Alert) (*bus.Event, e
 	if a.Status == bus.StatusResolved && !a.EndsAt.IsZero() {
 		t = a.EndsAt
 	}
-	return &bus.Event{
+	e := &bus.Event{
 		SpecVersion:     bus.SpecVersion,
 		ID:              EventID(fp, a.StartsAt, a.Status),
 		Source:          Source,
@@ -214,7 +214,14 @@ func (d *Detector) event(msg *webhook.Message, a *template.Alert) (*bus.Event, e
 		Status:          a.Status,
 		Key:             fp,
 		Data:            raw,
-	}, nil
+	}
+	// Whatever passed the checks above must also make a valid event (a
+	// startsAt in year 0 parses but is no time): refuse it here, with
+	// a 400, rather than store an event the engine would reject.
+	if err := e.Validate(); err != nil {
+		return nil, err
+	}
+	return e, nil
 }
 
 func (d *Detector) subject(labels template.KV) (string, bool) {

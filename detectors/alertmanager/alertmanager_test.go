@@ -33,6 +33,15 @@ func captured(t testing.TB) []byte {
 
 type webhookMessage struct{ Message webhook.Message }
 
+// recorder is a Publisher that keeps what it was given, for tests of the
+// detector's own logic (the bus itself is tested with a real server).
+type recorder struct{ events []*bus.Event }
+
+func (r *recorder) Publish(_ context.Context, events ...*bus.Event) (bus.PublishResult, error) {
+	r.events = append(r.events, events...)
+	return bus.PublishResult{Stored: len(events)}, nil
+}
+
 func decode(t *testing.T, b []byte) *webhook.Message {
 	t.Helper()
 	var m webhook.Message
