@@ -9,7 +9,7 @@ ETCD_VERSION ?= v3.6.7
 GOLANGCI_LINT_VERSION ?= v2.15.0
 export K8S_VERSION ETCD_VERSION
 
-.PHONY: all build run test e2e testenv bench lint policy-test fmt vet clean
+.PHONY: all build run test e2e testenv bench lint policy-test fuzz fmt vet clean
 
 all: build
 
@@ -45,6 +45,14 @@ bench: testenv
 	$(GO) test -run '^$$' -bench . -benchtime 1x ./detectors/nodeproblem/
 	$(GO) test -run '^$$' -bench ConditionToCordon -benchtime 120x ./test/e2e/
 	$(GO) run ./test/load -duration 10s -concurrency 32 -alerts 10
+
+## fuzz: each fuzz target for FUZZTIME (their seed corpora in testdata/fuzz also run in `make test`).
+FUZZTIME ?= 30s
+fuzz:
+	$(GO) test -run '^$$' -fuzz FuzzWebhookBody -fuzztime $(FUZZTIME) ./detectors/alertmanager/
+	$(GO) test -run '^$$' -fuzz FuzzVerifyChain -fuzztime $(FUZZTIME) ./audit/
+	$(GO) test -run '^$$' -fuzz FuzzDecideDefault -fuzztime $(FUZZTIME) ./policies/
+	$(GO) test -run '^$$' -fuzz FuzzAppendJSON -fuzztime $(FUZZTIME) ./bus/
 
 ## lint: golangci-lint with the linters in .golangci.yml.
 lint:
