@@ -142,8 +142,13 @@ func TestAlertToCordon(t *testing.T) {
 			u, owner := nodeState("worker-1")
 			return !u && owner == "", "unschedulable=" + boolStr(u) + " owner=" + owner
 		})
-		recs := h.records(url.Values{"target": {"node/worker-1"}, "kind": {"action.finished"}})
-		if len(recs) != 2 || !strings.Contains(string(recs[1].Details), `"step":"undo"`) {
+		// The node changes before the undo's record is appended.
+		var recs []audit.Record
+		waitFor(t, 5*time.Second, "the undo audited", func() (bool, string) {
+			recs = h.records(url.Values{"target": {"node/worker-1"}, "kind": {"action.finished"}})
+			return len(recs) == 2, describe(recs)
+		})
+		if !strings.Contains(string(recs[1].Details), `"step":"undo"`) {
 			t.Fatalf("want the cordon and the undo finished:%s", describe(recs))
 		}
 	})

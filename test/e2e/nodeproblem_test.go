@@ -118,8 +118,13 @@ func TestNodeProblemStorm(t *testing.T) {
 		}
 		return done, strings.Join(state, "; ")
 	})
-	undone := h.records(url.Values{"target": {"node/" + human}, "kind": {"action.finished"}})
-	if len(undone) != 2 || !strings.Contains(string(undone[1].Details), "someone else") {
+	// The node changes before the undo's record is appended.
+	var undone []audit.Record
+	waitFor(t, 5*time.Second, "the undo on the human's node audited", func() (bool, string) {
+		undone = h.records(url.Values{"target": {"node/" + human}, "kind": {"action.finished"}})
+		return len(undone) == 2, describe(undone)
+	})
+	if !strings.Contains(string(undone[1].Details), "someone else") {
 		t.Fatalf("the human's uncordon was not recorded as respected:%s", describe(undone))
 	}
 	all := h.records(url.Values{"after": {"0"}})
