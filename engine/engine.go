@@ -386,10 +386,9 @@ func (e *Engine) recentFor(target string, now time.Time) []policies.RecentAction
 	return out
 }
 
-func mustJSON(v any) []byte {
-	b, err := json.Marshal(v)
-	if err != nil {
-		panic(fmt.Sprintf("engine: encode %T: %v", v, err)) // only for types defined here
-	}
+// stateJSON encodes an action state. The type holds only strings and
+// times, which always encode.
+func stateJSON(st actionState) []byte {
+	b, _ := json.Marshal(st)
 	return b
 }

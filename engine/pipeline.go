@@ -2,8 +2,10 @@ package engine
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"sync/atomic"
 	"time"
 
@@ -171,7 +173,11 @@ func (e *Engine) decide(ctx context.Context, r *run) (bool, error) {
 	r.decision, r.remName = d, d.Remediator
 	// A retry that comes to the same decision under the same policy is not
 	// audited again; a different one is.
-	digest := hashKey("", r.policy.Revision, string(mustJSON(d)))
+	dj, err := json.Marshal(d)
+	if err != nil {
+		return true, e.suppress(ctx, r, outcomeSuppressed, "policy decision cannot be encoded: "+err.Error())
+	}
+	digest := hashKey("", r.policy.Revision, string(dj))
 	if digest != r.decided {
 		if err := e.audit(ctx, r, audit.KindDecision, audit.DetailsOf(map[string]any{
 			"decision": d, "budget": in.Context.Budget, "event_status": r.ev.Status,
@@ -339,7 +345,7 @@ func (e *Engine) takeOver(ctx context.Context, r *run, st *actionState, rev uint
 	}
 	next := *st
 	next.Holder, next.Renewed = e.instance, now
-	b := mustJSON(next)
+	b := stateJSON(next)
 	newRev, err := e.Streams.Actions.Update(ctx, r.idemKey, b, rev)
 	if err != nil {
 		return fmt.Errorf("%w: take over action %s: %w", errTransient, st.ActionID, err)
@@ -493,7 +499,7 @@ func (e *Engine) actStep(ctx context.Context, r *run) (bool, error) {
 	}
 	if r.state == "" {
 		st := actionState{ActionID: r.actionID, State: "claimed", Step: step, Time: e.now(), Holder: e.instance, Renewed: e.now()}
-		rev, err := e.Streams.Actions.Create(ctx, r.idemKey, mustJSON(st))
+		rev, err := e.Streams.Actions.Create(ctx, r.idemKey, stateJSON(st))
 		if errors.Is(err, jetstream.ErrKeyExists) {
 			return false, fmt.Errorf("%w: action for event %s claimed concurrently", errTransient, r.ev.ID)
 		}
@@ -630,7 +636,7 @@ func (e *Engine) renewLease(ctx context.Context, r *run) (stop func()) {
 			}
 			next := l.st
 			next.Renewed = e.now()
-			rev, err := e.Streams.Actions.Update(ctx, l.key, mustJSON(next), l.rev)
+			rev, err := e.Streams.Actions.Update(ctx, l.key, stateJSON(next), l.rev)
 			if err != nil {
 				continue // the pipeline moved on, or the bucket is away: the next tick tries again
 			}
@@ -692,9 +698,7 @@ func (e *Engine) fail(ctx context.Context, r *run, step string, cause error) err
 
 // retry hands the event back for redelivery with a growing delay, or, after
 // MaxAttempts, audits giving up and terminates it.
-func (e *Engine) retry(ctx context.Context, r *run, stage string, err error, log interface {
-	WarnContext(context.Context, string, ...any)
-}) {
+func (e *Engine) retry(ctx context.Context, r *run, stage string, err error, log *slog.Logger) {
 	if errors.Is(err, errTransient) && r.attempt < uint64(e.cfg.MaxAttempts) && ctx.Err() == nil { //nolint:gosec // MaxAttempts is validated positive
 		delay := min(e.cfg.RetryDelay*time.Duration(min(r.attempt, 1000)), 30*time.Second) //nolint:gosec // bounded above
 		log.WarnContext(ctx, "event will be retried", "stage", stage, "retry_in", delay, "err", err)
