@@ -1,6 +1,7 @@
 package bus
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -22,6 +23,11 @@ type EmbeddedConfig struct {
 	Port int
 	// ServerName names the server in a cluster and in logs.
 	ServerName string
+	// Users, when set, turns authentication on: only these users may
+	// connect, each with its permissions (AgentPermissions for agents).
+	Users []*server.User
+	// TLS, when set, makes clients connect over TLS.
+	TLS *tls.Config
 }
 
 // ApplyDefaults fills zero fields with defaults.
@@ -71,6 +77,10 @@ func StartEmbedded(cfg EmbeddedConfig, log *slog.Logger) (*server.Server, error)
 		StoreDir:   dir,
 		NoSigs:     true,
 		NoLog:      true,
+		Users:      cfg.Users,
+		TLSConfig:  cfg.TLS,
+		TLS:        cfg.TLS != nil,
+		TLSVerify:  cfg.TLS != nil && cfg.TLS.ClientAuth == tls.RequireAndVerifyClientCert,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("embedded nats: %w", err)

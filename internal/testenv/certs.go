@@ -14,6 +14,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"testing"
 	"time"
 )
 
@@ -137,4 +138,21 @@ func newToken() string {
 		panic(fmt.Sprintf("testenv: read random token: %v", err))
 	}
 	return hex.EncodeToString(b)
+}
+
+// ServingPKI writes a CA and a serving certificate for localhost and
+// 127.0.0.1 signed by it into a temporary directory, and returns the
+// files: for TLS servers a test starts itself.
+func ServingPKI(t testing.TB) (caFile, certFile, keyFile string) {
+	t.Helper()
+	dir := t.TempDir()
+	p, err := writePKI(dir)
+	if err != nil {
+		t.Fatalf("test PKI: %v", err)
+	}
+	caFile = filepath.Join(dir, "ca.crt")
+	if err := os.WriteFile(caFile, p.caPEM, 0o600); err != nil {
+		t.Fatalf("test PKI: %v", err)
+	}
+	return caFile, p.servingCert, p.servingKey
 }

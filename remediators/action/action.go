@@ -142,6 +142,19 @@ func StringParam(params map[string]any, key, def string) (string, error) {
 	return s, nil
 }
 
+// BoolParam reads an optional boolean that defaults to false.
+func BoolParam(params map[string]any, key string) (bool, error) {
+	v, ok := params[key]
+	if !ok || v == nil {
+		return false, nil
+	}
+	b, ok := v.(bool)
+	if !ok {
+		return false, fmt.Errorf("%w: %s must be true or false, got %T", ErrInvalidParams, key, v)
+	}
+	return b, nil
+}
+
 // StringsParam reads an optional list of strings; a single string counts as
 // a list of one.
 func StringsParam(params map[string]any, key string) ([]string, error) {

@@ -142,10 +142,10 @@ func parseDrainParams(params map[string]any) (drainParams, error) {
 	case p.gracePeriod < -1:
 		return p, fmt.Errorf("%w: node.drain: grace_period_seconds %d (want -1 for each pod's own, or 1 or more)", action.ErrInvalidParams, p.gracePeriod)
 	}
-	if p.deleteEmptyDir, err = boolParam(params, "delete_emptydir_data"); err != nil {
+	if p.deleteEmptyDir, err = action.BoolParam(params, "delete_emptydir_data"); err != nil {
 		return p, fmt.Errorf("node.drain: %w", err)
 	}
-	if p.force, err = boolParam(params, "force"); err != nil {
+	if p.force, err = action.BoolParam(params, "force"); err != nil {
 		return p, fmt.Errorf("node.drain: %w", err)
 	}
 	return p, nil
@@ -173,19 +173,6 @@ func intParam(params map[string]any, key string, def int) (int, error) {
 	default:
 		return 0, fmt.Errorf("%w: %s must be a whole number, got %T", action.ErrInvalidParams, key, v)
 	}
-}
-
-// boolParam reads an optional boolean that defaults to false.
-func boolParam(params map[string]any, key string) (bool, error) {
-	v, ok := params[key]
-	if !ok || v == nil {
-		return false, nil
-	}
-	b, ok := v.(bool)
-	if !ok {
-		return false, fmt.Errorf("%w: %s must be true or false, got %T", action.ErrInvalidParams, key, v)
-	}
-	return b, nil
 }
 
 // Validate checks node.drain's params. Whether force is allowed depends on

@@ -1,0 +1,189 @@
+package agent
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"sigs.k8s.io/yaml"
+
+	"github.com/selfheal/healer/bus"
+	"github.com/selfheal/healer/detectors/runtimepanic"
+	"github.com/selfheal/healer/remediators/restart"
+)
+
+// Config is the whole configuration of `healer agent`: one YAML file
+// (--config), overridden by HEALER_* environment variables and flags.
+type Config struct {
+	// Node is this node's name, as Kubernetes knows it. Required.
+	Node string `json:"node"`
+	// DataDir keeps the agent's state (restart history). Default
+	// /var/lib/healer-agent.
+	DataDir string `json:"dataDir"`
+	NATS    NATS   `json:"nats"`
+	// MaxConcurrent bounds the requests run at once. Default 8.
+	MaxConcurrent int `json:"maxConcurrent"`
+	// ReplyTTL is how long a finished request's reply is kept for retries
+	// of the same action id. Default 1h.
+	ReplyTTL time.Duration `json:"replyTTL"`
+
+	// Restart lists the components this node may restart.
+	Restart restart.Config `json:"restart"`
+	// RuntimePanic follows the node daemons' logs for crashes, unless
+	// Disabled. Its node is this agent's node.
+	RuntimePanic RuntimePanicConfig `json:"runtimePanic"`
+}
+
+// RuntimePanicConfig is the runtime-panic detector's configuration with a
+// switch.
+type RuntimePanicConfig struct {
+	Disabled            bool `json:"disabled"`
+	runtimepanic.Config `json:",inline"`
+}
+
+// NATS says how the agent reaches NATS, as its node's own user.
+type NATS struct {
+	// URL of the NATS servers, comma separated. Default nats://127.0.0.1:4222.
+	URL string `json:"url"`
+	// CredsFile is a NATS credentials file (JWT and nkey seed).
+	CredsFile string `json:"credsFile"`
+	// NKeyFile is an nkey seed file.
+	NKeyFile string `json:"nkeyFile"`
+	// User and PasswordFile authenticate with a user and password.
+	User         string `json:"user"`
+	PasswordFile string `json:"passwordFile"`
+	// CAFile verifies the server's certificate; CertFile and KeyFile are
+	// the agent's client certificate, for servers that want one.
+	CAFile   string `json:"caFile"`
+	CertFile string `json:"certFile"`
+	KeyFile  string `json:"keyFile"`
+	// ReconnectWait is the pause between reconnect attempts. Default 250ms.
+	ReconnectWait time.Duration `json:"reconnectWait"`
+}
+
+// LoadFile reads a YAML configuration; unknown keys are errors.
+func (c *Config) LoadFile(path string) error {
+	b, err := os.ReadFile(path) //nolint:gosec // the operator names the file
+	if err != nil {
+		return fmt.Errorf("config %s: %w", path, err)
+	}
+	if err := yaml.UnmarshalStrict(b, c); err != nil {
+		return fmt.Errorf("config %s: %w", path, err)
+	}
+	return nil
+}
+
+// ApplyDefaults fills zero fields.
+func (c *Config) ApplyDefaults() {
+	if c.DataDir == "" {
+		c.DataDir = "/var/lib/healer-agent"
+	}
+	if c.NATS.URL == "" {
+		c.NATS.URL = "nats://127.0.0.1:4222"
+	}
+	if c.NATS.ReconnectWait == 0 {
+		c.NATS.ReconnectWait = 250 * time.Millisecond
+	}
+	if c.MaxConcurrent == 0 {
+		c.MaxConcurrent = 8
+	}
+	if c.ReplyTTL == 0 {
+		c.ReplyTTL = time.Hour
+	}
+	if c.Restart.StateFile == "" {
+		c.Restart.StateFile = c.DataDir + "/restart-history.json"
+	}
+	c.Restart.ApplyDefaults()
+	c.RuntimePanic.Node = c.Node
+	c.RuntimePanic.ApplyDefaults()
+}
+
+// Validate reports every problem at once.
+func (c *Config) Validate() error {
+	var errs []error
+	if _, err := bus.NodeToken(c.Node); err != nil {
+		errs = append(errs, fmt.Errorf("node: %w", err))
+	}
+	auth := 0
+	for _, s := range []string{c.NATS.CredsFile, c.NATS.NKeyFile, c.NATS.User} {
+		if s != "" {
+			auth++
+		}
+	}
+	if auth > 1 {
+		errs = append(errs, errors.New("nats: use one of credsFile, nkeyFile and user"))
+	}
+	if (c.NATS.User == "") != (c.NATS.PasswordFile == "") {
+		errs = append(errs, errors.New("nats: user and passwordFile go together"))
+	}
+	if (c.NATS.CertFile == "") != (c.NATS.KeyFile == "") {
+		errs = append(errs, errors.New("nats: certFile and keyFile go together"))
+	}
+	for _, u := range strings.Split(c.NATS.URL, ",") {
+		u = strings.TrimSpace(u)
+		if !strings.HasPrefix(u, "nats://") && !strings.HasPrefix(u, "tls://") {
+			errs = append(errs, fmt.Errorf("nats: url %q: want nats:// or tls://", u))
+		}
+	}
+	if c.NATS.ReconnectWait <= 0 {
+		errs = append(errs, errors.New("nats: reconnectWait must be positive"))
+	}
+	if c.MaxConcurrent < 1 {
+		errs = append(errs, fmt.Errorf("maxConcurrent %d: must be at least 1", c.MaxConcurrent))
+	}
+	if c.ReplyTTL <= 0 {
+		errs = append(errs, errors.New("replyTTL must be positive"))
+	}
+	if err := c.Restart.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if !c.RuntimePanic.Disabled {
+		if err := c.RuntimePanic.Validate(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// options are the NATS connection options for this configuration.
+func (c *Config) options() ([]nats.Option, error) {
+	inbox, err := bus.AgentInbox(c.Node)
+	if err != nil {
+		return nil, err
+	}
+	opts := []nats.Option{
+		nats.Name("healer-agent " + c.Node),
+		nats.CustomInboxPrefix(inbox),
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(c.NATS.ReconnectWait),
+		nats.ReconnectJitter(100*time.Millisecond, time.Second),
+		nats.RetryOnFailedConnect(true),
+	}
+	n := c.NATS
+	switch {
+	case n.CredsFile != "":
+		opts = append(opts, nats.UserCredentials(n.CredsFile))
+	case n.NKeyFile != "":
+		o, err := nats.NkeyOptionFromSeed(n.NKeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("nats nkey %s: %w", n.NKeyFile, err)
+		}
+		opts = append(opts, o)
+	case n.User != "":
+		pw, err := os.ReadFile(n.PasswordFile)
+		if err != nil {
+			return nil, fmt.Errorf("nats password: %w", err)
+		}
+		opts = append(opts, nats.UserInfo(n.User, strings.TrimSpace(string(pw))))
+	}
+	if n.CAFile != "" {
+		opts = append(opts, nats.RootCAs(n.CAFile))
+	}
+	if n.CertFile != "" {
+		opts = append(opts, nats.ClientCert(n.CertFile, n.KeyFile))
+	}
+	return opts, nil
+}

@@ -1,0 +1,15 @@
+// Package agent is `healer agent`, the part of healer that runs on every
+// node. It connects to NATS as the node's own user, whose permissions
+// confine it to healer.agent.<node>.* (bus.AgentPermissions); answers action
+// requests on healer.agent.<node>.act with a fixed set of verbs, each
+// validating its parameters (there is no free-form command); and sends the
+// events its node-local detectors find to healer.agent.<node>.events, where
+// serve checks they are about this node and stores them in HEALER_EVENTS.
+//
+// Requests are idempotent by action id: a retried request that is still
+// running waits for the first, and one that finished gets the same reply.
+// The agent acknowledges a request at once with a progress message, then
+// sends the action's progress and its reply to the requester's inbox. NATS
+// disconnects are ridden out: the client reconnects without limit and its
+// subscriptions resume.
+package agent

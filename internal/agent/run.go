@@ -1,0 +1,172 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/selfheal/healer/detectors/runtimepanic"
+	"github.com/selfheal/healer/remediators/action"
+	"github.com/selfheal/healer/remediators/restart"
+)
+
+// Deps replace parts of the agent, for tests and for embedding.
+type Deps struct {
+	// Options are extra NATS options (an in-process server, say).
+	Options []nats.Option
+	// Verbs are extra node verbs.
+	Verbs []action.NodeVerb
+	// Restart are options for the restart verbs (a fake systemd, say).
+	Restart []restart.Option
+	// RuntimePanic are options for the runtime-panic detector.
+	RuntimePanic []runtimepanic.Option
+	// Version is reported by the ping verb.
+	Version string
+}
+
+// Agent is a running `healer agent`.
+type Agent struct {
+	cfg    Config
+	log    *slog.Logger
+	nc     *nats.Conn
+	server *Server
+	done   chan struct{}
+	err    error
+}
+
+// Start connects to NATS, starts the verbs and detectors, and answers
+// requests until ctx ends. It returns once the agent is subscribed; a NATS
+// server that is not up yet is retried in the background.
+func Start(ctx context.Context, cfg Config, log *slog.Logger, deps Deps) (*Agent, error) {
+	cfg.ApplyDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("configuration: %w", err)
+	}
+	log = log.With("node", cfg.Node)
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("data dir %s: %w", cfg.DataDir, err)
+	}
+	opts, err := cfg.options()
+	if err != nil {
+		return nil, err
+	}
+	opts = append(opts,
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			if err != nil {
+				log.Warn("nats disconnected; reconnecting", "err", err)
+			}
+		}),
+		nats.ReconnectHandler(func(nc *nats.Conn) { log.Info("nats reconnected", "url", nc.ConnectedUrlRedacted()) }),
+		nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
+			subj := ""
+			if sub != nil {
+				subj = sub.Subject
+			}
+			log.Error("nats error", "subject", subj, "err", err)
+		}),
+	)
+	opts = append(opts, deps.Options...)
+	nc, err := nats.Connect(cfg.NATS.URL, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("connect to nats: %w", err)
+	}
+	a := &Agent{cfg: cfg, log: log, nc: nc, done: make(chan struct{})}
+	ok := false
+	defer func() {
+		if !ok {
+			nc.Close()
+		}
+	}()
+
+	rv, err := restart.NewVerbs(cfg.Restart, log, deps.Restart...)
+	if err != nil {
+		return nil, err
+	}
+	if err := rv.Start(ctx); err != nil {
+		return nil, err
+	}
+	verbs := append(rv.Verbs(), deps.Verbs...)
+	version := deps.Version
+	if version == "" {
+		version = "(unknown)"
+	}
+	a.server, err = NewServer(cfg.Node, nc, verbs, cfg.MaxConcurrent, cfg.ReplyTTL, version, log)
+	if err != nil {
+		return nil, err
+	}
+	pub, err := NewPublisher(nc, cfg.Node)
+	if err != nil {
+		return nil, err
+	}
+	var detectors []func(context.Context) error
+	names := []string{}
+	if !cfg.RuntimePanic.Disabled {
+		d, err := runtimepanic.New(cfg.RuntimePanic.Config, pub, log, deps.RuntimePanic...)
+		if err != nil {
+			return nil, err
+		}
+		detectors = append(detectors, d.Run)
+		names = append(names, runtimepanic.EventSource)
+	}
+
+	serveErr := make(chan error, 1)
+	subscribed := make(chan struct{})
+	go func() {
+		serveErr <- a.server.serve(ctx, subscribed)
+	}()
+	select {
+	case <-subscribed:
+	case err := <-serveErr:
+		return nil, err
+	}
+	var wg sync.WaitGroup
+	for _, run := range detectors {
+		wg.Go(func() {
+			if err := run(ctx); err != nil && ctx.Err() == nil {
+				log.Error("detector stopped", "err", err)
+			}
+		})
+	}
+	log.Info("healer agent running",
+		"nats", nc.ConnectedUrlRedacted(), "connected", nc.IsConnected(),
+		"verbs", a.server.Verbs(), "components", rv.Components(), "detectors", names)
+	ok = true
+	go func() {
+		defer close(a.done)
+		a.err = <-serveErr
+		wg.Wait()
+		if err := nc.Drain(); err != nil && !errors.Is(err, nats.ErrConnectionClosed) {
+			log.Warn("nats drain", "err", err)
+		}
+		deadline := time.Now().Add(5 * time.Second)
+		for !nc.IsClosed() && time.Now().Before(deadline) {
+			time.Sleep(10 * time.Millisecond)
+		}
+		log.Info("agent stopped")
+	}()
+	return a, nil
+}
+
+// Wait blocks until the agent has stopped.
+func (a *Agent) Wait() error {
+	<-a.done
+	return a.err
+}
+
+// Conn is the agent's NATS connection.
+func (a *Agent) Conn() *nats.Conn { return a.nc }
+
+// Run starts the agent and blocks until it has stopped.
+func Run(ctx context.Context, cfg Config, log *slog.Logger, deps Deps) error {
+	a, err := Start(ctx, cfg, log, deps)
+	if err != nil {
+		return err
+	}
+	return a.Wait()
+}

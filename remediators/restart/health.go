@@ -1,0 +1,81 @@
+package restart
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"time"
+)
+
+// probe runs one health check and returns nil when the component is healthy.
+func (h *Health) probe(ctx context.Context, hc *http.Client) error {
+	ctx, cancel := context.WithTimeout(ctx, min(2*time.Second, h.Timeout))
+	defer cancel()
+	var d net.Dialer
+	switch {
+	case h.HTTP != "":
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, h.HTTP, nil)
+		if err != nil {
+			return fmt.Errorf("health %s: %w", h.HTTP, err)
+		}
+		resp, err := hc.Do(req)
+		if err != nil {
+			return fmt.Errorf("health %s: %w", h.HTTP, err)
+		}
+		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 4096))
+		_ = resp.Body.Close()
+		if resp.StatusCode < 200 || resp.StatusCode > 299 {
+			return fmt.Errorf("health %s: status %d", h.HTTP, resp.StatusCode)
+		}
+		return nil
+	case h.TCP != "":
+		c, err := d.DialContext(ctx, "tcp", h.TCP)
+		if err != nil {
+			return fmt.Errorf("health tcp %s: %w", h.TCP, err)
+		}
+		return c.Close()
+	default:
+		c, err := d.DialContext(ctx, "unix", h.Unix)
+		if err != nil {
+			return fmt.Errorf("health unix %s: %w", h.Unix, err)
+		}
+		return c.Close()
+	}
+}
+
+// waitHealthy probes until the component is healthy or h.Timeout has
+// passed, and returns how long it took.
+func (h *Health) waitHealthy(ctx context.Context, hc *http.Client, start time.Time) (time.Duration, error) {
+	ctx, cancel := context.WithTimeout(ctx, h.Timeout)
+	defer cancel()
+	for {
+		err := h.probe(ctx, hc)
+		if err == nil {
+			return time.Since(start), nil
+		}
+		select {
+		case <-ctx.Done():
+			return time.Since(start), fmt.Errorf("not healthy %s after restart: %w", h.Timeout, err)
+		case <-time.After(h.Interval):
+		}
+	}
+}
+
+// waitUnhealthy probes until the component stops answering or within has
+// passed; it reports whether it went down.
+func (h *Health) waitUnhealthy(ctx context.Context, hc *http.Client, within time.Duration) bool {
+	ctx, cancel := context.WithTimeout(ctx, within)
+	defer cancel()
+	for {
+		if h.probe(ctx, hc) != nil {
+			return ctx.Err() == nil
+		}
+		select {
+		case <-ctx.Done():
+			return false
+		case <-time.After(h.Interval):
+		}
+	}
+}
