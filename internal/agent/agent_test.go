@@ -91,7 +91,6 @@ func (e *natsEnv) url() string {
 	return scheme + "://127.0.0.1:" + strconv.Itoa(e.port)
 }
 
-
 func (e *natsEnv) start() {
 	e.t.Helper()
 	ns, err := bus.StartEmbedded(bus.EmbeddedConfig{StoreDir: filepath.Join(e.dir, "js"), Port: e.port, Users: e.users, TLS: e.tls}, nil)
