@@ -291,8 +291,11 @@ func (e *Engine) act(ctx context.Context, r *run) (bool, error) {
 			}
 			finishedAt = e.now()
 		}
-		if len(steps) == 1 {
-			return true, nil
+		if len(steps) == 1 && steps[0].Wait == 0 && steps[0].Escalate == "" {
+			return true, nil // a plain decision: acting and verifying is all
+		}
+		if !r.stepFailed && steps[i].Escalate == policies.EscalateOnFailure {
+			return true, e.audit(ctx, r, audit.KindVerified, audit.Details("ok", true, "ladder", "ends: "+steps[i].Remediator+" succeeded", "ladder_step", i))
 		}
 		if !r.stepFailed {
 			cleared, err := e.waitCleared(ctx, r, finishedAt.Add(steps[i].Wait))

@@ -58,7 +58,19 @@ type Step struct {
 	// Wait is how long the problem may persist after this step before the
 	// engine escalates to the next one (or, after the last, gives up).
 	Wait time.Duration `json:"wait"`
+	// Escalate says when the ladder moves past this step: EscalateUnlessCleared
+	// (the default) when the step failed or the problem persists past Wait;
+	// EscalateOnFailure only when the step failed, so a verified success
+	// ends the ladder. The latter suits problems no detector reports as
+	// cleared, such as a crash: the restart that verified healthy was the cure.
+	Escalate string `json:"escalate,omitempty"`
 }
+
+// When a ladder escalates past a step.
+const (
+	EscalateUnlessCleared = "unless_cleared"
+	EscalateOnFailure     = "on_failure"
+)
 
 // MarshalJSON writes Wait as a duration string, as policies write it.
 func (s Step) MarshalJSON() ([]byte, error) {
@@ -66,8 +78,9 @@ func (s Step) MarshalJSON() ([]byte, error) {
 		Remediator string         `json:"remediator"`
 		Params     map[string]any `json:"params,omitempty"`
 		Wait       string         `json:"wait"`
+		Escalate   string         `json:"escalate,omitempty"`
 	}
-	b, err := json.Marshal(plain{Remediator: s.Remediator, Params: s.Params, Wait: FormatDuration(s.Wait)})
+	b, err := json.Marshal(plain{Remediator: s.Remediator, Params: s.Params, Wait: FormatDuration(s.Wait), Escalate: s.Escalate})
 	if err != nil {
 		return nil, fmt.Errorf("step %s: %w", s.Remediator, err)
 	}
@@ -125,6 +138,11 @@ func (d *Decision) Validate() error {
 		}
 		if st.Wait < 0 {
 			errs = append(errs, fmt.Errorf("steps[%d]: wait %s is negative", i, st.Wait))
+		}
+		switch st.Escalate {
+		case "", EscalateUnlessCleared, EscalateOnFailure:
+		default:
+			errs = append(errs, fmt.Errorf("steps[%d]: escalate %q: want %q or %q", i, st.Escalate, EscalateUnlessCleared, EscalateOnFailure))
 		}
 	}
 	if len(d.Steps) > 0 {
@@ -191,11 +209,12 @@ func (s *Step) UnmarshalJSON(b []byte) error {
 		Remediator string          `json:"remediator"`
 		Params     map[string]any  `json:"params"`
 		Wait       json.RawMessage `json:"wait"`
+		Escalate   string          `json:"escalate"`
 	}
 	if err := json.Unmarshal(b, &w); err != nil {
 		return fmt.Errorf("step: %w", err)
 	}
-	*s = Step{Remediator: w.Remediator, Params: w.Params}
+	*s = Step{Remediator: w.Remediator, Params: w.Params, Escalate: w.Escalate}
 	d, err := jsonDuration(w.Wait)
 	if err != nil {
 		return fmt.Errorf("step %s: wait: %w", w.Remediator, err)

@@ -83,16 +83,93 @@ ladder_table := npd_ladders if {
 	input.event.source == "nodeproblem"
 } else := ladders
 
+# Node daemons that crashed (the runtimepanic detector in healer agent
+# names the daemon in data.source): restart the daemon through the node's
+# agent. A restart that verifies healthy ends the ladder; one that fails,
+# or that the agent refuses because the daemon was restarted three times in
+# the last hour (flapping), escalates to cordon and then drain. The drain's
+# rungs are held to the blast-radius budget by the engine.
+restart_ladder_types := {"RuntimePanic", "RuntimeFatalError"}
+
+# A daemon that systemd keeps restarting is not helped by another restart.
+crash_loop_ladder := [
+	{"remediator": "node.cordon", "params": {"reason": "RuntimeCrashLoop"}, "wait": "10m"},
+	{"remediator": "node.drain", "params": {"reason": "RuntimeCrashLoop", "timeout": "10m"}, "wait": "30m"},
+]
+
+# Log shippers and consumers that fall behind (the logpipeline detector
+# names the component to restart in data.component).
+lag_types := {"LogShipperLag", "KafkaConsumerLag"}
+
+# Restarting a daemon takes nothing out of service, so it does not wait
+# for the budget; the disruptive rungs of its ladder do (the engine holds
+# every ladder with a disruptive step to the budget).
+#
+# A crashed node daemon: restart it, escalate when that does not help.
+decision := {
+	"remediator": "component.restart",
+	"approval": "none",
+	# Flap protection (3 restarts of a daemon an hour) is the agent's; this
+	# caps restarts across the cluster, where more looks like a bad rollout.
+	"rate_limits": [{"key": "component.restart:cluster", "max": 20, "per": "1h"}],
+	"reason": sprintf("%s in %s on %s: restart it", [input.event.type, input.event.data.source, input.event.subject]),
+	"rule": "restart_crashed_daemon",
+	"steps": [
+		{"remediator": "component.restart", "params": {"component": input.event.data.source}, "escalate": "on_failure"},
+		{"remediator": "node.cordon", "params": {"reason": input.event.type}, "wait": "10m"},
+		{"remediator": "node.drain", "params": {"reason": input.event.type, "timeout": "10m"}, "wait": "30m"},
+	],
+} if {
+	input.event.status == "firing"
+	restart_ladder_types[input.event.type]
+	node_subject
+	is_string(input.event.data.source)
+}
+
+# A log pipeline falling behind: restart the stuck shipper or consumer
+# once; if the lag has not cleared 15 minutes later the ladder ends as
+# failed and a human takes over.
+else := {
+	"remediator": "component.restart",
+	"approval": "none",
+	"rate_limit": {"key": sprintf("component.restart:%s/%s", [input.event.subject, input.event.data.component]), "max": 1, "per": "30m"},
+	"rate_limits": [{"key": "component.restart:cluster", "max": 20, "per": "1h"}],
+	"reason": sprintf("%s: %s on %s is behind; restart it", [input.event.type, input.event.data.component, input.event.subject]),
+	"rule": "restart_lagging_pipeline",
+	"steps": [{"remediator": "component.restart", "params": {"component": input.event.data.component}, "wait": "15m"}],
+} if {
+	input.event.status == "firing"
+	lag_types[input.event.type]
+	node_subject
+	is_string(input.event.data.component)
+}
+
 # Fail closed: without knowing how many nodes are already out of service,
 # taking out another one could take the cluster down. This holds back new
 # remediations only: undoing a cordon when a problem clears gives capacity
 # back, so it never waits for the budget.
-decision := {
+else := {
 	"reason": "disruption budget unknown: doing nothing (fail closed)",
 	"rule": "budget_unknown",
 } if {
 	input.event.status == "firing"
 	not input.context.budget.known
+}
+
+# A daemon in a crash loop: take the node out of service.
+else := {
+	"remediator": "node.cordon",
+	"params": {"reason": "RuntimeCrashLoop"},
+	"approval": "none",
+	"rate_limit": {"key": sprintf("node.cordon:%s", [input.event.subject]), "max": 1, "per": "10m"},
+	"rate_limits": [{"key": "node.cordon:cluster", "max": 3, "per": "1h"}],
+	"reason": sprintf("%s keeps restarting on %s: cordon, then drain", [input.event.data.source, input.event.subject]),
+	"rule": "cordon_crash_looping_node",
+	"steps": crash_loop_ladder,
+} if {
+	input.event.status == "firing"
+	input.event.type == "RuntimeCrashLoop"
+	node_subject
 }
 
 # A node problem: cordon the node.

@@ -138,3 +138,65 @@ test_every_decision_has_a_reason if {
 		}
 	}
 }
+
+# agent_event returns an event a node agent's detector sends about worker-1.
+agent_event(src, type, payload) := {
+	"specversion": "1.0",
+	"id": "e-2",
+	"source": src,
+	"type": type,
+	"subject": "node/worker-1",
+	"time": "2025-01-02T03:04:00Z",
+	"status": "firing",
+	"key": "worker-1/x",
+	"data": payload,
+}
+
+budget_unknown := {"known": false}
+
+test_crashed_daemon_is_restarted_then_node_drained if {
+	every type in ["RuntimePanic", "RuntimeFatalError"] {
+		d := healer.decision with input as {"event": agent_event("runtimepanic", type, {"source": "kubelet"}), "context": ctx}
+		d.remediator == "component.restart"
+		d.rule == "restart_crashed_daemon"
+		d.steps[0] == {"remediator": "component.restart", "params": {"component": "kubelet"}, "escalate": "on_failure"}
+		d.steps[1].remediator == "node.cordon"
+		d.steps[2].remediator == "node.drain"
+	}
+}
+
+test_crashed_daemon_restart_does_not_wait_for_the_budget if {
+	d := healer.decision with input as {"event": agent_event("runtimepanic", "RuntimePanic", {"source": "containerd"}), "context": {"budget": budget_unknown, "recent_actions": []}}
+	d.remediator == "component.restart"
+	d.steps[0].params == {"component": "containerd"}
+}
+
+test_crash_without_daemon_name_is_not_restarted if {
+	d := healer.decision with input as {"event": agent_event("runtimepanic", "RuntimePanic", {}), "context": ctx}
+	not d.remediator
+}
+
+test_crash_loop_cordons_then_drains if {
+	d := healer.decision with input as {"event": agent_event("runtimepanic", "RuntimeCrashLoop", {"source": "kubelet"}), "context": ctx}
+	d.rule == "cordon_crash_looping_node"
+	[s.remediator | some s in d.steps] == ["node.cordon", "node.drain"]
+}
+
+test_crash_loop_waits_for_the_budget if {
+	d := healer.decision with input as {"event": agent_event("runtimepanic", "RuntimeCrashLoop", {"source": "kubelet"}), "context": {"budget": budget_unknown, "recent_actions": []}}
+	d.rule == "budget_unknown"
+	not d.remediator
+}
+
+test_lagging_shipper_is_restarted_once_then_left_to_humans if {
+	d := healer.decision with input as {"event": agent_event("logpipeline", "LogShipperLag", {"component": "filebeat"}), "context": ctx}
+	d.remediator == "component.restart"
+	d.steps == [{"remediator": "component.restart", "params": {"component": "filebeat"}, "wait": "15m"}]
+	d.rate_limit == {"key": "component.restart:node/worker-1/filebeat", "max": 1, "per": "30m"}
+}
+
+test_consumer_lag_without_a_node_is_not_acted_on if {
+	e := object.union(agent_event("logpipeline", "KafkaConsumerLag", {"component": "logstash"}), {"subject": "logpipeline/logstash"})
+	d := healer.decision with input as {"event": e, "context": ctx}
+	not d.remediator
+}

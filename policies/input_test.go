@@ -52,19 +52,26 @@ func TestInputUseInHelperRules(t *testing.T) {
 }
 
 func TestDecideSkipsUnreadData(t *testing.T) {
-	// The default policy does not read event data, so it is not parsed:
-	// a decision costs the same however large the data is.
-	p, err := Load(context.Background(), "")
-	if err != nil {
-		t.Fatal(err)
-	}
+	// A policy that does not read event data does not get it parsed: a
+	// decision then costs the same however large the data is.
+	p := loadDir(t, map[string]string{
+		"healer.rego": "package healer\n\ndecision := {\"remediator\": \"node.cordon\", \"reason\": input.event.type}\n",
+	})
 	if p.input.use.data {
-		t.Fatal("the default policy is thought to read input.event.data")
+		t.Fatal("a policy that never reads input.event.data is thought to read it")
 	}
 	e := nodeEvent("NodeKernelDeadlock", bus.StatusFiring, "node/worker-1")
 	e.Data = json.RawMessage(`{"not parsed": `)
 	if d, err := p.Decide(context.Background(), input(e)); err != nil || d.Remediator != "node.cordon" {
 		t.Errorf("Decide = %+v, %v; want node.cordon", d, err)
+	}
+	// The default policy reads it (the daemon to restart is in the data).
+	def, err := Load(context.Background(), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !def.input.use.data {
+		t.Fatal("the default policy reads input.event.data.source, but data is not built")
 	}
 }
 

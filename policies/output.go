@@ -14,7 +14,7 @@ import (
 type outputKeys struct {
 	remediator, params, approval, rateLimit, rateLimits, dryRun, reason, rule *ast.Term
 	limitKey, limitMax, limitPer                                              *ast.Term
-	steps, wait                                                               *ast.Term
+	steps, wait, escalate                                                     *ast.Term
 }
 
 func newOutputKeys() *outputKeys {
@@ -24,7 +24,7 @@ func newOutputKeys() *outputKeys {
 		rateLimit: s("rate_limit"), rateLimits: s("rate_limits"), dryRun: s("dry_run"),
 		reason: s("reason"), rule: s("rule"),
 		limitKey: s("key"), limitMax: s("max"), limitPer: s("per"),
-		steps: s("steps"), wait: s("wait"),
+		steps: s("steps"), wait: s("wait"), escalate: s("escalate"),
 	}
 }
 
@@ -293,7 +293,7 @@ func durationField(field string, v ast.Value) (time.Duration, error) {
 }
 
 // stepsField reads the steps of an escalation ladder: an array of
-// {"remediator", "params", "wait"} objects.
+// {"remediator", "params", "wait", "escalate"} objects.
 func (k *outputKeys) stepsField(v ast.Value) ([]Step, error) {
 	arr, ok := v.(*ast.Array)
 	if !ok {
@@ -323,8 +323,12 @@ func (k *outputKeys) stepsField(v ast.Value) ([]Step, error) {
 			found++
 			st.Wait, err = durationField(fmt.Sprintf("steps[%d].wait", i), t.Value)
 		}
+		if t := obj.Get(k.escalate); t != nil && err == nil {
+			found++
+			st.Escalate, err = stringField(fmt.Sprintf("steps[%d].escalate", i), t.Value)
+		}
 		if err == nil && found < obj.Len() {
-			err = unknownField(obj, "remediator, params, wait", k.remediator, k.params, k.wait)
+			err = unknownField(obj, "remediator, params, wait, escalate", k.remediator, k.params, k.wait, k.escalate)
 		}
 		if err != nil {
 			return nil, fmt.Errorf("steps[%d]: %w", i, err)

@@ -10,6 +10,7 @@ import (
 
 	"github.com/selfheal/healer/remediators/action"
 	"github.com/selfheal/healer/remediators/nodedrain"
+	"github.com/selfheal/healer/remediators/restart"
 )
 
 // Deps are what remediators are built from. A nil Kube means Kubernetes is
@@ -17,7 +18,10 @@ import (
 // reason is returned by Build.
 type Deps struct {
 	Kube kubernetes.Interface
-	Log  *slog.Logger
+	// Agents reaches the node agents over NATS (bus.AgentClient). Nil
+	// leaves out the remediators that act through them.
+	Agents restart.Caller
+	Log    *slog.Logger
 }
 
 // Entry is one row of the registry table.
@@ -26,6 +30,8 @@ type Entry struct {
 	Name string
 	// NeedsKube is true when the remediator acts through the Kubernetes API.
 	NeedsKube bool
+	// NeedsAgents is true when the remediator acts through node agents.
+	NeedsAgents bool
 	// New builds the remediator.
 	New func(Deps) action.Remediator
 }
@@ -37,6 +43,7 @@ func Table() []Entry {
 	return []Entry{
 		{Name: nodedrain.CordonName, NeedsKube: true, New: func(d Deps) action.Remediator { return nodedrain.NewCordon(d.Kube, d.Log) }},
 		{Name: nodedrain.DrainName, NeedsKube: true, New: func(d Deps) action.Remediator { return nodedrain.NewDrain(d.Kube, d.Log) }},
+		{Name: restart.Name, NeedsAgents: true, New: func(d Deps) action.Remediator { return restart.New(d.Agents, d.Log) }},
 	}
 }
 
@@ -62,6 +69,10 @@ func Build(d Deps) (set Set, unavailable map[string]string, err error) {
 	for _, e := range Table() {
 		if e.NeedsKube && d.Kube == nil {
 			unavailable[e.Name] = "Kubernetes is not configured"
+			continue
+		}
+		if e.NeedsAgents && d.Agents == nil {
+			unavailable[e.Name] = "no transport to the node agents"
 			continue
 		}
 		r := e.New(d)

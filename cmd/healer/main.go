@@ -17,6 +17,7 @@ const usage = `healer — self-healing remediation for Kubernetes clusters and t
 
 Usage:
   healer serve   [flags]                 run the service (webhook, engine, audit API)
+  healer agent   --node NAME [flags]     run the node agent (actions and detectors on this node)
   healer audit   list|verify [flags]     read and verify the audit trail
   healer policy  test|eval [flags]       test and evaluate Rego policies
   healer remediators list [-o json]      what healer can do, and the permissions it needs
@@ -35,6 +36,7 @@ func main() {
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	return dispatch(ctx, "healer", usage, map[string]command{
 		"serve":       serveCmd,
+		"agent":       agentCmd,
 		"audit":       auditCmd,
 		"policy":      policyCmd,
 		"remediators": remediatorsCmd,

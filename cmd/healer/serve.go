@@ -39,19 +39,8 @@ func serveCmd(ctx context.Context, args []string, _, stderr io.Writer) int {
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
-	given := map[string]bool{}
-	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
-	var envErr error
-	fs.VisitAll(func(f *flag.Flag) {
-		env := "HEALER_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
-		if v, ok := os.LookupEnv(env); ok && !given[f.Name] && envErr == nil {
-			if err := f.Value.Set(v); err != nil {
-				envErr = fmt.Errorf("%s: %w", env, err)
-			}
-		}
-	})
-	if envErr != nil {
-		fmt.Fprintln(stderr, "healer serve:", envErr)
+	if err := flagsFromEnv(fs); err != nil {
+		fmt.Fprintln(stderr, "healer serve:", err)
 		return 2
 	}
 	if fs.NArg() > 0 {
@@ -94,6 +83,23 @@ func serveCmd(ctx context.Context, args []string, _, stderr io.Writer) int {
 		return 1
 	}
 	return 0
+}
+
+// flagsFromEnv sets each flag not given on the command line from its
+// HEALER_<FLAG> environment variable, if set.
+func flagsFromEnv(fs *flag.FlagSet) error {
+	given := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
+	var envErr error
+	fs.VisitAll(func(f *flag.Flag) {
+		env := "HEALER_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
+		if v, ok := os.LookupEnv(env); ok && !given[f.Name] && envErr == nil {
+			if err := f.Value.Set(v); err != nil {
+				envErr = fmt.Errorf("%s: %w", env, err)
+			}
+		}
+	})
+	return envErr
 }
 
 func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {

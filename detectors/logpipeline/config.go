@@ -150,9 +150,9 @@ type GroupRule struct {
 	// Component names the consumer the remediation restarts, for example
 	// "logstash" (same form as Shipper.Component). Default "logstash".
 	Component string `json:"component"`
-	// Node, when set, is the node the consumer runs on; it is put in the
-	// events' data for a policy that restarts the consumer through that
-	// node's agent.
+	// Node, when set, is the node the consumer runs on: the events then
+	// have the subject node/<Node> (and carry it in their data), so a
+	// policy can restart the consumer through that node's agent.
 	Node string `json:"node"`
 }
 

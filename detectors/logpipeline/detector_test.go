@@ -376,7 +376,7 @@ func TestDetectorKafkaLag(t *testing.T) {
 	if len(evs) != 1 {
 		t.Fatalf("got %d events, want one KafkaConsumerLag", len(evs))
 	}
-	checkEvent(t, evs[0], TypeKafkaLag, "logpipeline/logstash", "logpipeline/logstash", bus.StatusFiring, t0.Add(time.Minute))
+	checkEvent(t, evs[0], TypeKafkaLag, "node/infra-1", "logpipeline/logstash", bus.StatusFiring, t0.Add(time.Minute))
 	d := decode[kafkaLagData](t, evs[0])
 	if d.Group != "logstash" || d.Component != "logstash" || d.Node != "infra-1" || d.TotalLag != 30 || d.State != "Empty" ||
 		d.Threshold != (threshold{MaxLag: 20, For: "1m0s"}) || !d.Since.Equal(t0) {
@@ -397,7 +397,7 @@ func TestDetectorKafkaLag(t *testing.T) {
 	if len(evs) != 2 {
 		t.Fatalf("got %d events, want firing and resolved", len(evs))
 	}
-	checkEvent(t, evs[1], TypeKafkaLag, "logpipeline/logstash", "logpipeline/logstash", bus.StatusResolved, t0.Add(90*time.Second))
+	checkEvent(t, evs[1], TypeKafkaLag, "node/infra-1", "logpipeline/logstash", bus.StatusResolved, t0.Add(90*time.Second))
 	if d := decode[kafkaLagData](t, evs[1]); d.TotalLag != 5 {
 		t.Errorf("resolved with lag %d, want 5", d.TotalLag)
 	}

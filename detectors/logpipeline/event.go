@@ -22,7 +22,8 @@ const (
 	// so the shipper's lag cannot be measured; subject "node/<node>".
 	TypeRegistryUnreadable = "LogShipperRegistryUnreadable"
 	// TypeKafkaLag is a consumer group whose lag stayed over its
-	// threshold; subject "logpipeline/<group>".
+	// threshold; subject "logpipeline/<group>", or "node/<node>" when the
+	// group's rule names the node its consumer runs on.
 	TypeKafkaLag = "KafkaConsumerLag"
 )
 
@@ -176,5 +177,11 @@ func kafkaLagEvent(tr Transition[groupSample]) (*bus.Event, error) {
 	if d.Partitions == nil {
 		d.Partitions = []PartitionLag{}
 	}
-	return newEvent(TypeKafkaLag, groupSubject(r.Group), groupSubject(r.Group), tr.Status, tr.Since, tr.At, d)
+	subject := groupSubject(r.Group)
+	if r.Node != "" {
+		// The consumer runs on a known node: target it, so a policy can
+		// restart the consumer through that node's agent.
+		subject = "node/" + r.Node
+	}
+	return newEvent(TypeKafkaLag, subject, groupSubject(r.Group), tr.Status, tr.Since, tr.At, d)
 }

@@ -16,6 +16,7 @@ import (
 
 	"github.com/selfheal/healer/bus"
 	"github.com/selfheal/healer/detectors/alertmanager"
+	"github.com/selfheal/healer/detectors/logpipeline"
 	"github.com/selfheal/healer/detectors/nodeproblem"
 	"github.com/selfheal/healer/engine"
 )
@@ -61,7 +62,13 @@ type Config struct {
 	// NodeProblem watches node-problem-detector's conditions and events
 	// when Kubernetes is configured, unless Disabled.
 	NodeProblem NodeProblemConfig `json:"nodeProblem"`
-	Engine      engine.Config     `json:"engine"`
+	// LogPipeline measures Kafka consumer-group lag when its kafka section
+	// is set (shipper lag is measured by each node's agent).
+	LogPipeline logpipeline.Config `json:"logPipeline"`
+	Engine      engine.Config      `json:"engine"`
+	// AgentAcceptTimeout is how long a node agent has to accept a request
+	// before it counts as unreachable. Default 5s.
+	AgentAcceptTimeout time.Duration `json:"agentAcceptTimeout"`
 }
 
 // NodeProblemConfig is the node-problem-detector detector's configuration
@@ -97,6 +104,12 @@ func (c *Config) ApplyDefaults() {
 	c.Streams.ApplyDefaults()
 	c.Alertmanager.ApplyDefaults()
 	c.NodeProblem.ApplyDefaults()
+	if c.LogPipeline.Kafka != nil {
+		c.LogPipeline.ApplyDefaults()
+	}
+	if c.AgentAcceptTimeout == 0 {
+		c.AgentAcceptTimeout = 5 * time.Second
+	}
 	c.Engine.ApplyDefaults()
 }
 
@@ -125,6 +138,15 @@ func (c *Config) Validate() error {
 		errs = append(errs, fmt.Errorf("policyPollInterval %s: must be at least 100ms", c.PolicyPollInterval))
 	}
 	errs = append(errs, c.Streams.Validate(), c.Alertmanager.Validate(), c.NodeProblem.Validate(), c.Engine.Validate())
+	if c.LogPipeline.Kafka != nil || len(c.LogPipeline.Shippers) > 0 {
+		if len(c.LogPipeline.Shippers) > 0 {
+			errs = append(errs, errors.New("logPipeline.shippers: shippers are measured by healer agent on their node; serve measures Kafka only"))
+		}
+		errs = append(errs, c.LogPipeline.Validate())
+	}
+	if c.AgentAcceptTimeout <= 0 {
+		errs = append(errs, errors.New("agentAcceptTimeout must be positive"))
+	}
 	return errors.Join(errs...)
 }
 

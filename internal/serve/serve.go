@@ -29,6 +29,7 @@ import (
 	"github.com/selfheal/healer/audit"
 	"github.com/selfheal/healer/bus"
 	"github.com/selfheal/healer/detectors/alertmanager"
+	"github.com/selfheal/healer/detectors/logpipeline"
 	"github.com/selfheal/healer/detectors/nodeproblem"
 	"github.com/selfheal/healer/engine"
 	"github.com/selfheal/healer/engine/guard"
@@ -116,7 +117,8 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (s *Server, err er
 	if err != nil {
 		return nil, err
 	}
-	rems, unavailable, err := remediators.Build(remediators.Deps{Kube: s.kube, Log: log})
+	agents := bus.NewAgentClient(s.nc, cfg.AgentAcceptTimeout)
+	rems, unavailable, err := remediators.Build(remediators.Deps{Kube: s.kube, Agents: agents, Log: log})
 	if err != nil {
 		return nil, err
 	}
@@ -191,6 +193,27 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (s *Server, err er
 			}
 		})
 		detectors = append(detectors, "nodeproblem")
+	}
+
+	// Node agents send their events through serve, which checks each is
+	// about the agent's own node before storing it.
+	if err := bus.RelayAgentEvents(engineCtx, s.nc, bus.NewPublisher(s.js, 5*time.Second), log); err != nil {
+		stopEngine()
+		return nil, err
+	}
+	detectors = append(detectors, "agents (relayed)")
+	if cfg.LogPipeline.Kafka != nil {
+		lp, err := logpipeline.New(cfg.LogPipeline, bus.NewPublisher(s.js, cfg.LogPipeline.PublishTimeout), log)
+		if err != nil {
+			stopEngine()
+			return nil, err
+		}
+		wg.Go(func() {
+			if err := lp.Run(engineCtx); err != nil && engineCtx.Err() == nil {
+				log.Error("logpipeline detector stopped", "err", err)
+			}
+		})
+		detectors = append(detectors, "logpipeline (kafka)")
 	}
 
 	log.Info("healer serving",
