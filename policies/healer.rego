@@ -144,6 +144,24 @@ else := {
 	is_string(input.event.data.component)
 }
 
+# A master stopped renewing the lease of a virtual IP it carried (its agent
+# died or lost its network). It has dropped the address itself before the
+# lease ran out; float the VIP to the first healthy candidate master.
+# Moving an address takes no node out of service, so no budget applies.
+else := {
+	"remediator": "vip.float",
+	"params": {},
+	"approval": "none",
+	# A VIP that keeps moving is a network problem, not a dead master.
+	"rate_limit": {"key": sprintf("vip.float:%s", [input.event.subject]), "max": 5, "per": "10m"},
+	"reason": sprintf("%s: holder %v stopped renewing its lease; float it to a healthy master", [input.event.subject, input.event.data.holder]),
+	"rule": "float_vip",
+} if {
+	input.event.status == "firing"
+	input.event.type == "VIPHolderLost"
+	startswith(input.event.subject, "vip/")
+}
+
 # Fail closed: without knowing how many nodes are already out of service,
 # taking out another one could take the cluster down. This holds back new
 # remediations only: undoing a cordon when a problem clears gives capacity

@@ -200,3 +200,12 @@ test_consumer_lag_without_a_node_is_not_acted_on if {
 	d := healer.decision with input as {"event": e, "context": ctx}
 	not d.remediator
 }
+
+test_lost_vip_holder_floats_the_vip_without_waiting_for_the_budget if {
+	e := object.union(agent_event("vip", "VIPHolderLost", {"vip": "10.10.0.100", "holder": "master-1"}), {"subject": "vip/10.10.0.100"})
+	d := healer.decision with input as {"event": e, "context": {"budget": budget_unknown, "recent_actions": []}}
+	d.remediator == "vip.float"
+	d.params == {}
+	d.rule == "float_vip"
+	d.rate_limit.key == "vip.float:vip/10.10.0.100"
+}

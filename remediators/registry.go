@@ -6,11 +6,14 @@ import (
 	"log/slog"
 	"slices"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"k8s.io/client-go/kubernetes"
 
+	"github.com/selfheal/healer/bus"
 	"github.com/selfheal/healer/remediators/action"
 	"github.com/selfheal/healer/remediators/nodedrain"
 	"github.com/selfheal/healer/remediators/restart"
+	"github.com/selfheal/healer/remediators/vip"
 )
 
 // Deps are what remediators are built from. A nil Kube means Kubernetes is
@@ -20,8 +23,12 @@ type Deps struct {
 	Kube kubernetes.Interface
 	// Agents reaches the node agents over NATS (bus.AgentClient). Nil
 	// leaves out the remediators that act through them.
-	Agents restart.Caller
-	Log    *slog.Logger
+	Agents *bus.AgentClient
+	// VIPLeases is the VIP lease bucket and VIP the VIPs healer may float;
+	// a nil VIPLeases (no VIPs configured) leaves vip.float out.
+	VIPLeases jetstream.KeyValue
+	VIP       vip.FloatConfig
+	Log       *slog.Logger
 }
 
 // Entry is one row of the registry table.
@@ -32,8 +39,10 @@ type Entry struct {
 	NeedsKube bool
 	// NeedsAgents is true when the remediator acts through node agents.
 	NeedsAgents bool
+	// NeedsVIPs is true when the remediator floats configured VIPs.
+	NeedsVIPs bool
 	// New builds the remediator.
-	New func(Deps) action.Remediator
+	New func(Deps) (action.Remediator, error)
 }
 
 // Table is the one list of remediators healer knows. Adding a remediator is
@@ -41,9 +50,12 @@ type Entry struct {
 // list`, the RBAC in deploy/ and the runbook links.
 func Table() []Entry {
 	return []Entry{
-		{Name: nodedrain.CordonName, NeedsKube: true, New: func(d Deps) action.Remediator { return nodedrain.NewCordon(d.Kube, d.Log) }},
-		{Name: nodedrain.DrainName, NeedsKube: true, New: func(d Deps) action.Remediator { return nodedrain.NewDrain(d.Kube, d.Log) }},
-		{Name: restart.Name, NeedsAgents: true, New: func(d Deps) action.Remediator { return restart.New(d.Agents, d.Log) }},
+		{Name: nodedrain.CordonName, NeedsKube: true, New: func(d Deps) (action.Remediator, error) { return nodedrain.NewCordon(d.Kube, d.Log), nil }},
+		{Name: nodedrain.DrainName, NeedsKube: true, New: func(d Deps) (action.Remediator, error) { return nodedrain.NewDrain(d.Kube, d.Log), nil }},
+		{Name: restart.Name, NeedsAgents: true, New: func(d Deps) (action.Remediator, error) { return restart.New(d.agents(), d.Log), nil }},
+		{Name: vip.Name, NeedsAgents: true, NeedsVIPs: true, New: func(d Deps) (action.Remediator, error) {
+			return vip.NewFloat(d.VIPLeases, d.nodeCaller(), d.Log, d.VIP)
+		}},
 	}
 }
 
@@ -75,7 +87,15 @@ func Build(d Deps) (set Set, unavailable map[string]string, err error) {
 			unavailable[e.Name] = "no transport to the node agents"
 			continue
 		}
-		r := e.New(d)
+		if e.NeedsVIPs && d.VIPLeases == nil {
+			unavailable[e.Name] = "no VIPs configured (vip.vips)"
+			continue
+		}
+		r, err := e.New(d)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("registry: build %s: %w", e.Name, err))
+			continue
+		}
 		if got := r.Info().Name; got != e.Name {
 			errs = append(errs, fmt.Errorf("registry: entry %q builds a remediator named %q", e.Name, got))
 			continue
@@ -92,7 +112,27 @@ func Infos() []action.Info {
 	d := Deps{Log: slog.New(slog.DiscardHandler)}
 	out := make([]action.Info, 0, len(Table()))
 	for _, e := range Table() {
-		out = append(out, e.New(d).Info()) // Info needs none of the dependencies
+		r, err := e.New(d) // Info needs none of the dependencies
+		if err != nil {
+			continue // only a bad configuration fails, and this one is empty
+		}
+		out = append(out, r.Info())
 	}
 	return out
+}
+
+// agents and nodeCaller keep a nil client an untyped nil, so remediators
+// can tell that there is no transport.
+func (d Deps) agents() restart.Caller {
+	if d.Agents == nil {
+		return nil
+	}
+	return d.Agents
+}
+
+func (d Deps) nodeCaller() action.NodeCaller {
+	if d.Agents == nil {
+		return nil
+	}
+	return d.Agents
 }

@@ -1,7 +1,6 @@
 package remediators
 
 import (
-	"context"
 	"log/slog"
 	"os"
 	"strings"
@@ -9,7 +8,7 @@ import (
 
 	"k8s.io/client-go/kubernetes/fake"
 
-	"github.com/selfheal/healer/remediators/action"
+	"github.com/selfheal/healer/bus"
 )
 
 func TestBuild(t *testing.T) {
@@ -25,11 +24,11 @@ func TestBuild(t *testing.T) {
 		t.Fatalf("without agents: unavailable %v", unavailable)
 	}
 	// The fake clientset and agents are only dependencies here: nothing is called.
-	set, unavailable, err = Build(Deps{Kube: fake.NewClientset(), Agents: noAgents{}, Log: log})
-	if err != nil || len(unavailable) != 0 {
-		t.Fatalf("with Kubernetes and agents: %v %v", unavailable, err)
+	set, unavailable, err = Build(Deps{Kube: fake.NewClientset(), Agents: bus.NewAgentClient(nil, 0), Log: log})
+	if err != nil || len(unavailable) != 1 || !strings.Contains(unavailable["vip.float"], "no VIPs") {
+		t.Fatalf("with Kubernetes and agents, without VIPs: %v %v", unavailable, err)
 	}
-	if got := set.Names(); len(got) != len(Table()) || got[0] != "component.restart" {
+	if got := set.Names(); len(got) != len(Table())-1 || got[0] != "component.restart" {
 		t.Fatalf("names %v", got)
 	}
 }
@@ -37,13 +36,16 @@ func TestBuild(t *testing.T) {
 // TestTableInfo checks every remediator describes itself completely and
 // that its runbook exists.
 func TestTableInfo(t *testing.T) {
-	set, _, _ := Build(Deps{Kube: fake.NewClientset(), Agents: noAgents{}, Log: slog.New(slog.DiscardHandler)})
 	needsKube := map[string]bool{}
 	for _, e := range Table() {
 		needsKube[e.Name] = e.NeedsKube
 	}
-	for name, r := range set {
-		info := r.Info()
+	infos := Infos()
+	if len(infos) != len(Table()) {
+		t.Fatalf("Infos() describes %d remediators, the table has %d", len(infos), len(Table()))
+	}
+	for _, info := range infos {
+		name := info.Name
 		if info.Summary == "" || info.TargetKind == "" || (needsKube[name] && len(info.RBAC) == 0) || info.Example == "" {
 			t.Errorf("%s: incomplete info %+v", name, info)
 		}
@@ -51,10 +53,4 @@ func TestTableInfo(t *testing.T) {
 			t.Errorf("%s: runbook %s: %v", name, info.Runbook, err)
 		}
 	}
-}
-
-type noAgents struct{}
-
-func (noAgents) CallProgress(context.Context, action.NodeRequest, action.Progress) (action.Result, error) {
-	return action.Result{}, action.ErrAgentUnreachable
 }

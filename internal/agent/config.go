@@ -11,8 +11,10 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/selfheal/healer/bus"
+	"github.com/selfheal/healer/detectors/logpipeline"
 	"github.com/selfheal/healer/detectors/runtimepanic"
 	"github.com/selfheal/healer/remediators/restart"
+	"github.com/selfheal/healer/remediators/vip"
 )
 
 // Config is the whole configuration of `healer agent`: one YAML file
@@ -35,6 +37,13 @@ type Config struct {
 	// RuntimePanic follows the node daemons' logs for crashes, unless
 	// Disabled. Its node is this agent's node.
 	RuntimePanic RuntimePanicConfig `json:"runtimePanic"`
+	// LogPipeline measures the lag of this node's log shippers when it
+	// lists shippers. Its node is this agent's node.
+	LogPipeline logpipeline.Config `json:"logPipeline"`
+	// VIP, on masters, lists the virtual IPs this node may carry; the
+	// agent then keeps their leases and answers vip.acquire, vip.release
+	// and vip.status. Its node is this agent's node.
+	VIP *vip.Config `json:"vip"`
 }
 
 // RuntimePanicConfig is the runtime-panic detector's configuration with a
@@ -99,6 +108,14 @@ func (c *Config) ApplyDefaults() {
 	c.Restart.ApplyDefaults()
 	c.RuntimePanic.Node = c.Node
 	c.RuntimePanic.ApplyDefaults()
+	if len(c.LogPipeline.Shippers) > 0 {
+		c.LogPipeline.Node = c.Node
+		c.LogPipeline.ApplyDefaults()
+	}
+	if c.VIP != nil {
+		c.VIP.Node = c.Node
+		c.VIP.ApplyDefaults()
+	}
 }
 
 // Validate reports every problem at once.
@@ -143,6 +160,19 @@ func (c *Config) Validate() error {
 	if !c.RuntimePanic.Disabled {
 		if err := c.RuntimePanic.Validate(); err != nil {
 			errs = append(errs, err)
+		}
+	}
+	if c.LogPipeline.Kafka != nil {
+		errs = append(errs, errors.New("logPipeline.kafka: Kafka lag is measured by serve; the agent measures its node's shippers"))
+	}
+	if len(c.LogPipeline.Shippers) > 0 {
+		if err := c.LogPipeline.Validate(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if c.VIP != nil {
+		if err := c.VIP.Validate(); err != nil {
+			errs = append(errs, fmt.Errorf("vip: %w", err))
 		}
 	}
 	return errors.Join(errs...)

@@ -10,10 +10,14 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/vishvananda/netns"
 
+	"github.com/selfheal/healer/detectors/logpipeline"
 	"github.com/selfheal/healer/detectors/runtimepanic"
 	"github.com/selfheal/healer/remediators/action"
 	"github.com/selfheal/healer/remediators/restart"
+	"github.com/selfheal/healer/remediators/vip"
 )
 
 // Deps replace parts of the agent, for tests and for embedding.
@@ -26,6 +30,9 @@ type Deps struct {
 	Restart []restart.Option
 	// RuntimePanic are options for the runtime-panic detector.
 	RuntimePanic []runtimepanic.Option
+	// VIPAddresses replaces netlink in the current network namespace for
+	// the VIP keeper (a test's own namespace, say).
+	VIPAddresses vip.Addresses
 	// Version is reported by the ping verb.
 	Version string
 }
@@ -92,6 +99,25 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger, deps Deps) (*Agent
 		return nil, err
 	}
 	verbs := append(rv.Verbs(), deps.Verbs...)
+	var keeper *vip.Keeper
+	if cfg.VIP != nil {
+		addrs := deps.VIPAddresses
+		if addrs == nil {
+			nl, err := vip.NewNetlinkAddresses(netns.None())
+			if err != nil {
+				return nil, fmt.Errorf("vip: %w", err)
+			}
+			addrs = nl
+		}
+		js, err := jetstream.New(nc)
+		if err != nil {
+			return nil, fmt.Errorf("vip: jetstream: %w", err)
+		}
+		if keeper, err = vip.NewKeeper(*cfg.VIP, js, addrs, log); err != nil {
+			return nil, err
+		}
+		verbs = append(verbs, keeper.Verbs()...)
+	}
 	version := deps.Version
 	if version == "" {
 		version = "(unknown)"
@@ -106,6 +132,21 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger, deps Deps) (*Agent
 	}
 	var detectors []func(context.Context) error
 	names := []string{}
+	if keeper != nil {
+		// Not a detector, but it runs as long as one: it renews the leases
+		// of the VIPs this node holds and drops an address whose lease it
+		// cannot renew. The agent stops only after it has returned.
+		detectors = append(detectors, keeper.Run)
+		names = append(names, "vip keeper")
+	}
+	if len(cfg.LogPipeline.Shippers) > 0 {
+		d, err := logpipeline.New(cfg.LogPipeline, pub, log)
+		if err != nil {
+			return nil, err
+		}
+		detectors = append(detectors, d.Run)
+		names = append(names, logpipeline.EventSource)
+	}
 	if !cfg.RuntimePanic.Disabled {
 		d, err := runtimepanic.New(cfg.RuntimePanic.Config, pub, log, deps.RuntimePanic...)
 		if err != nil {

@@ -19,6 +19,7 @@ import (
 	"github.com/selfheal/healer/detectors/logpipeline"
 	"github.com/selfheal/healer/detectors/nodeproblem"
 	"github.com/selfheal/healer/engine"
+	"github.com/selfheal/healer/remediators/vip"
 )
 
 // Config is the whole configuration of `healer serve`: one YAML file
@@ -66,6 +67,9 @@ type Config struct {
 	// is set (shipper lag is measured by each node's agent).
 	LogPipeline logpipeline.Config `json:"logPipeline"`
 	Engine      engine.Config      `json:"engine"`
+	// VIP lists the virtual IPs healer may float and their candidate
+	// masters; with none, vip.float and the VIP lease watcher are off.
+	VIP vip.FloatConfig `json:"vip"`
 	// AgentAcceptTimeout is how long a node agent has to accept a request
 	// before it counts as unreachable. Default 5s.
 	AgentAcceptTimeout time.Duration `json:"agentAcceptTimeout"`
@@ -107,6 +111,7 @@ func (c *Config) ApplyDefaults() {
 	if c.LogPipeline.Kafka != nil {
 		c.LogPipeline.ApplyDefaults()
 	}
+	c.VIP.ApplyDefaults()
 	if c.AgentAcceptTimeout == 0 {
 		c.AgentAcceptTimeout = 5 * time.Second
 	}
@@ -143,6 +148,9 @@ func (c *Config) Validate() error {
 			errs = append(errs, errors.New("logPipeline.shippers: shippers are measured by healer agent on their node; serve measures Kafka only"))
 		}
 		errs = append(errs, c.LogPipeline.Validate())
+	}
+	if err := c.VIP.Validate(); err != nil {
+		errs = append(errs, fmt.Errorf("vip: %w", err))
 	}
 	if c.AgentAcceptTimeout <= 0 {
 		errs = append(errs, errors.New("agentAcceptTimeout must be positive"))

@@ -36,6 +36,7 @@ import (
 	"github.com/selfheal/healer/internal/httpauth"
 	"github.com/selfheal/healer/policies"
 	"github.com/selfheal/healer/remediators"
+	"github.com/selfheal/healer/remediators/vip"
 )
 
 // Server is a running `healer serve`.
@@ -118,7 +119,13 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (s *Server, err er
 		return nil, err
 	}
 	agents := bus.NewAgentClient(s.nc, cfg.AgentAcceptTimeout)
-	rems, unavailable, err := remediators.Build(remediators.Deps{Kube: s.kube, Agents: agents, Log: log})
+	deps := remediators.Deps{Kube: s.kube, Agents: agents, VIP: cfg.VIP, Log: log}
+	if len(cfg.VIP.VIPs) > 0 {
+		if deps.VIPLeases, err = vip.EnsureBucket(ctx, s.js, cfg.Streams.Replicas); err != nil {
+			return nil, err
+		}
+	}
+	rems, unavailable, err := remediators.Build(deps)
 	if err != nil {
 		return nil, err
 	}
@@ -202,6 +209,11 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (s *Server, err er
 		return nil, err
 	}
 	detectors = append(detectors, "agents (relayed)")
+	if deps.VIPLeases != nil {
+		w := vip.NewWatcher(deps.VIPLeases, bus.NewPublisher(s.js, 5*time.Second), log)
+		wg.Go(func() { s.watchVIPLeases(engineCtx, w) })
+		detectors = append(detectors, "vip leases")
+	}
 	if cfg.LogPipeline.Kafka != nil {
 		lp, err := logpipeline.New(cfg.LogPipeline, bus.NewPublisher(s.js, cfg.LogPipeline.PublishTimeout), log)
 		if err != nil {
@@ -254,6 +266,24 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (s *Server, err er
 		log.Info("shutdown complete")
 	}()
 	return s, nil
+}
+
+// watchVIPLeases runs the VIP lease watcher until ctx ends, starting it
+// again with backoff when it stops (the bucket was unreachable).
+func (s *Server) watchVIPLeases(ctx context.Context, w *vip.Watcher) {
+	backoff := time.Second
+	for ctx.Err() == nil {
+		err := w.Run(ctx)
+		if ctx.Err() != nil {
+			return
+		}
+		s.log.Warn("vip lease watcher stopped; starting it again", "err", err, "retry_in", backoff)
+		select {
+		case <-ctx.Done():
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 30*time.Second)
+	}
 }
 
 // Addr is the HTTP address the server listens on.

@@ -269,9 +269,7 @@ func (c *FloatConfig) Validate() error {
 
 // parse returns the candidates of each VIP by address.
 func (c *FloatConfig) parse() (map[netip.Addr][]string, error) {
-	if len(c.VIPs) == 0 {
-		return nil, errors.New("vips: at least one VIP is required")
-	}
+	// No VIPs is allowed: vip.float then refuses every target as unsafe.
 	var errs []error
 	out := map[netip.Addr][]string{}
 	for i, v := range c.VIPs {
