@@ -20,7 +20,8 @@ type Config struct {
 	// JournalctlPath is the journalctl binary. Default "journalctl".
 	JournalctlPath string `json:"journalctlPath"`
 	// StackIdle is how long a crash report may go without a new line
-	// before it is considered complete. Default 2s.
+	// before it is considered complete. Default 500ms: the Go runtime writes
+	// a crash report in one burst, and detection waits this long after it.
 	StackIdle time.Duration `json:"stackIdle"`
 	// MaxStack is the number of stack lines kept per report. Default 20.
 	MaxStack int `json:"maxStack"`
@@ -72,7 +73,7 @@ func (c *Config) ApplyDefaults() {
 		c.JournalctlPath = "journalctl"
 	}
 	if c.StackIdle == 0 {
-		c.StackIdle = 2 * time.Second
+		c.StackIdle = 500 * time.Millisecond
 	}
 	if c.MaxStack == 0 {
 		c.MaxStack = 20

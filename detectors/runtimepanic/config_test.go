@@ -60,7 +60,7 @@ func TestConfigDefaults(t *testing.T) {
 		t.Errorf("default sources %s", got)
 	}
 	if c.CrashLoop != (CrashLoop{Restarts: 3, Window: 10 * time.Minute}) || c.JournalctlPath != "journalctl" ||
-		c.StackIdle != 2*time.Second || c.MaxStack != 20 {
+		c.StackIdle != 500*time.Millisecond || c.MaxStack != 20 {
 		t.Errorf("defaults %+v", c)
 	}
 }

@@ -295,6 +295,15 @@ func (s *Server) URL() string { return "http://" + s.addr.String() }
 // NATSURL is the URL of the NATS server in use.
 func (s *Server) NATSURL() string { return s.nc.ConnectedUrlRedacted() }
 
+// NATSClientURL is where agents and tools reach NATS: the embedded
+// server's listener, or the configured external servers.
+func (s *Server) NATSClientURL() string {
+	if s.ns != nil {
+		return s.ns.ClientURL()
+	}
+	return s.cfg.NATSURL
+}
+
 // Wait blocks until the server has shut down and returns why it stopped
 // (nil after ctx ended).
 func (s *Server) Wait() error {
