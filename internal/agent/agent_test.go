@@ -32,7 +32,7 @@ func TestMain(m *testing.M) {
 // natsEnv is an embedded NATS server with one user for serve and one per
 // node agent, each agent confined by bus.AgentPermissions.
 type natsEnv struct {
-	t       *testing.T
+	t       testing.TB
 	dir     string
 	port    int
 	users   []*server.User
@@ -43,7 +43,7 @@ type natsEnv struct {
 	service *nats.Conn
 }
 
-func startNATS(t *testing.T, nodes []string, withTLS bool) *natsEnv {
+func startNATS(t testing.TB, nodes []string, withTLS bool) *natsEnv {
 	t.Helper()
 	e := &natsEnv{t: t, dir: t.TempDir(), port: testenv.FreePort(t), pw: map[string]string{}}
 	e.users = append(e.users, &server.User{Username: "healer", Password: "service-secret"})

@@ -8,11 +8,11 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"sigs.k8s.io/yaml"
 
 	"github.com/selfheal/healer/bus"
 	"github.com/selfheal/healer/detectors/logpipeline"
 	"github.com/selfheal/healer/detectors/runtimepanic"
+	"github.com/selfheal/healer/internal/yamlconfig"
 	"github.com/selfheal/healer/remediators/restart"
 	"github.com/selfheal/healer/remediators/vip"
 )
@@ -73,17 +73,9 @@ type NATS struct {
 	ReconnectWait time.Duration `json:"reconnectWait"`
 }
 
-// LoadFile reads a YAML configuration; unknown keys are errors.
-func (c *Config) LoadFile(path string) error {
-	b, err := os.ReadFile(path) //nolint:gosec // the operator names the file
-	if err != nil {
-		return fmt.Errorf("config %s: %w", path, err)
-	}
-	if err := yaml.UnmarshalStrict(b, c); err != nil {
-		return fmt.Errorf("config %s: %w", path, err)
-	}
-	return nil
-}
+// LoadFile reads a YAML configuration; unknown keys are errors and
+// durations are written as "30s" or "1h".
+func (c *Config) LoadFile(path string) error { return yamlconfig.Load(path, c) }
 
 // ApplyDefaults fills zero fields.
 func (c *Config) ApplyDefaults() {

@@ -1,24 +1,20 @@
 package serve
 
 import (
-	"bytes"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
 	"os"
 	"path/filepath"
-	"reflect"
 	"strings"
 	"time"
-
-	"sigs.k8s.io/yaml"
 
 	"github.com/selfheal/healer/bus"
 	"github.com/selfheal/healer/detectors/alertmanager"
 	"github.com/selfheal/healer/detectors/logpipeline"
 	"github.com/selfheal/healer/detectors/nodeproblem"
 	"github.com/selfheal/healer/engine"
+	"github.com/selfheal/healer/internal/yamlconfig"
 	"github.com/selfheal/healer/remediators/vip"
 )
 
@@ -160,90 +156,7 @@ func (c *Config) Validate() error {
 
 // LoadFile reads a YAML configuration file into c. Unknown fields are
 // errors, so a typo does not silently fall back to a default.
-func (c *Config) LoadFile(path string) error {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return fmt.Errorf("read config %s: %w", path, err)
-	}
-	var doc any
-	if err := yaml.Unmarshal(b, &doc); err != nil {
-		return fmt.Errorf("parse config %s: %w", path, err)
-	}
-	doc, err = durationsToNanos(doc, reflect.TypeFor[Config](), "")
-	if err != nil {
-		return fmt.Errorf("config %s: %w", path, err)
-	}
-	js, err := json.Marshal(doc)
-	if err != nil {
-		return fmt.Errorf("config %s: %w", path, err)
-	}
-	dec := json.NewDecoder(bytes.NewReader(js))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(c); err != nil {
-		return fmt.Errorf("config %s: %w", path, err)
-	}
-	return nil
-}
-
-// durationsToNanos rewrites duration strings ("30s", "10m") in a decoded
-// YAML document to the nanoseconds encoding/json expects for the
-// time.Duration fields of t, so the file reads the way people write it.
-func durationsToNanos(v any, t reflect.Type, path string) (any, error) {
-	for t.Kind() == reflect.Pointer {
-		t = t.Elem()
-	}
-	if t == reflect.TypeFor[time.Duration]() {
-		if s, ok := v.(string); ok {
-			d, err := time.ParseDuration(s)
-			if err != nil {
-				return nil, fmt.Errorf("%s: %w", path, err)
-			}
-			return int64(d), nil
-		}
-		return v, nil
-	}
-	switch t.Kind() {
-	case reflect.Struct:
-		m, ok := v.(map[string]any)
-		if !ok {
-			return v, nil
-		}
-		for i := range t.NumField() {
-			f := t.Field(i)
-			name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
-			if name == "" && f.Anonymous {
-				// An embedded struct's fields sit in the same object.
-				if _, err := durationsToNanos(m, f.Type, path); err != nil {
-					return nil, err
-				}
-				continue
-			}
-			if name == "" || name == "-" {
-				continue
-			}
-			if fv, ok := m[name]; ok {
-				nv, err := durationsToNanos(fv, f.Type, strings.TrimPrefix(path+"."+name, "."))
-				if err != nil {
-					return nil, err
-				}
-				m[name] = nv
-			}
-		}
-	case reflect.Slice:
-		list, ok := v.([]any)
-		if !ok {
-			return v, nil
-		}
-		for i := range list {
-			nv, err := durationsToNanos(list[i], t.Elem(), fmt.Sprintf("%s[%d]", path, i))
-			if err != nil {
-				return nil, err
-			}
-			list[i] = nv
-		}
-	}
-	return v, nil
-}
+func (c *Config) LoadFile(path string) error { return yamlconfig.Load(path, c) }
 
 // WebhookTokenPath is where a generated webhook token is kept.
 func (c *Config) WebhookTokenPath() string { return filepath.Join(c.DataDir, "webhook-token") }

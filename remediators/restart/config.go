@@ -51,8 +51,10 @@ type Component struct {
 	// example /etc/kubernetes/manifests/kube-scheduler.yaml.
 	Manifest string `json:"manifest,omitempty"`
 	// HoldDir is where a static pod's manifest waits while the pod is
-	// stopped; it must be outside the manifest directory and on the same
-	// file system. Default: /etc/kubernetes/healer-held.
+	// stopped; it must be on the same file system (and, in a container,
+	// the same mount) as the manifest. Default: .healer-held inside the
+	// manifest directory, which the kubelet skips twice over (it neither
+	// reads dot files nor descends into directories).
 	HoldDir string `json:"holdDir,omitempty"`
 	// DownWait bounds how long a static pod restart waits for the pod to
 	// stop (its health check to fail) before putting the manifest back.
@@ -117,8 +119,8 @@ func (c *Config) ApplyDefaults() {
 	}
 	for i := range c.Components {
 		p := &c.Components[i]
-		if p.Kind == KindStaticPod && p.HoldDir == "" {
-			p.HoldDir = "/etc/kubernetes/healer-held"
+		if p.Kind == KindStaticPod && p.HoldDir == "" && p.Manifest != "" {
+			p.HoldDir = filepath.Join(filepath.Dir(p.Manifest), ".healer-held")
 		}
 		if p.Kind == KindStaticPod && p.DownWait == 0 {
 			p.DownWait = 45 * time.Second

@@ -48,6 +48,7 @@ func (h *Health) probe(ctx context.Context, hc *http.Client) error {
 // waitHealthy probes until the component is healthy or h.Timeout has
 // passed, and returns how long it took.
 func (h *Health) waitHealthy(ctx context.Context, hc *http.Client, start time.Time) (time.Duration, error) {
+	parent := ctx
 	ctx, cancel := context.WithTimeout(ctx, h.Timeout)
 	defer cancel()
 	for {
@@ -57,6 +58,9 @@ func (h *Health) waitHealthy(ctx context.Context, hc *http.Client, start time.Ti
 		}
 		select {
 		case <-ctx.Done():
+			if parent.Err() != nil {
+				return time.Since(start), fmt.Errorf("stopped waiting for health after %s: %w (last probe: %w)", time.Since(start).Round(time.Millisecond), context.Cause(parent), err)
+			}
 			return time.Since(start), fmt.Errorf("not healthy %s after restart: %w", h.Timeout, err)
 		case <-time.After(h.Interval):
 		}

@@ -28,7 +28,7 @@ import (
 )
 
 // ipBin is iproute2's ip, which builds the test network.
-const ipBin = "/usr/sbin/ip"
+const ipBin = "/usr/sbin/ip" // Debian's iproute2; .ci/run installs it
 
 // The test network: a bridge in a namespace of its own (so the host's
 // bridge netfilter and firewall never see the traffic) and three hosts,

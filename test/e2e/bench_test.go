@@ -108,3 +108,48 @@ func BenchmarkConditionToCordon(b *testing.B) {
 	b.ReportMetric(pct(0.95), "p95-ms")
 	b.ReportMetric(pct(1), "max-ms")
 }
+
+// benchRestartPolicy restarts a crashed daemon with no rate limit, so every
+// crash is acted on.
+const benchRestartPolicy = `package healer
+
+import rego.v1
+
+decision := {"remediator": "component.restart", "params": {"component": input.event.data.source}, "approval": "none",
+	"reason": "benchmark: restart the crashed daemon"} if {
+	input.event.type == "RuntimePanic"
+	input.event.status == "firing"
+}
+`
+
+// BenchmarkPanicToRestarted crashes a real process (a Go panic from a
+// goroutine, written to its log as the runtime writes it) and measures the
+// time until a new process answers its health check: the agent's
+// runtimepanic detector (file poll, stack idle), the relay into JetStream,
+// the engine and OPA, the request to the agent over NATS, the stop and
+// start of the process and its health wait. Run with -benchtime=Nx.
+func BenchmarkPanicToRestarted(b *testing.B) {
+	dir := b.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "bench.rego"), []byte(benchRestartPolicy), 0o600); err != nil {
+		b.Fatal(err)
+	}
+	h := startHealerTB(b, serve.Config{Policies: dir})
+	d := startAgent(b, h, "bench-node", 1_000_000)
+	pid := d.waitPID(b, 0)
+	lat := make([]time.Duration, 0, b.N)
+	b.ResetTimer()
+	for range b.N {
+		start := time.Now()
+		d.crash(b)
+		pid = d.waitPID(b, pid)
+		lat = append(lat, time.Since(start))
+	}
+	b.StopTimer()
+	slices.Sort(lat)
+	pct := func(q float64) float64 {
+		return float64(lat[int(q*float64(len(lat)-1))].Microseconds()) / 1000
+	}
+	b.ReportMetric(pct(0.50), "p50-ms")
+	b.ReportMetric(pct(0.95), "p95-ms")
+	b.ReportMetric(pct(1), "max-ms")
+}
