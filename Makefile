@@ -44,6 +44,9 @@ bench: testenv
 	$(GO) test -run '^$$' -bench . -benchmem -count 1 ./policies/ ./audit/ ./detectors/alertmanager/ ./bus/
 	$(GO) test -run '^$$' -bench . -benchtime 1x ./detectors/nodeproblem/
 	$(GO) test -run '^$$' -bench ConditionToCordon -benchtime 120x ./test/e2e/
+	$(GO) test -run '^$$' -bench PanicToRestarted -benchtime 20x ./test/e2e/
+	$(GO) test -run '^$$' -bench AgentRoundTrip -benchtime 5000x ./internal/agent/
+	$(GO) test -run '^$$' -bench Failover -benchtime 5x ./remediators/vip/
 	$(GO) run ./test/load -duration 10s -concurrency 32 -alerts 10
 
 ## fuzz: each fuzz target for FUZZTIME (their seed corpora in testdata/fuzz also run in `make test`).

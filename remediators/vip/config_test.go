@@ -83,7 +83,7 @@ func TestFloatConfigValidate(t *testing.T) {
 	}{
 		{"defaults", func(*FloatConfig) {}, ""},
 		{"with prefix", func(c *FloatConfig) { c.VIPs[0].Address = "10.10.0.100/24" }, ""},
-		{"no vips", func(c *FloatConfig) { c.VIPs = nil }, "at least one VIP"},
+		{"no vips (vip.float then refuses every target)", func(c *FloatConfig) { c.VIPs = nil }, ""},
 		{"bad address", func(c *FloatConfig) { c.VIPs[0].Address = "api" }, "IPv4"},
 		{"one candidate", func(c *FloatConfig) { c.VIPs[0].Candidates = []string{"m1"} }, "two candidates"},
 		{"duplicate candidate", func(c *FloatConfig) { c.VIPs[0].Candidates = []string{"m1", "m1"} }, "twice"},

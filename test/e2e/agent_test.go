@@ -143,9 +143,15 @@ func TestPanicRestartedByAgent(t *testing.T) {
 	// cordoned.
 	d.crash(t)
 	third := d.waitPID(t, second)
-	waitFor(t, 20*time.Second, "the second restart", func() (bool, string) {
+	waitFor(t, 20*time.Second, "the second restart's ladder to end", func() (bool, string) {
 		recs = e.records(url.Values{"target": {"node/worker-1"}, "kind": {"verified"}})
-		return len(recs) == 2, describe(recs)
+		ended := 0
+		for _, r := range recs {
+			if strings.Contains(string(r.Details), "ends: component.restart succeeded") {
+				ended++
+			}
+		}
+		return ended == 2, describe(recs)
 	})
 	d.crash(t)
 	waitFor(t, 20*time.Second, "the third crash to escalate", func() (bool, string) {
