@@ -140,7 +140,11 @@ func stringConstants(modules map[string]*ast.Module) []string {
 // inputUse records which of the costly parts of the input document a
 // policy can read at all; the parts it cannot read are left out.
 type inputUse struct {
-	data          bool // input.event.data
+	data bool // input.event.data
+	// dataKeys, when data is read only as input.event.data.<key> with
+	// constant keys, holds those keys: only they are converted. Nil means
+	// the whole of data may be read.
+	dataKeys      map[string]bool
 	recentActions bool // input.context.recent_actions
 }
 
@@ -151,17 +155,39 @@ type inputUse struct {
 // a constant on the way there (input.event[k]).
 func inputUseOf(modules map[string]*ast.Module) inputUse {
 	var u inputUse
+	keys, allData := map[string]bool{}, false
 	for _, m := range modules {
 		ast.WalkRefs(m, func(r ast.Ref) bool {
 			if !r[0].Equal(ast.InputRootDocument) {
 				return false
 			}
-			u.data = u.data || reaches(r, "event", "data")
+			if reaches(r, "event", "data") {
+				u.data = true
+				if k, ok := dataKey(r); ok {
+					keys[k] = true
+				} else {
+					allData = true
+				}
+			}
 			u.recentActions = u.recentActions || reaches(r, "context", "recent_actions")
 			return false
 		})
 	}
+	if u.data && !allData {
+		u.dataKeys = keys
+	}
 	return u
+}
+
+// dataKey returns the key of a reference input.event.data.<key>… whose key
+// is a constant; anything else (input.event.data itself, a variable key,
+// input.event) may read all of data.
+func dataKey(r ast.Ref) (string, bool) {
+	if len(r) < 4 {
+		return "", false
+	}
+	k, ok := r[3].Value.(ast.String)
+	return string(k), ok
 }
 
 // reaches reports whether r, a reference to input, can read input.<path>.
@@ -260,7 +286,7 @@ func (b *inputBuilder) eventValue(e *bus.Event) (ast.Value, error) {
 	add(b.status, b.str(e.Status))
 	add(b.key, ast.StringTerm(e.Key))
 	if b.use.data && len(e.Data) > 0 {
-		v, err := jsonValue(e.Data)
+		v, err := dataValue(e.Data, b.use.dataKeys)
 		if err != nil {
 			return nil, fmt.Errorf("event %q: data: %w", e.ID, err)
 		}
@@ -276,6 +302,32 @@ func (b *inputBuilder) str(s string) *ast.Term {
 		return t
 	}
 	return ast.StringTerm(s)
+}
+
+// dataValue converts an event's data for the policy: all of it when keys
+// is nil, else an object of just those top-level keys (the rest cannot be
+// read by the policy, and converting large alert labels costs time).
+func dataValue(b []byte, keys map[string]bool) (ast.Value, error) {
+	if keys == nil {
+		return jsonValue(b)
+	}
+	var obj map[string]json.RawMessage
+	if err := json.Unmarshal(b, &obj); err != nil {
+		return jsonValue(b) // not an object: the policy reads no key of it; keep it as it is
+	}
+	items := make([][2]*ast.Term, 0, len(keys))
+	for k := range keys {
+		raw, ok := obj[k]
+		if !ok {
+			continue
+		}
+		v, err := jsonValue(raw)
+		if err != nil {
+			return nil, fmt.Errorf("key %q: %w", k, err)
+		}
+		items = append(items, [2]*ast.Term{ast.StringTerm(k), ast.NewTerm(v)})
+	}
+	return ast.NewObject(items...), nil
 }
 
 // jsonValue parses one JSON value, keeping numbers exact.

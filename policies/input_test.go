@@ -3,6 +3,7 @@ package policies
 import (
 	"context"
 	"encoding/json"
+	"reflect"
 	"testing"
 
 	"github.com/selfheal/healer/bus"
@@ -16,8 +17,11 @@ func TestInputUse(t *testing.T) {
 	}{
 		{"envelope only", `input.event.type == "A"`, inputUse{}},
 		{"budget only", `input.context.budget.known`, inputUse{}},
-		{"data field", `input.event.data.severity == "critical"`, inputUse{data: true}},
-		{"data with a bracket", `input.event["data"].severity == "critical"`, inputUse{data: true}},
+		{"data field", `input.event.data.severity == "critical"`, inputUse{data: true, dataKeys: map[string]bool{"severity": true}}},
+		{"two data fields", `input.event.data.severity == "critical"; input.event.data.labels.node != ""`, inputUse{data: true, dataKeys: map[string]bool{"severity": true, "labels": true}}},
+		{"data with a bracket", `input.event["data"].severity == "critical"`, inputUse{data: true, dataKeys: map[string]bool{"severity": true}}},
+		{"data with a variable key", `some k; input.event.data[k] == "critical"`, inputUse{data: true}},
+		{"data and a field", `input.event.data.severity == "critical"; count(input.event.data) > 1`, inputUse{data: true}},
 		{"whole event", `e := input.event; e.data.severity == "critical"`, inputUse{data: true}},
 		{"event with a variable key", `some k; input.event[k] == "critical"`, inputUse{data: true}},
 		{"event passed to a function", `object.get(input.event, "data", {}) != {}`, inputUse{data: true}},
@@ -28,7 +32,7 @@ func TestInputUse(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			p := loadDir(t, map[string]string{"healer.rego": "package healer\n\ndecision := {\"reason\": \"r\"} if {\n\t" + tt.rule + "\n}\n"})
-			if p.input.use != tt.want {
+			if !reflect.DeepEqual(p.input.use, tt.want) {
 				t.Errorf("use = %+v, want %+v", p.input.use, tt.want)
 			}
 		})
@@ -85,5 +89,25 @@ func TestBudgetTermReused(t *testing.T) {
 	other.InFlight = 1
 	if b.budgetTerm(other) == first {
 		t.Error("changed budget reused the old term")
+	}
+}
+
+func TestDecideConvertsOnlyTheDataKeysRead(t *testing.T) {
+	p := loadDir(t, map[string]string{
+		"healer.rego": "package healer\n\ndecision := {\"reason\": sprintf(\"%v %v\", [input.event.data.source, object.get(input.event.data, \"labels\", \"none\")])} if { input.event.data.source }\n",
+	})
+	e := nodeEvent("T", bus.StatusFiring, "node/a")
+	e.Data = json.RawMessage(`{"source": "kubelet", "labels": {"a": "b"}}`)
+	d, err := p.Decide(context.Background(), input(e))
+	if err != nil || d.Reason != `kubelet {"a": "b"}` {
+		t.Errorf("a policy reading data whole and by key: %+v %v", d, err)
+	}
+	q := loadDir(t, map[string]string{
+		"healer.rego": "package healer\n\ndecision := {\"reason\": sprintf(\"%v\", [input.event.data.source])} if { true }\n",
+	})
+	e.Data = json.RawMessage(`{"source": "kubelet", "stack": ["not", "converted"]}`)
+	d, err = q.Decide(context.Background(), input(e))
+	if err != nil || d.Reason != "kubelet" {
+		t.Errorf("a policy reading one key: %+v %v", d, err)
 	}
 }
