@@ -89,13 +89,20 @@ ladder_table := npd_ladders if {
 # or that the agent refuses because the daemon was restarted three times in
 # the last hour (flapping), escalates to cordon and then drain. The drain's
 # rungs are held to the blast-radius budget by the engine.
-restart_ladder_types := {"RuntimePanic", "RuntimeFatalError"}
+restart_ladder_types := {"RuntimePanic", "RuntimeFatalError", "ComponentUnhealthy"}
 
 # A daemon that systemd keeps restarting is not helped by another restart.
 crash_loop_ladder := [
 	{"remediator": "node.cordon", "params": {"reason": "RuntimeCrashLoop"}, "wait": "10m"},
 	{"remediator": "node.drain", "params": {"reason": "RuntimeCrashLoop", "timeout": "10m"}, "wait": "30m"},
 ]
+
+# A component that stopped answering its health check is restarted only if
+# it still does not answer just before the restart (systemd may have
+# restarted it meanwhile); a crash is restarted whatever its health.
+restart_params := {"component": input.event.data.source, "only_if_unhealthy": true} if {
+	input.event.type == "ComponentUnhealthy"
+} else := {"component": input.event.data.source}
 
 # Log shippers and consumers that fall behind (the logpipeline detector
 # names the component to restart in data.component).
@@ -115,7 +122,7 @@ decision := {
 	"reason": sprintf("%s in %s on %s: restart it", [input.event.type, input.event.data.source, input.event.subject]),
 	"rule": "restart_crashed_daemon",
 	"steps": [
-		{"remediator": "component.restart", "params": {"component": input.event.data.source}, "escalate": "on_failure"},
+		{"remediator": "component.restart", "params": restart_params, "escalate": "on_failure"},
 		{"remediator": "node.cordon", "params": {"reason": input.event.type}, "wait": "10m"},
 		{"remediator": "node.drain", "params": {"reason": input.event.type, "timeout": "10m"}, "wait": "30m"},
 	],
@@ -207,6 +214,20 @@ else := {
 } if {
 	input.event.status == "firing"
 	params := params_table[input.event.type]
+	node_subject
+}
+
+# A component answers its health check again: if healer had to cordon the
+# node for it, uncordon (only a node healer cordoned for this problem).
+else := {
+	"remediator": "node.cordon",
+	"params": {"reason": "ComponentUnhealthy"},
+	"approval": "none",
+	"reason": sprintf("%v is healthy again: undo cordon", [input.event.data.source]),
+	"rule": "uncordon_healthy_component",
+} if {
+	input.event.status == "resolved"
+	input.event.type == "ComponentUnhealthy"
 	node_subject
 }
 

@@ -209,3 +209,16 @@ test_lost_vip_holder_floats_the_vip_without_waiting_for_the_budget if {
 	d.rule == "float_vip"
 	d.rate_limit.key == "vip.float:vip/10.10.0.100"
 }
+
+test_unhealthy_component_is_restarted_only_if_still_unhealthy if {
+	d := healer.decision with input as {"event": agent_event("runtimepanic", "ComponentUnhealthy", {"source": "kubelet"}), "context": ctx}
+	d.rule == "restart_crashed_daemon"
+	d.steps[0].params == {"component": "kubelet", "only_if_unhealthy": true}
+}
+
+test_healthy_again_undoes_the_cordon if {
+	e := object.union(agent_event("runtimepanic", "ComponentUnhealthy", {"source": "kubelet"}), {"status": "resolved"})
+	d := healer.decision with input as {"event": e, "context": ctx}
+	d.remediator == "node.cordon"
+	d.rule == "uncordon_healthy_component"
+}

@@ -15,6 +15,11 @@ type Config struct {
 	// Sources are the logs to follow. Nil means the defaults: the journal
 	// of kubelet.service, containerd.service and docker.service.
 	Sources []Source `json:"sources"`
+	// HealthChecks are the components' health endpoints to watch (kubelet
+	// healthz, the runtime's socket); a check failing for its FailFor
+	// fires ComponentUnhealthy. Nil watches none (healer agent fills it
+	// from its restartable components).
+	HealthChecks []HealthCheck `json:"healthChecks"`
 	// CrashLoop says how many restarts of a unit make a crash loop.
 	CrashLoop CrashLoop `json:"crashLoop"`
 	// JournalctlPath is the journalctl binary. Default "journalctl".
@@ -63,6 +68,9 @@ func (c *Config) ApplyDefaults() {
 			{Name: "docker", Unit: "docker.service"},
 		}
 	}
+	for i := range c.HealthChecks {
+		c.HealthChecks[i].applyDefaults()
+	}
 	if c.CrashLoop.Restarts == 0 {
 		c.CrashLoop.Restarts = 3
 	}
@@ -89,8 +97,8 @@ func (c *Config) Validate() error {
 	if c.Node == "" {
 		errs = append(errs, errors.New("runtimepanic: node is required"))
 	}
-	if len(c.Sources) == 0 {
-		errs = append(errs, errors.New("runtimepanic: sources: at least one is required"))
+	if len(c.Sources) == 0 && len(c.HealthChecks) == 0 {
+		errs = append(errs, errors.New("runtimepanic: at least one source or health check is required"))
 	}
 	name := regexp.MustCompile(`^[A-Za-z0-9_.-]+$`)
 	seen := map[string]bool{}
@@ -110,6 +118,20 @@ func (c *Config) Validate() error {
 		}
 		if s.Unit != "" && s.FromStart {
 			errs = append(errs, fmt.Errorf("%s: fromStart applies to files only", where))
+		}
+	}
+	hcSeen := map[string]bool{}
+	for i, hc := range c.HealthChecks {
+		where := fmt.Sprintf("runtimepanic: healthChecks[%d] (%s)", i, hc.Name)
+		if !name.MatchString(hc.Name) {
+			errs = append(errs, fmt.Errorf("%s: name may hold only letters, digits, '.', '_' and '-'", where))
+		}
+		if hcSeen[hc.Name] {
+			errs = append(errs, fmt.Errorf("%s: a second check with this name", where))
+		}
+		hcSeen[hc.Name] = true
+		if err := hc.validate(); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", where, err))
 		}
 	}
 	if c.CrashLoop.Restarts < 1 {

@@ -21,7 +21,7 @@ func TestConfig(t *testing.T) {
 		{name: "duplicate and bad names", cfg: Config{Node: "n", Sources: []Source{
 			{Name: "k", File: "/a"}, {Name: "k", File: "/b"}, {Name: "a b", File: "/c"}, {File: "/d"},
 		}}, wantErr: []string{"a second source", "may hold only", "name is required"}},
-		{name: "empty sources", cfg: Config{Node: "n", Sources: []Source{}}, wantErr: []string{"at least one is required"}},
+		{name: "empty sources", cfg: Config{Node: "n", Sources: []Source{}}, wantErr: []string{"at least one source or health check is required"}},
 		{name: "fromStart on a unit", cfg: Config{Node: "n", Sources: []Source{{Name: "k", Unit: "k.service", FromStart: true}}},
 			wantErr: []string{"fromStart applies to files only"}},
 		{name: "negative values", cfg: Config{Node: "n", CrashLoop: CrashLoop{Restarts: -1, Window: -time.Second}, StackIdle: -1, MaxStack: -1},

@@ -84,6 +84,10 @@ func New(cfg Config, pub Publisher, log *slog.Logger, opts ...Option) (*Detector
 // that cannot be read is retried, not fatal.
 func (d *Detector) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
+	for _, hc := range d.cfg.HealthChecks {
+		log := d.log.With("health_check", hc.Name)
+		wg.Go(func() { d.watchHealth(ctx, hc, log) })
+	}
 	for _, src := range d.cfg.Sources {
 		log := d.log.With("source", src.Name)
 		wg.Go(func() {
@@ -196,25 +200,33 @@ func (d *Detector) report(ctx context.Context, src Source, log *slog.Logger, fin
 		}
 		log.WarnContext(ctx, "runtime crash found", "kind", f.Kind, "message", f.Message,
 			"event_type", ev.Type, "event_id", ev.ID, "lines", f.Lines)
-		backoff := 100 * time.Millisecond
-		for attempt := 1; ; attempt++ {
-			pctx, cancel := context.WithTimeout(ctx, d.cfg.PublishTimeout)
-			_, err := d.pub.Publish(pctx, ev)
-			cancel()
-			if err == nil {
-				break
-			}
-			if ctx.Err() != nil {
-				log.ErrorContext(ctx, "event not published before shutdown", "event_id", ev.ID, "err", err)
-				return
-			}
-			log.WarnContext(ctx, "publish event failed; retrying", "event_id", ev.ID, "attempt", attempt, "err", err)
-			wait := backoff/2 + rand.N(backoff/2+1) //nolint:gosec // jitter needs no cryptographic randomness
-			select {
-			case <-ctx.Done():
-			case <-time.After(wait):
-			}
-			backoff = min(2*backoff, 10*time.Second)
+		if !d.publish(ctx, log, ev) {
+			return
 		}
+	}
+}
+
+// publish stores ev, retrying with backoff until it is acknowledged; it
+// returns false when ctx ended first.
+func (d *Detector) publish(ctx context.Context, log *slog.Logger, ev *bus.Event) bool {
+	backoff := 100 * time.Millisecond
+	for attempt := 1; ; attempt++ {
+		pctx, cancel := context.WithTimeout(ctx, d.cfg.PublishTimeout)
+		_, err := d.pub.Publish(pctx, ev)
+		cancel()
+		if err == nil {
+			return true
+		}
+		if ctx.Err() != nil {
+			log.ErrorContext(ctx, "event not published before shutdown", "event_id", ev.ID, "err", err)
+			return false
+		}
+		log.WarnContext(ctx, "publish event failed; retrying", "event_id", ev.ID, "attempt", attempt, "err", err)
+		wait := backoff/2 + rand.N(backoff/2+1) //nolint:gosec // jitter needs no cryptographic randomness
+		select {
+		case <-ctx.Done():
+		case <-time.After(wait):
+		}
+		backoff = min(2*backoff, 10*time.Second)
 	}
 }

@@ -99,6 +99,14 @@ func (c *Config) ApplyDefaults() {
 	}
 	c.Restart.ApplyDefaults()
 	c.RuntimePanic.Node = c.Node
+	if c.RuntimePanic.HealthChecks == nil {
+		// Watch the health of everything the agent can restart.
+		for _, comp := range c.Restart.Components {
+			c.RuntimePanic.HealthChecks = append(c.RuntimePanic.HealthChecks, runtimepanic.HealthCheck{
+				Name: comp.Name, HTTP: comp.Health.HTTP, TCP: comp.Health.TCP, Unix: comp.Health.Unix,
+			})
+		}
+	}
 	c.RuntimePanic.ApplyDefaults()
 	if len(c.LogPipeline.Shippers) > 0 {
 		c.LogPipeline.Node = c.Node

@@ -3,8 +3,6 @@ package restart
 import (
 	"errors"
 	"fmt"
-	"net"
-	"net/url"
 	"path/filepath"
 	"regexp"
 	"time"
@@ -194,29 +192,8 @@ func (c *Config) Validate() error {
 }
 
 func (h *Health) validate() error {
-	n := 0
-	for _, s := range []string{h.HTTP, h.TCP, h.Unix} {
-		if s != "" {
-			n++
-		}
-	}
-	if n != 1 {
-		return errors.New("exactly one of http, tcp and unix is required")
-	}
-	switch {
-	case h.HTTP != "":
-		u, err := url.Parse(h.HTTP)
-		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			return fmt.Errorf("http %q: want an http or https URL", h.HTTP)
-		}
-	case h.TCP != "":
-		if _, _, err := net.SplitHostPort(h.TCP); err != nil {
-			return fmt.Errorf("tcp %q: %w", h.TCP, err)
-		}
-	case h.Unix != "":
-		if !filepath.IsAbs(h.Unix) {
-			return fmt.Errorf("unix %q: must be an absolute path", h.Unix)
-		}
+	if err := h.target().Validate(); err != nil {
+		return err
 	}
 	if h.Timeout <= 0 || h.Interval <= 0 {
 		return errors.New("timeout and interval must be positive")

@@ -3,46 +3,20 @@ package restart
 import (
 	"context"
 	"fmt"
-	"io"
-	"net"
 	"net/http"
 	"time"
+
+	"github.com/selfheal/healer/internal/probe"
 )
+
+// target is the check's endpoint.
+func (h *Health) target() probe.Target { return probe.Target{HTTP: h.HTTP, TCP: h.TCP, Unix: h.Unix} }
 
 // probe runs one health check and returns nil when the component is healthy.
 func (h *Health) probe(ctx context.Context, hc *http.Client) error {
 	ctx, cancel := context.WithTimeout(ctx, min(2*time.Second, h.Timeout))
 	defer cancel()
-	var d net.Dialer
-	switch {
-	case h.HTTP != "":
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, h.HTTP, nil)
-		if err != nil {
-			return fmt.Errorf("health %s: %w", h.HTTP, err)
-		}
-		resp, err := hc.Do(req)
-		if err != nil {
-			return fmt.Errorf("health %s: %w", h.HTTP, err)
-		}
-		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 4096))
-		_ = resp.Body.Close()
-		if resp.StatusCode < 200 || resp.StatusCode > 299 {
-			return fmt.Errorf("health %s: status %d", h.HTTP, resp.StatusCode)
-		}
-		return nil
-	case h.TCP != "":
-		c, err := d.DialContext(ctx, "tcp", h.TCP)
-		if err != nil {
-			return fmt.Errorf("health tcp %s: %w", h.TCP, err)
-		}
-		return c.Close()
-	default:
-		c, err := d.DialContext(ctx, "unix", h.Unix)
-		if err != nil {
-			return fmt.Errorf("health unix %s: %w", h.Unix, err)
-		}
-		return c.Close()
-	}
+	return h.target().Probe(ctx, hc)
 }
 
 // waitHealthy probes until the component is healthy or h.Timeout has
