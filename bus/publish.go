@@ -67,7 +67,7 @@ func (p *Publisher) Publish(ctx context.Context, events ...*Event) (PublishResul
 				res.Stored++
 			}
 		case err := <-f.Err():
-			return res, fmt.Errorf("%w: publish event %s: %w", ErrUnavailable, events[i].ID, err)
+			return res, fmt.Errorf("%w: publish event %s: %w", ErrUnavailable, events[i].ID, err) //nolint:gosec // futures has one entry per event, in order
 		case <-ctx.Done():
 			return res, context.Cause(ctx)
 		}

@@ -50,7 +50,7 @@ func (p *process) start(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("process %s: log file: %w", p.c.Name, err)
 		}
-		defer f.Close() // the child has its own copy
+		defer func() { _ = f.Close() }() // the child has its own copy
 		cmd.Stdout, cmd.Stderr = f, f
 	}
 	if err := cmd.Start(); err != nil {
