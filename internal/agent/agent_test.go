@@ -45,10 +45,16 @@ type natsEnv struct {
 
 func startNATS(t testing.TB, nodes []string, withTLS bool) *natsEnv {
 	t.Helper()
+	return startNATSWith(t, nodes, withTLS, bus.AgentPermissionsOptions{})
+}
+
+// startNATSWith is startNATS with every agent's permissions widened by opts.
+func startNATSWith(t testing.TB, nodes []string, withTLS bool, perm bus.AgentPermissionsOptions) *natsEnv {
+	t.Helper()
 	e := &natsEnv{t: t, dir: t.TempDir(), port: testenv.FreePort(t), pw: map[string]string{}}
 	e.users = append(e.users, &server.User{Username: "healer", Password: "service-secret"})
 	for _, n := range nodes {
-		perms, err := bus.AgentPermissions(n, bus.AgentPermissionsOptions{})
+		perms, err := bus.AgentPermissions(n, perm)
 		if err != nil {
 			t.Fatal(err)
 		}
