@@ -106,6 +106,9 @@ type processRestarter struct {
 }
 
 func (r processRestarter) restart(ctx context.Context, progress action.Progress) error {
+	if r.v.life == nil {
+		return fmt.Errorf("%w: process %s: the verbs were not started", action.ErrUnsafe, r.p.c.Name)
+	}
 	return r.p.restartWith(ctx, r.v.life, progress)
 }
 
