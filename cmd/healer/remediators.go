@@ -56,6 +56,9 @@ func remediatorsList(_ context.Context, args []string, stdout, stderr io.Writer)
 			}
 			rules = append(rules, fmt.Sprintf("%s/%s:%s", group, strings.Join(r.Resources, ","), strings.Join(r.Verbs, ",")))
 		}
+		if len(rules) == 0 {
+			rules = []string{"none (acts through the node agents)"}
+		}
 		fmt.Fprintf(tw, "%s\t%s\t%v\t%s\t%s\t%s\n", in.Name, in.TargetKind, in.Disruptive, strings.Join(rules, " "), in.Runbook, in.Summary)
 	}
 	if err := tw.Flush(); err != nil {
