@@ -55,6 +55,7 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger, deps Deps) (*Agent
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("configuration: %w", err)
 	}
+	base := log // the detectors name the node themselves
 	log = log.With("node", cfg.Node)
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("data dir %s: %w", cfg.DataDir, err)
@@ -140,7 +141,7 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger, deps Deps) (*Agent
 		names = append(names, "vip keeper")
 	}
 	if len(cfg.LogPipeline.Shippers) > 0 {
-		d, err := logpipeline.New(cfg.LogPipeline, pub, log)
+		d, err := logpipeline.New(cfg.LogPipeline, pub, base.With("node", cfg.Node))
 		if err != nil {
 			return nil, err
 		}
@@ -148,7 +149,7 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger, deps Deps) (*Agent
 		names = append(names, logpipeline.EventSource)
 	}
 	if !cfg.RuntimePanic.Disabled {
-		d, err := runtimepanic.New(cfg.RuntimePanic.Config, pub, log, deps.RuntimePanic...)
+		d, err := runtimepanic.New(cfg.RuntimePanic.Config, pub, base, deps.RuntimePanic...)
 		if err != nil {
 			return nil, err
 		}
