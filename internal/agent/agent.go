@@ -170,8 +170,9 @@ func (s *Server) handle(ctx context.Context, m *nats.Msg) {
 	reply := s.run(ctx, m, req, log)
 	s.mu.Lock()
 	p.reply, p.at = reply, s.now()
-	if reply.Code == bus.CodeInvalidParams {
-		delete(s.replies, req.ID) // nothing ran: a corrected retry may
+	switch reply.Code {
+	case bus.CodeInvalidParams, bus.CodeUnsafe, bus.CodeNotNeeded:
+		delete(s.replies, req.ID) // nothing ran: a retry is looked at afresh
 	}
 	s.mu.Unlock()
 	close(p.done)

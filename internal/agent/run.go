@@ -114,7 +114,7 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger, deps Deps) (*Agent
 		if err != nil {
 			return nil, fmt.Errorf("vip: jetstream: %w", err)
 		}
-		if keeper, err = vip.NewKeeper(*cfg.VIP, js, addrs, log); err != nil {
+		if keeper, err = vip.NewKeeper(*cfg.VIP, js, addrs, base); err != nil {
 			return nil, err
 		}
 		verbs = append(verbs, keeper.Verbs()...)
@@ -133,11 +133,21 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger, deps Deps) (*Agent
 	}
 	var detectors []func(context.Context) error
 	names := []string{}
+	var wg sync.WaitGroup
 	if keeper != nil {
-		// Not a detector, but it runs as long as one: it renews the leases
-		// of the VIPs this node holds and drops an address whose lease it
-		// cannot renew. The agent stops only after it has returned.
-		detectors = append(detectors, keeper.Run)
+		// It renews the leases of the VIPs this node holds and drops an
+		// address whose lease it cannot renew. The agent answers vip verbs
+		// only once it runs, and stops only after it has returned.
+		wg.Go(func() {
+			if err := keeper.Run(ctx); err != nil {
+				log.Error("vip keeper stopped", "err", err)
+			}
+		})
+		select {
+		case <-keeper.Started():
+		case <-ctx.Done():
+			return nil, fmt.Errorf("vip keeper: %w", context.Cause(ctx))
+		}
 		names = append(names, "vip keeper")
 	}
 	if len(cfg.LogPipeline.Shippers) > 0 {
@@ -167,7 +177,6 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger, deps Deps) (*Agent
 	case err := <-serveErr:
 		return nil, err
 	}
-	var wg sync.WaitGroup
 	for _, run := range detectors {
 		wg.Go(func() {
 			if err := run(ctx); err != nil && ctx.Err() == nil {

@@ -11,7 +11,11 @@
 // SetNodeCondition; StartFakeKubelet is the one stand-in: it marks pods bound
 // to its nodes Running and Ready and finalizes pods being deleted or
 // evicted, as a kubelet would. StartRedis runs redis-server without
-// persistence.
+// persistence. NewBridgeNet builds hosts as network namespaces on a bridge
+// (root and iproute2 needed), for tests of what crosses a network such as
+// a floating VIP; SampleAddr watches which hosts carry an address.
+// RunFakeDaemonIfAsked turns the test binary into a small daemon that tests
+// supervise, restart and crash with a real Go panic.
 //
 // The Kubernetes binaries are built by `make testenv` (hack/testenv/build.sh)
 // into bin/ at the module root; HEALER_TESTENV_BIN names another directory

@@ -37,6 +37,7 @@ type Keeper struct {
 	mu      sync.Mutex
 	running context.Context // Run's context while Run runs, else nil
 	wg      sync.WaitGroup  // hold, renewal and announce goroutines
+	started chan struct{}   // closed once Run has started every VIP
 }
 
 // vipState is the Keeper's state of one VIP.
@@ -94,11 +95,12 @@ func newKeeper(cfg Config, kv kvStore, addrs Addresses, log *slog.Logger) (*Keep
 		return nil, fmt.Errorf("vip keeper config: %w", err)
 	}
 	k := &Keeper{
-		cfg:    cfg,
-		states: map[netip.Addr]*vipState{},
-		leases: &leases{kv: kv, ttl: cfg.LeaseTTL, now: time.Now},
-		addrs:  addrs,
-		log:    log.With("component", "vip.keeper", "node", cfg.Node),
+		cfg:     cfg,
+		states:  map[netip.Addr]*vipState{},
+		leases:  &leases{kv: kv, ttl: cfg.LeaseTTL, now: time.Now},
+		addrs:   addrs,
+		log:     log.With("component", "vip.keeper", "node", cfg.Node),
+		started: make(chan struct{}),
 	}
 	for _, v := range vips {
 		st := &vipState{vip: v, sem: make(chan struct{}, 1)}
@@ -125,6 +127,7 @@ func (k *Keeper) Run(ctx context.Context) error {
 	for _, st := range k.order {
 		k.start(ctx, st)
 	}
+	close(k.started)
 	t := time.NewTicker(k.cfg.RenewInterval)
 	defer t.Stop()
 	for {
@@ -145,6 +148,10 @@ func (k *Keeper) Run(ctx context.Context) error {
 		}
 	}
 }
+
+// Started is closed once Run has adopted or cleaned up every VIP and takes
+// requests: an agent answers vip verbs only after that.
+func (k *Keeper) Started() <-chan struct{} { return k.started }
 
 // runContext returns Run's context, nil when Run is not running.
 func (k *Keeper) runContext() context.Context {
