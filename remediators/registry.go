@@ -11,6 +11,7 @@ import (
 
 	"github.com/selfheal/healer/bus"
 	"github.com/selfheal/healer/remediators/action"
+	"github.com/selfheal/healer/remediators/certrenew"
 	"github.com/selfheal/healer/remediators/nodedrain"
 	"github.com/selfheal/healer/remediators/restart"
 	"github.com/selfheal/healer/remediators/vip"
@@ -53,6 +54,7 @@ func Table() []Entry {
 		{Name: nodedrain.CordonName, NeedsKube: true, New: func(d Deps) (action.Remediator, error) { return nodedrain.NewCordon(d.Kube, d.Log), nil }},
 		{Name: nodedrain.DrainName, NeedsKube: true, New: func(d Deps) (action.Remediator, error) { return nodedrain.NewDrain(d.Kube, d.Log), nil }},
 		{Name: restart.Name, NeedsAgents: true, New: func(d Deps) (action.Remediator, error) { return restart.New(d.agents(), d.Log), nil }},
+		{Name: certrenew.Name, NeedsAgents: true, New: func(d Deps) (action.Remediator, error) { return certrenew.New(d.agents(), d.Log), nil }},
 		{Name: vip.Name, NeedsAgents: true, NeedsVIPs: true, New: func(d Deps) (action.Remediator, error) {
 			return vip.NewFloat(d.VIPLeases, d.nodeCaller(), d.Log, d.VIP)
 		}},

@@ -28,7 +28,7 @@ func TestBuild(t *testing.T) {
 	if err != nil || len(unavailable) != 1 || !strings.Contains(unavailable["vip.float"], "no VIPs") {
 		t.Fatalf("with Kubernetes and agents, without VIPs: %v %v", unavailable, err)
 	}
-	if got := set.Names(); len(got) != len(Table())-1 || got[0] != "component.restart" {
+	if got := set.Names(); len(got) != len(Table())-1 || got[0] != "cert.renew" {
 		t.Fatalf("names %v", got)
 	}
 }

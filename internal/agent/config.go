@@ -13,6 +13,7 @@ import (
 	"github.com/selfheal/healer/detectors/logpipeline"
 	"github.com/selfheal/healer/detectors/runtimepanic"
 	"github.com/selfheal/healer/internal/yamlconfig"
+	"github.com/selfheal/healer/remediators/certrenew"
 	"github.com/selfheal/healer/remediators/restart"
 	"github.com/selfheal/healer/remediators/vip"
 )
@@ -40,6 +41,9 @@ type Config struct {
 	// LogPipeline measures the lag of this node's log shippers when it
 	// lists shippers. Its node is this agent's node.
 	LogPipeline logpipeline.Config `json:"logPipeline"`
+	// CertRenew, on masters, lists the certificates this node may renew
+	// (certrenew.KubeadmCerts gives kubeadm's).
+	CertRenew certrenew.Config `json:"certRenew"`
 	// VIP, on masters, lists the virtual IPs this node may carry; the
 	// agent then keeps their leases and answers vip.acquire, vip.release
 	// and vip.status. Its node is this agent's node.
@@ -98,6 +102,7 @@ func (c *Config) ApplyDefaults() {
 		c.Restart.StateFile = c.DataDir + "/restart-history.json"
 	}
 	c.Restart.ApplyDefaults()
+	c.CertRenew.ApplyDefaults()
 	c.RuntimePanic.Node = c.Node
 	if c.RuntimePanic.HealthChecks == nil {
 		// Watch the health of everything the agent can restart.
@@ -155,6 +160,9 @@ func (c *Config) Validate() error {
 		errs = append(errs, errors.New("replyTTL must be positive"))
 	}
 	if err := c.Restart.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if err := c.CertRenew.Validate(); err != nil {
 		errs = append(errs, err)
 	}
 	if !c.RuntimePanic.Disabled {

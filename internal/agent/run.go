@@ -16,6 +16,7 @@ import (
 	"github.com/selfheal/healer/detectors/logpipeline"
 	"github.com/selfheal/healer/detectors/runtimepanic"
 	"github.com/selfheal/healer/remediators/action"
+	"github.com/selfheal/healer/remediators/certrenew"
 	"github.com/selfheal/healer/remediators/restart"
 	"github.com/selfheal/healer/remediators/vip"
 )
@@ -100,6 +101,13 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger, deps Deps) (*Agent
 		return nil, err
 	}
 	verbs := append(rv.Verbs(), deps.Verbs...)
+	if len(cfg.CertRenew.Certs) > 0 {
+		cv, err := certrenew.NewVerbs(cfg.CertRenew, base.With("node", cfg.Node))
+		if err != nil {
+			return nil, err
+		}
+		verbs = append(verbs, cv.Verbs()...)
+	}
 	var keeper *vip.Keeper
 	if cfg.VIP != nil {
 		addrs := deps.VIPAddresses
