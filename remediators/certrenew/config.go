@@ -12,8 +12,12 @@ import (
 // Config is the node half's configuration: the certificates this node's
 // agent may renew.
 type Config struct {
-	// Certs are the renewable certificates. Nil means none.
+	// Certs are the renewable certificates. Nil means those of KubeadmPKI,
+	// or none.
 	Certs []Cert `json:"certs"`
+	// KubeadmPKI, when set and Certs is nil, makes the certificates of
+	// kubeadm's layout under this directory renewable (KubeadmCerts).
+	KubeadmPKI string `json:"kubeadmPKI"`
 	// MinCALeft refuses a renewal when the CA expires sooner than this.
 	// Default 30 days (720h).
 	MinCALeft time.Duration `json:"minCALeft"`
@@ -68,6 +72,9 @@ func KubeadmCerts(dir string) []Cert {
 func (c *Config) ApplyDefaults() {
 	if c.MinCALeft == 0 {
 		c.MinCALeft = 30 * 24 * time.Hour
+	}
+	if c.Certs == nil && c.KubeadmPKI != "" {
+		c.Certs = KubeadmCerts(c.KubeadmPKI)
 	}
 	for i := range c.Certs {
 		if c.Certs[i].Validity == 0 {
