@@ -104,6 +104,9 @@ restart_params := {"component": input.event.data.source, "only_if_unhealthy": tr
 	input.event.type == "ComponentUnhealthy"
 } else := {"component": input.event.data.source}
 
+# Expiry bands in which healer renews a certificate itself.
+renew_bands := {"7d", "1d", "expired"}
+
 # Log shippers and consumers that fall behind (the logpipeline detector
 # names the component to restart in data.component).
 lag_types := {"LogShipperLag", "KafkaConsumerLag"}
@@ -167,6 +170,33 @@ else := {
 	input.event.status == "firing"
 	input.event.type == "VIPHolderLost"
 	startswith(input.event.subject, "vip/")
+}
+
+# A control-plane certificate on a node's disk is about to expire (the
+# certexpiry detector): renew it with its CA, restart what serves it, check
+# the endpoint. At 30 days left that is only noted; healer renews from the
+# 7-day band on, as kubeadm would on an upgrade. Certificates elsewhere
+# (kubeconfigs, secrets, endpoints) are reported for humans.
+else := {
+	"remediator": "cert.renew",
+	"params": {"file": input.event.data.path},
+	"approval": "none",
+	"rate_limit": {"key": sprintf("cert.renew:%s:%s", [input.event.subject, input.event.data.path]), "max": 1, "per": "1h"},
+	"reason": sprintf("%s on %s expires in %v days: renew it", [input.event.data.path, input.event.subject, input.event.data.days_left]),
+	"rule": "renew_expiring_certificate",
+} if {
+	input.event.status == "firing"
+	input.event.source == "certexpiry"
+	input.event.data.kind == "file"
+	renew_bands[input.event.data.band]
+	node_subject
+}
+
+else := {
+	"reason": sprintf("certificate %v (%v) is in band %v: reported, not renewed automatically", [input.event.subject, input.event.data.kind, input.event.data.band]),
+	"rule": "report_expiring_certificate",
+} if {
+	input.event.source == "certexpiry"
 }
 
 # Fail closed: without knowing how many nodes are already out of service,

@@ -222,3 +222,25 @@ test_healthy_again_undoes_the_cordon if {
 	d.remediator == "node.cordon"
 	d.rule == "uncordon_healthy_component"
 }
+
+cert_event(band, kind) := object.union(agent_event("certexpiry", "CertificateExpiring", {
+	"kind": kind, "path": "/etc/kubernetes/pki/apiserver.crt", "band": band, "days_left": 6.5,
+}), {"key": "master-1:file:/etc/kubernetes/pki/apiserver.crt"})
+
+test_certificate_in_the_7_day_band_is_renewed if {
+	d := healer.decision with input as {"event": cert_event("7d", "file"), "context": ctx}
+	d.remediator == "cert.renew"
+	d.params == {"file": "/etc/kubernetes/pki/apiserver.crt"}
+	d.rule == "renew_expiring_certificate"
+}
+
+test_certificate_at_30_days_is_only_reported if {
+	d := healer.decision with input as {"event": cert_event("30d", "file"), "context": ctx}
+	not d.remediator
+	d.rule == "report_expiring_certificate"
+}
+
+test_kubeconfig_certificate_is_not_renewed if {
+	d := healer.decision with input as {"event": cert_event("1d", "kubeconfig"), "context": ctx}
+	not d.remediator
+}

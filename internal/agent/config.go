@@ -10,6 +10,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/selfheal/healer/bus"
+	"github.com/selfheal/healer/detectors/certexpiry"
 	"github.com/selfheal/healer/detectors/logpipeline"
 	"github.com/selfheal/healer/detectors/runtimepanic"
 	"github.com/selfheal/healer/internal/yamlconfig"
@@ -41,6 +42,10 @@ type Config struct {
 	// LogPipeline measures the lag of this node's log shippers when it
 	// lists shippers. Its node is this agent's node.
 	LogPipeline logpipeline.Config `json:"logPipeline"`
+	// CertExpiry, when set, watches this node's certificates (files,
+	// kubeadm's pki and kubeconfigs, local TLS endpoints). Its node is
+	// this agent's node.
+	CertExpiry *certexpiry.Config `json:"certExpiry"`
 	// CertRenew, on masters, lists the certificates this node may renew
 	// (certrenew.KubeadmCerts gives kubeadm's).
 	CertRenew certrenew.Config `json:"certRenew"`
@@ -103,6 +108,10 @@ func (c *Config) ApplyDefaults() {
 	}
 	c.Restart.ApplyDefaults()
 	c.CertRenew.ApplyDefaults()
+	if c.CertExpiry != nil {
+		c.CertExpiry.Node = c.Node
+		c.CertExpiry.ApplyDefaults()
+	}
 	c.RuntimePanic.Node = c.Node
 	if c.RuntimePanic.HealthChecks == nil {
 		// Watch the health of everything the agent can restart.
@@ -164,6 +173,14 @@ func (c *Config) Validate() error {
 	}
 	if err := c.CertRenew.Validate(); err != nil {
 		errs = append(errs, err)
+	}
+	if c.CertExpiry != nil {
+		if c.CertExpiry.Secrets != nil {
+			errs = append(errs, errors.New("certExpiry.secrets: TLS secrets are watched by serve; the agent has no Kubernetes access"))
+		}
+		if err := c.CertExpiry.Validate(); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	if !c.RuntimePanic.Disabled {
 		if err := c.RuntimePanic.Validate(); err != nil {

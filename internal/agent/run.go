@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/vishvananda/netns"
 
+	"github.com/selfheal/healer/detectors/certexpiry"
 	"github.com/selfheal/healer/detectors/logpipeline"
 	"github.com/selfheal/healer/detectors/runtimepanic"
 	"github.com/selfheal/healer/remediators/action"
@@ -157,6 +158,14 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger, deps Deps) (*Agent
 			return nil, fmt.Errorf("vip keeper: %w", context.Cause(ctx))
 		}
 		names = append(names, "vip keeper")
+	}
+	if cfg.CertExpiry != nil {
+		d, err := certexpiry.New(*cfg.CertExpiry, pub, base)
+		if err != nil {
+			return nil, err
+		}
+		detectors = append(detectors, d.Run)
+		names = append(names, certexpiry.EventSource)
 	}
 	if len(cfg.LogPipeline.Shippers) > 0 {
 		d, err := logpipeline.New(cfg.LogPipeline, pub, base.With("node", cfg.Node))

@@ -362,3 +362,26 @@ func pool(ca *x509.Certificate) *x509.CertPool {
 	p.AddCert(ca)
 	return p
 }
+
+func TestRenewByFile(t *testing.T) {
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	p := newPKI(t, key, 365*24*time.Hour, 2*24*time.Hour)
+	v, _ := certrenew.NewVerbs(certrenew.Config{Certs: []certrenew.Cert{p.cert("")}}, slog.New(slog.DiscardHandler))
+	renew := verbNamed(t, v.Verbs(), certrenew.VerbRenew)
+	for name, params := range map[string]map[string]any{
+		"a file not configured": {"file": "/etc/passwd"},
+		"both names":            {"file": p.certFile, "cert": "apiserver"},
+		"neither":               {},
+	} {
+		if _, err := renew.Run(t.Context(), action.NodeRequest{ID: "x", Params: params}, nop); !errors.Is(err, action.ErrInvalidParams) {
+			t.Errorf("%s: %v, want ErrInvalidParams", name, err)
+		}
+	}
+	res, err := renew.Run(t.Context(), action.NodeRequest{ID: "by-file", Params: map[string]any{"file": p.certFile}}, nop)
+	if err != nil || !res.Changed || res.Details["cert"] != "apiserver" {
+		t.Fatalf("renew by file: %+v %v", res, err)
+	}
+	if err := certrenew.New(nil, slog.New(slog.DiscardHandler)).Validate(map[string]any{"file": "pki/apiserver.crt"}); !errors.Is(err, action.ErrInvalidParams) {
+		t.Fatalf("a relative file: %v, want ErrInvalidParams", err)
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"path/filepath"
 	"time"
 
 	"github.com/selfheal/healer/remediators/action"
@@ -42,22 +43,43 @@ func (r *Remediator) Info() action.Info {
 	}
 }
 
-// Validate checks the params: cert, a certificate name the agent knows.
+// Validate checks the params: cert (a certificate name the agent knows)
+// or file (the absolute path of a certificate the agent may renew).
 func (r *Remediator) Validate(params map[string]any) error {
 	var errs []error
 	name, err := action.StringParam(params, "cert", "")
-	switch {
-	case err != nil:
+	if err != nil {
 		errs = append(errs, err)
-	case !certName.MatchString(name):
+	}
+	file, err := action.StringParam(params, "file", "")
+	if err != nil {
+		errs = append(errs, err)
+	}
+	switch {
+	case (name == "") == (file == ""):
+		errs = append(errs, fmt.Errorf("%w: exactly one of cert and file is required", action.ErrInvalidParams))
+	case name != "" && !certName.MatchString(name):
 		errs = append(errs, fmt.Errorf("%w: cert %q: want a certificate name such as apiserver", action.ErrInvalidParams, name))
+	case file != "" && !filepath.IsAbs(file):
+		errs = append(errs, fmt.Errorf("%w: file %q: want an absolute path", action.ErrInvalidParams, file))
 	}
 	for k := range params {
-		if k != "cert" {
+		if k != "cert" && k != "file" {
 			errs = append(errs, fmt.Errorf("%w: unknown param %q", action.ErrInvalidParams, k))
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// target is the params naming the certificate, as the agent takes them.
+func target(params map[string]any) map[string]any {
+	out := map[string]any{}
+	for _, k := range []string{"cert", "file"} {
+		if v, ok := params[k]; ok {
+			out[k] = v
+		}
+	}
+	return out
 }
 
 func (r *Remediator) call(ctx context.Context, req action.Request, verb, id string, params map[string]any, progress action.Progress) (action.Result, error) {
@@ -72,8 +94,7 @@ func (r *Remediator) call(ctx context.Context, req action.Request, verb, id stri
 }
 
 func (r *Remediator) check(ctx context.Context, req action.Request) (action.Result, error) {
-	name, _ := action.StringParam(req.Params, "cert", "")
-	return r.call(ctx, req, VerbCheck, fmt.Sprintf("%s/check/%d", req.ID, time.Now().UnixNano()), map[string]any{"cert": name}, nil)
+	return r.call(ctx, req, VerbCheck, fmt.Sprintf("%s/check/%d", req.ID, time.Now().UnixNano()), target(req.Params), nil)
 }
 
 // Check asks the agent about the certificate: an agent that does not
@@ -103,8 +124,8 @@ func errDetail(v any) string {
 
 // Act renews the certificate and restarts the component that serves it.
 func (r *Remediator) Act(ctx context.Context, req action.Request, progress action.Progress) (action.Result, error) {
-	name, _ := action.StringParam(req.Params, "cert", "")
-	res, err := r.call(ctx, req, VerbRenew, req.ID, map[string]any{"cert": name}, progress)
+	res, err := r.call(ctx, req, VerbRenew, req.ID, target(req.Params), progress)
+	name, _ := res.Details["cert"].(string)
 	if err != nil {
 		return res, fmt.Errorf("renew %s on node %s: %w", name, req.TargetName(), err)
 	}

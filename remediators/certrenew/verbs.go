@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"sync"
 	"time"
 
@@ -60,15 +61,33 @@ func (v verb) Run(ctx context.Context, req action.NodeRequest, p action.Progress
 
 var _ action.NodeVerb = verb{}
 
+// cert finds the configured certificate that params name, by "cert"
+// (its name) or "file" (its certificate file, as the certexpiry detector
+// reports it).
 func (v *Verbs) cert(params map[string]any) (Cert, error) {
 	for k := range params {
-		if k != "cert" {
+		if k != "cert" && k != "file" {
 			return Cert{}, fmt.Errorf("%w: unknown param %q", action.ErrInvalidParams, k)
 		}
 	}
 	name, err := action.StringParam(params, "cert", "")
 	if err != nil {
 		return Cert{}, err
+	}
+	file, err := action.StringParam(params, "file", "")
+	if err != nil {
+		return Cert{}, err
+	}
+	if (name == "") == (file == "") {
+		return Cert{}, fmt.Errorf("%w: exactly one of cert and file is required", action.ErrInvalidParams)
+	}
+	if file != "" {
+		for _, c := range v.cfg.Certs {
+			if c.CertFile == filepath.Clean(file) {
+				return c, nil
+			}
+		}
+		return Cert{}, fmt.Errorf("%w: no renewable certificate is configured with file %q on this node", action.ErrInvalidParams, file)
 	}
 	c, ok := v.certs[name]
 	if !ok {
