@@ -244,3 +244,11 @@ test_kubeconfig_certificate_is_not_renewed if {
 	d := healer.decision with input as {"event": cert_event("1d", "kubeconfig"), "context": ctx}
 	not d.remediator
 }
+
+test_lost_etcd_member_is_reported_with_the_quorum_view if {
+	e := object.union(agent_event("etcdmember", "EtcdMemberLost", {"quorum": {"voters": 3, "healthy_voters": 2, "quorum": 2}}), {"subject": "etcd/member-2"})
+	d := healer.decision with input as {"event": e, "context": ctx}
+	not d.remediator
+	d.rule == "report_etcd"
+	d.reason == "EtcdMemberLost on etcd/member-2 (voters 3, healthy 2, quorum 2): not remediated automatically yet; see runbooks/etcdmember.md"
+}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/selfheal/healer/bus"
 	"github.com/selfheal/healer/detectors/alertmanager"
+	"github.com/selfheal/healer/detectors/etcdmember"
 	"github.com/selfheal/healer/detectors/logpipeline"
 	"github.com/selfheal/healer/detectors/nodeproblem"
 	"github.com/selfheal/healer/engine"
@@ -63,6 +64,9 @@ type Config struct {
 	// is set (shipper lag is measured by each node's agent).
 	LogPipeline logpipeline.Config `json:"logPipeline"`
 	Engine      engine.Config      `json:"engine"`
+	// Etcd, when set, watches the control plane's etcd members (the
+	// etcdmember detector).
+	Etcd *etcdmember.Config `json:"etcd"`
 	// VIP lists the virtual IPs healer may float and their candidate
 	// masters; with none, vip.float and the VIP lease watcher are off.
 	VIP vip.FloatConfig `json:"vip"`
@@ -108,6 +112,9 @@ func (c *Config) ApplyDefaults() {
 		c.LogPipeline.ApplyDefaults()
 	}
 	c.VIP.ApplyDefaults()
+	if c.Etcd != nil {
+		c.Etcd.ApplyDefaults()
+	}
 	if c.AgentAcceptTimeout == 0 {
 		c.AgentAcceptTimeout = 5 * time.Second
 	}
@@ -144,6 +151,11 @@ func (c *Config) Validate() error {
 			errs = append(errs, errors.New("logPipeline.shippers: shippers are measured by healer agent on their node; serve measures Kafka only"))
 		}
 		errs = append(errs, c.LogPipeline.Validate())
+	}
+	if c.Etcd != nil {
+		if err := c.Etcd.Validate(); err != nil {
+			errs = append(errs, fmt.Errorf("etcd: %w", err))
+		}
 	}
 	if err := c.VIP.Validate(); err != nil {
 		errs = append(errs, fmt.Errorf("vip: %w", err))

@@ -31,6 +31,23 @@ func TestLoadFile(t *testing.T) {
 				}
 			},
 		},
+		{
+			name: "agents' neighbours: etcd, vip, kafka",
+			yaml: "etcd:\n  endpoints: [https://10.0.0.1:2379]\n  lostAfter: 90s\nvip:\n  vips: [{address: 10.10.0.100, candidates: [m1, m2]}]\n  maxWait: 20s\n" +
+				"logPipeline:\n  kafka:\n    brokers: [k:9092]\n    groups: [{group: logstash, maxLag: 1000, for: 2m, node: ls-1}]\nagentAcceptTimeout: 3s\n",
+			check: func(t *testing.T, c *Config) {
+				if c.Etcd == nil || c.Etcd.LostAfter != 90*time.Second || c.VIP.MaxWait != 20*time.Second || c.AgentAcceptTimeout != 3*time.Second {
+					t.Errorf("etcd %+v, vip %+v, accept %s", c.Etcd, c.VIP, c.AgentAcceptTimeout)
+				}
+				if g := c.LogPipeline.Kafka.Groups; len(g) != 1 || *g[0].For != 2*time.Minute || g[0].Node != "ls-1" {
+					t.Errorf("kafka groups %+v", g)
+				}
+				c.ApplyDefaults()
+				if err := c.Validate(); err != nil {
+					t.Errorf("Validate: %v", err)
+				}
+			},
+		},
 		{name: "unknown key", yaml: "redisAddress: redis://r:6379\n", wantErr: "unknown field"},
 		{name: "bad duration", yaml: "engine:\n  actionTimeout: soon\n", wantErr: "engine.actionTimeout"},
 		{name: "not yaml", yaml: "engine: [\n", wantErr: "parse config"},

@@ -29,6 +29,7 @@ import (
 	"github.com/selfheal/healer/audit"
 	"github.com/selfheal/healer/bus"
 	"github.com/selfheal/healer/detectors/alertmanager"
+	"github.com/selfheal/healer/detectors/etcdmember"
 	"github.com/selfheal/healer/detectors/logpipeline"
 	"github.com/selfheal/healer/detectors/nodeproblem"
 	"github.com/selfheal/healer/engine"
@@ -213,6 +214,19 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (s *Server, err er
 		w := vip.NewWatcher(deps.VIPLeases, bus.NewPublisher(s.js, 5*time.Second), log)
 		wg.Go(func() { s.watchVIPLeases(engineCtx, w) })
 		detectors = append(detectors, "vip leases")
+	}
+	if cfg.Etcd != nil {
+		ed, err := etcdmember.New(*cfg.Etcd, bus.NewPublisher(s.js, cfg.Etcd.PublishTimeout), log)
+		if err != nil {
+			stopEngine()
+			return nil, err
+		}
+		wg.Go(func() {
+			if err := ed.Run(engineCtx); err != nil && engineCtx.Err() == nil {
+				log.Error("etcdmember detector stopped", "err", err)
+			}
+		})
+		detectors = append(detectors, "etcdmember")
 	}
 	if cfg.LogPipeline.Kafka != nil {
 		lp, err := logpipeline.New(cfg.LogPipeline, bus.NewPublisher(s.js, cfg.LogPipeline.PublishTimeout), log)
