@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
+	"math/rand/v2"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -85,4 +87,41 @@ func Message(e *Event) (*nats.Msg, error) {
 	msg.Header.Set(jetstream.MsgIDHeader, e.ID)
 	msg.Header.Set("Content-Type", "application/cloudevents+json")
 	return msg, nil
+}
+
+// EventPublisher stores events durably; Publisher is the real one, and
+// node agents have their own that goes through serve.
+type EventPublisher interface {
+	Publish(ctx context.Context, events ...*Event) (PublishResult, error)
+}
+
+var _ EventPublisher = (*Publisher)(nil)
+
+// PublishUntilStored publishes ev through pub, each attempt bounded by
+// timeout, retrying with jittered exponential backoff (100 ms up to 10 s)
+// until it is acknowledged. It returns false, having logged why, when ctx
+// ends first: a detector's event is never dropped while it runs.
+func PublishUntilStored(ctx context.Context, pub EventPublisher, ev *Event, timeout time.Duration, log *slog.Logger) bool {
+	log = log.With("event_id", ev.ID)
+	backoff := 100 * time.Millisecond
+	for attempt := 1; ; attempt++ {
+		pctx, cancel := context.WithTimeoutCause(ctx, timeout, fmt.Errorf("event %s not acknowledged within %s", ev.ID, timeout))
+		_, err := pub.Publish(pctx, ev)
+		cancel()
+		if err == nil {
+			return true
+		}
+		if ctx.Err() != nil {
+			log.ErrorContext(ctx, "event not published before shutdown", "err", err)
+			return false
+		}
+		log.WarnContext(ctx, "publish event failed; retrying", "attempt", attempt, "err", err)
+		wait := backoff/2 + rand.N(backoff/2+1) //nolint:gosec // jitter needs no cryptographic randomness
+		select {
+		case <-ctx.Done():
+			return false
+		case <-time.After(wait):
+		}
+		backoff = min(2*backoff, 10*time.Second)
+	}
 }

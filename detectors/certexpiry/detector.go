@@ -3,7 +3,6 @@ package certexpiry
 import (
 	"context"
 	"errors"
-	"fmt"
 	"log/slog"
 	"maps"
 	"math/rand/v2"
@@ -186,30 +185,7 @@ func (d *Detector) noteProblems(ctx context.Context, s *scan) {
 	}
 }
 
-// publish stores ev, retrying with backoff until it is acknowledged; it
-// returns false when ctx ended first.
+// publish stores ev until it is acknowledged; false when ctx ended first.
 func (d *Detector) publish(ctx context.Context, log *slog.Logger, ev *bus.Event) bool {
-	backoff := 100 * time.Millisecond
-	for attempt := 1; ; attempt++ {
-		pctx, cancel := context.WithTimeoutCause(ctx, d.cfg.PublishTimeout,
-			fmt.Errorf("event %s not acknowledged within %s", ev.ID, d.cfg.PublishTimeout))
-		_, err := d.pub.Publish(pctx, ev)
-		cancel()
-		if err == nil {
-			log.DebugContext(ctx, "event published", "attempt", attempt)
-			return true
-		}
-		if ctx.Err() != nil {
-			log.ErrorContext(ctx, "event not published before shutdown", "err", err)
-			return false
-		}
-		log.WarnContext(ctx, "publish event failed; retrying", "attempt", attempt, "err", err)
-		wait := backoff/2 + rand.N(backoff/2+1) //nolint:gosec // jitter needs no cryptographic randomness
-		select {
-		case <-ctx.Done():
-			return false
-		case <-time.After(wait):
-		}
-		backoff = min(2*backoff, 10*time.Second)
-	}
+	return bus.PublishUntilStored(ctx, d.pub, ev, d.cfg.PublishTimeout, log)
 }

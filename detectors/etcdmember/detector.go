@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"log/slog"
-	"math/rand/v2"
 	"time"
 
 	"github.com/selfheal/healer/bus"
@@ -131,29 +130,9 @@ func (d *Detector) report(ctx context.Context, trs []Transition) bool {
 	return true
 }
 
-// publish stores e, retrying with backoff until it is acknowledged; it
-// returns false when ctx ended first.
+// publish stores e until it is acknowledged; false when ctx ended first.
 func (d *Detector) publish(ctx context.Context, e *bus.Event) bool {
-	backoff := 100 * time.Millisecond
-	for attempt := 1; ; attempt++ {
-		pctx, cancel := context.WithTimeout(ctx, d.cfg.PublishTimeout)
-		_, err := d.pub.Publish(pctx, e)
-		cancel()
-		if err == nil {
-			return true
-		}
-		if ctx.Err() != nil {
-			d.log.ErrorContext(ctx, "event not published before shutdown", "event_id", e.ID, "err", err)
-			return false
-		}
-		d.log.WarnContext(ctx, "publish event failed; retrying", "event_id", e.ID, "attempt", attempt, "err", err)
-		wait := backoff/2 + rand.N(backoff/2+1) //nolint:gosec // jitter needs no cryptographic randomness
-		select {
-		case <-ctx.Done():
-		case <-time.After(wait):
-		}
-		backoff = min(2*backoff, 10*time.Second)
-	}
+	return bus.PublishUntilStored(ctx, d.pub, e, d.cfg.PublishTimeout, d.log)
 }
 
 // pollLog logs a problem once when it starts or changes, and once when it

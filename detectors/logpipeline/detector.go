@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
-	"math/rand/v2"
 	"slices"
 	"strings"
 	"sync"
@@ -326,26 +325,8 @@ func (d *Detector) publish(ctx context.Context, log *slog.Logger, ev *bus.Event,
 		log.ErrorContext(ctx, "event not reported", "err", eerr)
 		return
 	}
-	log = log.With("event_type", ev.Type, "event_id", ev.ID, "event_key", ev.Key, "status", ev.Status)
-	backoff := 100 * time.Millisecond
-	for attempt := 1; ; attempt++ {
-		pctx, cancel := context.WithTimeout(ctx, d.cfg.PublishTimeout)
-		_, err := d.pub.Publish(pctx, ev)
-		cancel()
-		if err == nil {
-			log.DebugContext(ctx, "event published", "attempt", attempt)
-			return
-		}
-		if ctx.Err() != nil {
-			log.ErrorContext(ctx, "event not published before shutdown", "err", err)
-			return
-		}
-		log.WarnContext(ctx, "publish event failed; retrying", "attempt", attempt, "err", err)
-		wait := backoff/2 + rand.N(backoff/2+1) //nolint:gosec // jitter needs no cryptographic randomness
-		select {
-		case <-ctx.Done():
-		case <-time.After(wait):
-		}
-		backoff = min(2*backoff, 10*time.Second)
+	log = log.With("event_type", ev.Type, "event_key", ev.Key, "status", ev.Status)
+	if bus.PublishUntilStored(ctx, d.pub, ev, d.cfg.PublishTimeout, log) {
+		log.DebugContext(ctx, "event published")
 	}
 }

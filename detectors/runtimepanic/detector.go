@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"math/rand/v2"
 	"os/exec"
 	"sync"
 	"time"
@@ -206,27 +205,7 @@ func (d *Detector) report(ctx context.Context, src Source, log *slog.Logger, fin
 	}
 }
 
-// publish stores ev, retrying with backoff until it is acknowledged; it
-// returns false when ctx ended first.
+// publish stores ev until it is acknowledged; false when ctx ended first.
 func (d *Detector) publish(ctx context.Context, log *slog.Logger, ev *bus.Event) bool {
-	backoff := 100 * time.Millisecond
-	for attempt := 1; ; attempt++ {
-		pctx, cancel := context.WithTimeout(ctx, d.cfg.PublishTimeout)
-		_, err := d.pub.Publish(pctx, ev)
-		cancel()
-		if err == nil {
-			return true
-		}
-		if ctx.Err() != nil {
-			log.ErrorContext(ctx, "event not published before shutdown", "event_id", ev.ID, "err", err)
-			return false
-		}
-		log.WarnContext(ctx, "publish event failed; retrying", "event_id", ev.ID, "attempt", attempt, "err", err)
-		wait := backoff/2 + rand.N(backoff/2+1) //nolint:gosec // jitter needs no cryptographic randomness
-		select {
-		case <-ctx.Done():
-		case <-time.After(wait):
-		}
-		backoff = min(2*backoff, 10*time.Second)
-	}
+	return bus.PublishUntilStored(ctx, d.pub, ev, d.cfg.PublishTimeout, log)
 }

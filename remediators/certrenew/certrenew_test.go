@@ -29,14 +29,13 @@ import (
 
 // pki is a test CA and one leaf issued by it, on disk.
 type pki struct {
-	dir                      string
-	caFile, caKeyFile        string
-	certFile, keyFile        string
-	ca                       *x509.Certificate
-	leaf                     *x509.Certificate
-	leafKey                  crypto.Signer
-	caKey                    crypto.Signer
-	caNotAfter, leafNotAfter time.Time
+	dir               string
+	caFile, caKeyFile string
+	certFile, keyFile string
+	ca                *x509.Certificate
+	leaf              *x509.Certificate
+	leafKey           crypto.Signer
+	caKey             crypto.Signer
 }
 
 func writePEM(t *testing.T, path, typ string, der []byte) {

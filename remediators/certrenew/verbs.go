@@ -102,7 +102,8 @@ func backupPath(c Cert, id string) string { return c.CertFile + ".healer-" + san
 func sanitize(id string) string {
 	b := []byte(id)
 	for i, ch := range b {
-		if !(ch >= 'a' && ch <= 'z' || ch >= 'A' && ch <= 'Z' || ch >= '0' && ch <= '9' || ch == '-' || ch == '_') {
+		safe := ch >= 'a' && ch <= 'z' || ch >= 'A' && ch <= 'Z' || ch >= '0' && ch <= '9' || ch == '-' || ch == '_'
+		if !safe {
 			b[i] = '_'
 		}
 	}
