@@ -272,7 +272,7 @@ func TestAgentRestartOverNATS(t *testing.T) {
 	addr := testenv.FreeAddr(t)
 	env.startAgent(ctx, "node-a", addr)
 	client := bus.NewAgentClient(env.service, 2*time.Second)
-	first := waitPID(t, addr)
+	first := testenv.WaitFakeDaemon(t, addr, 0)
 
 	var steps []string
 	req := action.NodeRequest{ID: "act-1", Verb: restart.VerbRestart, Node: "node-a", Params: map[string]any{"component": "fakelet"}, Deadline: time.Now().Add(20 * time.Second)}
@@ -280,7 +280,7 @@ func TestAgentRestartOverNATS(t *testing.T) {
 	if err != nil || !res.Changed {
 		t.Fatalf("restart: %+v %v", res, err)
 	}
-	second := waitPID(t, addr)
+	second := testenv.WaitFakeDaemon(t, addr, 0)
 	if second == first {
 		t.Fatal("process not restarted")
 	}
@@ -292,7 +292,7 @@ func TestAgentRestartOverNATS(t *testing.T) {
 	if err != nil || !res.Changed {
 		t.Fatalf("retry: %+v %v", res, err)
 	}
-	if pid := waitPID(t, addr); pid != second {
+	if pid := testenv.WaitFakeDaemon(t, addr, 0); pid != second {
 		t.Fatal("a retried request restarted again")
 	}
 
@@ -334,20 +334,5 @@ func TestAgentResumesAfterNATSRestart(t *testing.T) {
 			t.Fatalf("agent did not answer after NATS came back: %v", err)
 		}
 		time.Sleep(100 * time.Millisecond)
-	}
-}
-
-func waitPID(t *testing.T, addr string) int {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		pid, err := testenv.FakeDaemonPID(addr)
-		if err == nil {
-			return pid
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("fake daemon on %s never answered: %v", addr, err)
-		}
-		time.Sleep(20 * time.Millisecond)
 	}
 }

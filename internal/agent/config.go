@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -104,7 +105,7 @@ func (c *Config) ApplyDefaults() {
 		c.ReplyTTL = time.Hour
 	}
 	if c.Restart.StateFile == "" {
-		c.Restart.StateFile = c.DataDir + "/restart-history.json"
+		c.Restart.StateFile = filepath.Join(c.DataDir, "restart-history.json")
 	}
 	c.Restart.ApplyDefaults()
 	c.CertRenew.ApplyDefaults()

@@ -82,6 +82,24 @@ func FakeDaemonPID(addr string) (int, error) {
 	return pid, nil
 }
 
+// WaitFakeDaemon waits up to 20s until the fake daemon on addr answers
+// with a pid other than not (0: any pid) and returns that pid: the
+// daemon is up, or has been restarted.
+func WaitFakeDaemon(t testing.TB, addr string, not int) int {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		pid, err := FakeDaemonPID(addr)
+		if err == nil && pid != not {
+			return pid
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("fake daemon on %s: no pid other than %d within 20s (last error: %v)", addr, not, err)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
 // FreeAddr is a free loopback address host:port.
 func FreeAddr(t testing.TB) string {
 	return net.JoinHostPort("127.0.0.1", strconv.Itoa(FreePort(t)))

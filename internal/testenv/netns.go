@@ -4,6 +4,7 @@ package testenv
 
 import (
 	"bufio"
+	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
@@ -294,6 +295,24 @@ func (h *NetHost) ServeName(t testing.TB, addr string) {
 			_ = c.Close()
 		}
 	}()
+}
+
+// AnsweredBy keeps asking the server on addr from this host until it
+// answers with want, or ctx ends, and sends the time it first did. Each
+// attempt has a short timeout, so a connection that still goes to the
+// previous answerer's MAC does not hide when the new one starts answering.
+func (h *NetHost) AnsweredBy(ctx context.Context, addr, want string) <-chan time.Time {
+	answered := make(chan time.Time, 1)
+	go func() {
+		for ctx.Err() == nil {
+			if got, err := h.Ask(addr, 20*time.Millisecond); err == nil && got == want {
+				answered <- time.Now()
+				return
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}()
+	return answered
 }
 
 // Ask connects from the host to the TCP address addr and returns the first

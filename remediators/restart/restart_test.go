@@ -51,21 +51,6 @@ func processConfig(t *testing.T, addr, state string) restart.Config {
 	}
 }
 
-func waitPID(t *testing.T, addr string) int {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		pid, err := testenv.FakeDaemonPID(addr)
-		if err == nil {
-			return pid
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("fake daemon on %s never answered: %v", addr, err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 func TestRestartProcess(t *testing.T) {
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
@@ -78,7 +63,7 @@ func TestRestartProcess(t *testing.T) {
 	if err := v.Start(ctx); err != nil {
 		t.Fatal(err)
 	}
-	first := waitPID(t, addr)
+	first := testenv.WaitFakeDaemon(t, addr, 0)
 	rv := verb(t, v, restart.VerbRestart)
 	params := map[string]any{"component": "fakelet"}
 
@@ -88,7 +73,7 @@ func TestRestartProcess(t *testing.T) {
 	if err != nil {
 		t.Fatalf("restart: %v", err)
 	}
-	second := waitPID(t, addr)
+	second := testenv.WaitFakeDaemon(t, addr, 0)
 	if !res.Changed || second == first {
 		t.Fatalf("restart changed=%v, pid %d -> %d: want a new process", res.Changed, first, second)
 	}
@@ -104,7 +89,7 @@ func TestRestartProcess(t *testing.T) {
 	if err != nil || res.Changed {
 		t.Fatalf("retry of a1: changed=%v err=%v, want unchanged", res.Changed, err)
 	}
-	if pid := waitPID(t, addr); pid != second {
+	if pid := testenv.WaitFakeDaemon(t, addr, 0); pid != second {
 		t.Fatalf("retry restarted the process: pid %d -> %d", second, pid)
 	}
 
@@ -120,12 +105,12 @@ func TestRestartProcess(t *testing.T) {
 			t.Fatalf("restart %s: %v", id, err)
 		}
 	}
-	before := waitPID(t, addr)
+	before := testenv.WaitFakeDaemon(t, addr, 0)
 	_, err = rv.Run(ctx, action.NodeRequest{ID: "a5", Params: params}, nop)
 	if !errors.Is(err, action.ErrFlapping) || !errors.Is(err, action.ErrBlocked) {
 		t.Fatalf("fourth restart in an hour: %v, want ErrFlapping (an ErrBlocked)", err)
 	}
-	if pid := waitPID(t, addr); pid != before {
+	if pid := testenv.WaitFakeDaemon(t, addr, 0); pid != before {
 		t.Fatalf("a refused restart restarted the process")
 	}
 

@@ -70,13 +70,13 @@ func TestRestartSystemdOverDBus(t *testing.T) {
 	}{{"done", false}, {"done before the reply", true}} {
 		t.Run(tc.name, func(t *testing.T) {
 			sd.setJob("kubelet.service", "done", tc.signalFirst)
-			first := waitPID(t, addr)
+			first := testenv.WaitFakeDaemon(t, addr, 0)
 			calls := len(sd.restarts())
 			res, steps, err := restartUnit(t, "kubelet.service")
 			if err != nil {
 				t.Fatalf("restart: %v", err)
 			}
-			second := waitPID(t, addr)
+			second := testenv.WaitFakeDaemon(t, addr, 0)
 			if !res.Changed || second == first {
 				t.Fatalf("restart changed=%v, pid %d -> %d: want a new process", res.Changed, first, second)
 			}

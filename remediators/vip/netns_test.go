@@ -125,20 +125,9 @@ func runFailover(t testing.TB) failoverTimes {
 	}
 	times.verdict = verdict.at
 	// From here on, a prober keeps asking until m2 answers.
-	answered := make(chan time.Time, 1)
 	pctx, pcancel := context.WithTimeout(ctx, 10*time.Second)
 	defer pcancel()
-	go func() {
-		for pctx.Err() == nil {
-			// A short timeout: an attempt whose SYN still went to m1's MAC
-			// would otherwise hide when m2 started answering.
-			if got, err := client.Ask(target, 20*time.Millisecond); err == nil && got == "m2" {
-				answered <- time.Now()
-				return
-			}
-			time.Sleep(time.Millisecond)
-		}
-	}()
+	answered := client.AnsweredBy(pctx, target, "m2")
 
 	// The engine's side: the event as stored, turned into a request.
 	msg, err := streams.Events.GetLastMsgForSubject(ctx, bus.EventSubject(verdict.event.Source, verdict.event.Key))

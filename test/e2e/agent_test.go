@@ -59,25 +59,8 @@ func startAgent(t testing.TB, e *env, node string, maxRestarts int) *nodeDaemon 
 		t.Fatalf("start agent: %v", err)
 	}
 	t.Cleanup(func() { cancel(); _ = a.Wait() })
-	d.waitPID(t, 0)
+	testenv.WaitFakeDaemon(t, d.addr, 0)
 	return d
-}
-
-// waitPID waits until the daemon answers with a pid other than not, and
-// returns it.
-func (d *nodeDaemon) waitPID(t testing.TB, not int) int {
-	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		pid, err := testenv.FakeDaemonPID(d.addr)
-		if err == nil && pid != not {
-			return pid
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("fake daemon on %s: no new pid (err %v)", d.addr, err)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
 }
 
 // crash makes the daemon panic, as a kubelet does.
@@ -101,11 +84,11 @@ func TestPanicRestartedByAgent(t *testing.T) {
 	testenv.CreateNodes(t.Context(), t, kube.Client, "worker-1", "worker-2", "worker-3")
 	e := startHealer(t, serve.Config{Kubeconfig: kube.KubeconfigPath})
 	d := startAgent(t, e, "worker-1", 2)
-	first := d.waitPID(t, 0)
+	first := testenv.WaitFakeDaemon(t, d.addr, 0)
 
 	start := time.Now()
 	d.crash(t)
-	second := d.waitPID(t, first)
+	second := testenv.WaitFakeDaemon(t, d.addr, first)
 	restarted := time.Since(start)
 
 	var recs []audit.Record
@@ -142,7 +125,7 @@ func TestPanicRestartedByAgent(t *testing.T) {
 	// hour: refused as flapping, and the ladder escalates: the node is
 	// cordoned.
 	d.crash(t)
-	third := d.waitPID(t, second)
+	third := testenv.WaitFakeDaemon(t, d.addr, second)
 	waitFor(t, 20*time.Second, "the second restart's ladder to end", func() (bool, string) {
 		recs = e.records(url.Values{"target": {"node/worker-1"}, "kind": {"verified"}})
 		ended := 0

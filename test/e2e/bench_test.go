@@ -135,13 +135,13 @@ func BenchmarkPanicToRestarted(b *testing.B) {
 	}
 	h := startHealerTB(b, serve.Config{Policies: dir})
 	d := startAgent(b, h, "bench-node", 1_000_000)
-	pid := d.waitPID(b, 0)
+	pid := testenv.WaitFakeDaemon(b, d.addr, 0)
 	lat := make([]time.Duration, 0, b.N)
 	b.ResetTimer()
 	for range b.N {
 		start := time.Now()
 		d.crash(b)
-		pid = d.waitPID(b, pid)
+		pid = testenv.WaitFakeDaemon(b, d.addr, pid)
 		lat = append(lat, time.Since(start))
 	}
 	b.StopTimer()

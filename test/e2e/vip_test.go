@@ -122,21 +122,10 @@ func TestVIPFailsOverThroughEngine(t *testing.T) {
 	// keeper, its namespace and its server.
 	isolated := time.Now()
 	a1.agent.Conn().Close()
-	// From here on, a prober asks until m2 answers. A short timeout: an
-	// attempt whose SYN still went to m1's MAC would otherwise hide when m2
-	// started answering.
-	answered := make(chan time.Time, 1)
+	// From here on, a prober asks until m2 answers.
 	pctx, pcancel := context.WithTimeout(ctx, 20*time.Second)
 	defer pcancel()
-	go func() {
-		for pctx.Err() == nil {
-			if got, err := client.Ask(target, 20*time.Millisecond); err == nil && got == "m2" {
-				answered <- time.Now()
-				return
-			}
-			time.Sleep(time.Millisecond)
-		}
-	}()
+	answered := client.AnsweredBy(pctx, target, "m2")
 
 	var recs []audit.Record
 	vipTarget := url.Values{"target": {"vip/" + e2eVIP}}
