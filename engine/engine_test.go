@@ -500,12 +500,17 @@ func TestNoActionWithoutAudit(t *testing.T) {
 	h.start()
 	e := event("Count", "node/h", bus.StatusFiring)
 	h.publish(e, e.ID)
-	// Wait until the engine has tried the event several times.
+	// Wait until the engine has tried the event several times. The
+	// restarted engine creates its consumer as it starts: wait for that too.
+	deadline := time.Now().Add(10 * time.Second)
 	cons, err := h.streams.Events.Consumer(t.Context(), bus.ConsumerEngine)
+	for errors.Is(err, jetstream.ErrConsumerNotFound) && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+		cons, err = h.streams.Events.Consumer(t.Context(), bus.ConsumerEngine)
+	}
 	if err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(10 * time.Second)
 	for {
 		info, err := cons.Info(t.Context())
 		if err != nil {
