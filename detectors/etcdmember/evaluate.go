@@ -32,7 +32,9 @@ type Transition struct {
 //
 //   - A member that is unreachable in every snapshot for lostAfter is lost
 //     (EtcdMemberLost firing); it is resolved at the first snapshot in which
-//     it is reachable, or in which it is no longer a member.
+//     it is reachable, or in which it is no longer a member. A member that
+//     was replaced (another member has its peer URL) is resolved when the
+//     replacement is a healthy voter, with ReplacedBy set.
 //   - An alarm fires when it first appears in a snapshot's alarms and is
 //     resolved at the first snapshot with known alarms that lacks it.
 //   - The leader changed when a snapshot's leader differs from the last
@@ -108,7 +110,15 @@ func (e *Evaluator) Observe(s Snapshot) []Transition {
 		}
 		st := e.members[id]
 		if st.fired {
-			out = append(out, e.memberLost(base, bus.StatusResolved, st, st.last, now, true))
+			r := replacement(&s, &st.last)
+			if r != nil && (r.IsLearner || !r.Healthy) {
+				continue // its replacement is joining: resolved once it votes and is healthy
+			}
+			t := e.memberLost(base, bus.StatusResolved, st, st.last, now, true)
+			if r != nil {
+				t.Data.ReplacedBy = r.ID
+			}
+			out = append(out, t)
 		}
 		delete(e.members, id)
 	}
@@ -233,6 +243,23 @@ func (e *Evaluator) quorum(base EventData, status string, since time.Time, s Sna
 // memberOf returns the member with the id from the snapshot, or one that
 // has only the id when it is not a member (an alarm may outlive its
 // member).
+// replacement returns the member that took over a removed member's peer
+// URL (etcd.replace-member adds the replacement with the same one), or nil.
+func replacement(s *Snapshot, old *Member) *Member {
+	for i := range s.Members {
+		m := &s.Members[i]
+		if m.ID == old.ID {
+			continue
+		}
+		for _, u := range m.PeerURLs {
+			if slices.Contains(old.PeerURLs, u) {
+				return m
+			}
+		}
+	}
+	return nil
+}
+
 func memberOf(s *Snapshot, id MemberID) Member {
 	if m := s.Member(id); m != nil {
 		return *m

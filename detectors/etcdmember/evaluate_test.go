@@ -30,6 +30,8 @@ func sick(id MemberID, leader MemberID) Member {
 	return m
 }
 
+func withID(m Member, id MemberID) Member { m.ID = id; return m }
+
 func learner(m Member) Member { m.IsLearner = true; return m }
 
 func withTerm(m Member, term uint64) Member { m.RaftTerm = term; return m }
@@ -45,6 +47,9 @@ func describe(tr Transition) string {
 	case TypeMemberLost:
 		if d.Removed {
 			s += " removed"
+		}
+		if d.ReplacedBy != 0 {
+			s += " replaced_by=" + d.ReplacedBy.String()
 		}
 		if d.Error != "" {
 			s += " err"
@@ -106,6 +111,15 @@ func TestEvaluator(t *testing.T) {
 			// removed at 90s
 			{90 * time.Second, ms(up(2, 2), up(3, 2), up(4, 2)), nil, false, []string{"EtcdMemberLost resolved etcd/m1 since=0s q=3/3/2/l0 removed"}},
 			{10 * time.Minute, ms(up(2, 2), up(3, 2), up(4, 2), down(5)), nil, false, nil},
+		}},
+		{"a replaced member resolves when its replacement (same peer URL) is a healthy voter", []round{
+			{0, ms(down(1), up(2, 2), up(3, 2)), nil, false, nil},
+			{time.Minute, ms(down(1), up(2, 2), up(3, 2)), nil, false, []string{"EtcdMemberLost firing etcd/m1 since=0s q=2/3/2/l0 err", "EtcdQuorumAtRisk firing etcd/cluster since=0s q=2/3/2/l0"}},
+			// removed, and added back as learner 0x11 with m1's peer URL
+			{70 * time.Second, ms(up(2, 2), up(3, 2), learner(Member{ID: 0x11, PeerURLs: up(1, 0).PeerURLs})), nil, false, nil},
+			{80 * time.Second, ms(up(2, 2), up(3, 2), learner(withID(up(1, 2), 0x11))), nil, false, nil},
+			{90 * time.Second, ms(up(2, 2), up(3, 2), withID(sick(1, 2), 0x11)), nil, false, nil},
+			{95 * time.Second, ms(up(2, 2), up(3, 2), withID(up(1, 2), 0x11)), nil, false, []string{"EtcdMemberLost resolved etcd/m1 since=0s q=3/3/2/l0 removed replaced_by=11", "EtcdQuorumAtRisk resolved etcd/cluster since=0s q=3/3/2/l0"}},
 		}},
 		{"a learner is lost like a voter and never counts as a voter", []round{
 			{0, ms(up(1, 1), up(2, 1), up(3, 1), learner(down(4))), nil, false, nil},

@@ -59,6 +59,9 @@ type EventData struct {
 	// Removed is true for an EtcdMemberLost resolved because the member
 	// is no longer in the member list.
 	Removed bool `json:"removed,omitempty"`
+	// ReplacedBy is the member that took over the removed member's peer
+	// URL, once it is a healthy voter (etcd.replace-member's work).
+	ReplacedBy MemberID `json:"replaced_by,omitempty"`
 	// Alarm is the alarm type, for EtcdAlarm: AlarmNoSpace or
 	// AlarmCorrupt.
 	Alarm string `json:"alarm,omitempty"`

@@ -126,6 +126,16 @@ func tlsConfig(cfg *Config) (*tls.Config, error) {
 	return tc, nil
 }
 
+// Cluster returns the client of the configured endpoints, for callers
+// that change the membership (etcd.replace-member). It is closed by Close.
+func (p *Prober) Cluster() *clientv3.Client { return p.list }
+
+// NewClient returns a client, with the prober's TLS settings, that talks
+// to the endpoints only (one member's client URLs). The caller closes it.
+func (p *Prober) NewClient(endpoints []string) (*clientv3.Client, error) {
+	return p.client(slices.Clone(endpoints), 1)
+}
+
 // Close closes every client.
 func (p *Prober) Close() error {
 	p.mu.Lock()

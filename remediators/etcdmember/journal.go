@@ -1,0 +1,163 @@
+package etcdmember
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	etcddet "github.com/selfheal/healer/detectors/etcdmember"
+)
+
+// Bucket is the NATS KV bucket of replacement journals.
+const Bucket = "healer_etcd_replace"
+
+// EnsureBucket creates the journal bucket, or updates it.
+func EnsureBucket(ctx context.Context, js jetstream.JetStream, replicas int) (jetstream.KeyValue, error) {
+	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket:      Bucket,
+		Description: "healer: etcd member replacements in progress (etcd.replace-member)",
+		Storage:     jetstream.FileStorage,
+		Replicas:    max(replicas, 1),
+		History:     8,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("ensure bucket %s: %w", Bucket, err)
+	}
+	return kv, nil
+}
+
+// Phases of a replacement, in order: the last step completed.
+const (
+	phaseBegun    = "begun"
+	phaseRemoved  = "removed"
+	phaseAdded    = "added"
+	phaseStarted  = "started"
+	phasePromoted = "promoted"
+	phaseVerified = "verified"
+)
+
+var phaseOrder = map[string]int{phaseBegun: 0, phaseRemoved: 1, phaseAdded: 2, phaseStarted: 3, phasePromoted: 4, phaseVerified: 5}
+
+// Journal is how far one replacement got. It is written before each step
+// is taken and after it completes, so a replacement can be resumed by any
+// engine with the same action id.
+type Journal struct {
+	ActionID string `json:"action_id"`
+	Cluster  string `json:"cluster"`
+	Member   string `json:"member"`
+	// OldID is the failed member; NewID the replacement, once added.
+	OldID etcddet.MemberID `json:"old_id"`
+	NewID etcddet.MemberID `json:"new_id,omitempty"`
+	// PeerURLs and ClientURLs are the failed member's, kept for the
+	// replacement.
+	PeerURLs   []string  `json:"peer_urls"`
+	ClientURLs []string  `json:"client_urls"`
+	Phase      string    `json:"phase"`
+	Began      time.Time `json:"began"`
+	Updated    time.Time `json:"updated"`
+
+	rev uint64
+}
+
+// done reports whether the replacement no longer holds other membership
+// changes back: the replacement votes.
+func (j *Journal) done() bool { return phaseOrder[j.Phase] >= phaseOrder[phasePromoted] }
+
+// reached reports whether the journal is at phase p or later.
+func (j *Journal) reached(p string) bool { return phaseOrder[j.Phase] >= phaseOrder[p] }
+
+// journals reads and writes journals, one key per cluster and member.
+type journals struct {
+	kv jetstream.KeyValue
+}
+
+// journalKey is the key of a member's journal. KV keys allow letters,
+// digits, '-', '_', '=' and '.'; other bytes of a member name are escaped.
+func journalKey(cluster, member string) string {
+	var b strings.Builder
+	b.WriteString(cluster)
+	b.WriteString(".")
+	for _, r := range member {
+		switch {
+		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9', r == '-':
+			b.WriteRune(r)
+		default:
+			fmt.Fprintf(&b, "_%x_", r)
+		}
+	}
+	return b.String()
+}
+
+// get returns the member's journal, or nil.
+func (js *journals) get(ctx context.Context, cluster, member string) (*Journal, error) {
+	e, err := js.kv.Get(ctx, journalKey(cluster, member))
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read replacement journal of %s: %w", member, err)
+	}
+	var j Journal
+	if err := json.Unmarshal(e.Value(), &j); err != nil {
+		return nil, fmt.Errorf("replacement journal of %s: %w", member, err)
+	}
+	j.rev = e.Revision()
+	return &j, nil
+}
+
+// begin creates a new journal; it fails when one exists that is not done
+// (another action got there first). A done one is replaced.
+func (js *journals) begin(ctx context.Context, j *Journal) error {
+	j.Phase, j.Began, j.Updated = phaseBegun, time.Now().UTC(), time.Now().UTC()
+	b, err := json.Marshal(j)
+	if err != nil {
+		return err
+	}
+	key := journalKey(j.Cluster, j.Member)
+	old, err := js.get(ctx, j.Cluster, j.Member)
+	if err != nil {
+		return err
+	}
+	var rev uint64
+	switch {
+	case old == nil:
+		rev, err = js.kv.Create(ctx, key, b)
+	case old.done():
+		rev, err = js.kv.Update(ctx, key, b, old.rev)
+	default:
+		return fmt.Errorf("replacement of %s by action %s is in flight (phase %s)", j.Member, old.ActionID, old.Phase)
+	}
+	if err != nil {
+		return fmt.Errorf("begin replacement journal of %s: %w", j.Member, err)
+	}
+	j.rev = rev
+	return nil
+}
+
+// advance records that the journal reached phase, with compare-and-set:
+// another engine writing the same journal makes it fail.
+func (js *journals) advance(ctx context.Context, j *Journal, phase string) error {
+	next := *j
+	next.Phase, next.Updated = phase, time.Now().UTC()
+	b, err := json.Marshal(&next)
+	if err != nil {
+		return err
+	}
+	rev, err := js.kv.Update(ctx, journalKey(j.Cluster, j.Member), b, j.rev)
+	if err != nil {
+		return fmt.Errorf("record replacement of %s %s: %w", j.Member, phase, err)
+	}
+	*j = next
+	j.rev = rev
+	return nil
+}
+
+// abandon deletes a journal whose replacement changed nothing yet.
+func (js *journals) abandon(ctx context.Context, j *Journal) error {
+	return js.kv.Delete(ctx, journalKey(j.Cluster, j.Member), jetstream.LastRevision(j.rev))
+}
