@@ -192,5 +192,9 @@ func asideDirs(t testing.TB, dataDir string) []string {
 	return m
 }
 
-func clientv3WithPrefix() []clientv3.OpOption       { return []clientv3.OpOption{clientv3.WithPrefix(), clientv3.WithCountOnly()} }
-func clientv3WithSerializable() []clientv3.OpOption { return []clientv3.OpOption{clientv3.WithSerializable()} }
+func clientv3WithPrefix() []clientv3.OpOption {
+	return []clientv3.OpOption{clientv3.WithPrefix(), clientv3.WithCountOnly()}
+}
+func clientv3WithSerializable() []clientv3.OpOption {
+	return []clientv3.OpOption{clientv3.WithSerializable()}
+}

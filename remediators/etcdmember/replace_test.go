@@ -21,7 +21,9 @@ func member(id etcddet.MemberID, healthy bool) etcddet.Member {
 func TestCheckReplace(t *testing.T) {
 	snap := func(ms ...etcddet.Member) *etcddet.Snapshot { return &etcddet.Snapshot{Members: ms} }
 	learner := func(m etcddet.Member) etcddet.Member { m.IsLearner = true; return m }
-	unstarted := func(id etcddet.MemberID) etcddet.Member { return etcddet.Member{ID: id, PeerURLs: []string{"http://10.0.0.9:2380"}} }
+	unstarted := func(id etcddet.MemberID) etcddet.Member {
+		return etcddet.Member{ID: id, PeerURLs: []string{"http://10.0.0.9:2380"}}
+	}
 	sick := func(m etcddet.Member) etcddet.Member { m.Reachable = true; m.Healthy = false; return m }
 	noLeader := func(s *etcddet.Snapshot) *etcddet.Snapshot {
 		for i := range s.Members {
