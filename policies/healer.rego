@@ -204,11 +204,36 @@ else := {
 	input.event.source == "certexpiry"
 }
 
-# etcd: a lost member, an alarm, quorum at risk. Replacing a member is
-# not automated yet (etcd.replace-member is to come): the events are
-# audited for on-call with the quorum view, see runbooks/etcdmember.md.
+# etcd: a voter unreachable for lostAfter is replaced with a fresh member
+# of the same name and peer URL. etcd.replace-member re-checks the quorum
+# just before it acts and refuses when the change could cost it; one
+# replacement per member per 30 minutes, two per cluster per hour. To have
+# a human approve each replacement, set "approval": "one".
 else := {
-	"reason": sprintf("%s on %s (voters %v, healthy %v, quorum %v): not remediated automatically yet; see runbooks/etcdmember.md", [
+	"remediator": "etcd.replace-member",
+	"params": {"member_id": input.event.data.member.id},
+	"approval": "none",
+	"rate_limit": {"key": sprintf("etcd.replace-member:%s", [input.event.subject]), "max": 1, "per": "30m"},
+	"rate_limits": [{"key": sprintf("etcd.replace-member:%s", [input.event.data.cluster]), "max": 2, "per": "1h"}],
+	"reason": sprintf("etcd member %s unreachable for %s (voters %v, healthy %v, quorum %v): replace it with a fresh member of the same name and peer URL", [
+		input.event.data.member.name, object.get(input.event.data, "lost_after", "?"),
+		object.get(etcd_quorum, "voters", "?"), object.get(etcd_quorum, "healthy_voters", "?"), object.get(etcd_quorum, "quorum", "?"),
+	]),
+	"rule": "replace_lost_etcd_member",
+} if {
+	input.event.source == "etcdmember"
+	input.event.type == "EtcdMemberLost"
+	input.event.status == "firing"
+	input.event.data.member.id != ""
+	input.event.data.member.name != ""
+	not input.event.data.member.is_learner
+}
+
+# Other etcd events (an alarm, quorum at risk, a lost learner, a leader
+# change) are audited for on-call with the quorum view, see
+# runbooks/etcdmember.md.
+else := {
+	"reason": sprintf("%s on %s (voters %v, healthy %v, quorum %v): not remediated automatically; see runbooks/etcdmember.md", [
 		input.event.type, input.event.subject,
 		object.get(etcd_quorum, "voters", "?"), object.get(etcd_quorum, "healthy_voters", "?"), object.get(etcd_quorum, "quorum", "?"),
 	]),

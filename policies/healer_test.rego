@@ -245,10 +245,33 @@ test_kubeconfig_certificate_is_not_renewed if {
 	not d.remediator
 }
 
-test_lost_etcd_member_is_reported_with_the_quorum_view if {
-	e := object.union(agent_event("etcdmember", "EtcdMemberLost", {"quorum": {"voters": 3, "healthy_voters": 2, "quorum": 2}}), {"subject": "etcd/member-2"})
+etcd_lost(member) := object.union(agent_event("etcdmember", "EtcdMemberLost", {
+	"cluster": "cp", "lost_after": "1m0s", "member": member,
+	"quorum": {"voters": 3, "healthy_voters": 2, "quorum": 2},
+}), {"subject": sprintf("etcd/%s", [object.get(member, "name", "x")])})
+
+test_lost_etcd_member_is_replaced if {
+	e := etcd_lost({"id": "8e9e05c52164694d", "name": "member-2", "is_learner": false})
+	d := healer.decision with input as {"event": e, "context": ctx}
+	d.remediator == "etcd.replace-member"
+	d.params == {"member_id": "8e9e05c52164694d"}
+	d.rule == "replace_lost_etcd_member"
+	d.rate_limit.key == "etcd.replace-member:etcd/member-2"
+	d.rate_limits[0].key == "etcd.replace-member:cp"
+	d.reason == "etcd member member-2 unreachable for 1m0s (voters 3, healthy 2, quorum 2): replace it with a fresh member of the same name and peer URL"
+}
+
+test_lost_etcd_learner_is_only_reported if {
+	e := etcd_lost({"id": "ab", "name": "member-4", "is_learner": true})
 	d := healer.decision with input as {"event": e, "context": ctx}
 	not d.remediator
 	d.rule == "report_etcd"
-	d.reason == "EtcdMemberLost on etcd/member-2 (voters 3, healthy 2, quorum 2): not remediated automatically yet; see runbooks/etcdmember.md"
+}
+
+test_etcd_alarm_is_reported_with_the_quorum_view if {
+	e := object.union(agent_event("etcdmember", "EtcdAlarm", {"quorum": {"voters": 3, "healthy_voters": 2, "quorum": 2}}), {"subject": "etcd/member-2"})
+	d := healer.decision with input as {"event": e, "context": ctx}
+	not d.remediator
+	d.rule == "report_etcd"
+	d.reason == "EtcdAlarm on etcd/member-2 (voters 3, healthy 2, quorum 2): not remediated automatically; see runbooks/etcdmember.md"
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/selfheal/healer/bus"
 	"github.com/selfheal/healer/remediators/action"
 	"github.com/selfheal/healer/remediators/certrenew"
+	"github.com/selfheal/healer/remediators/etcdmember"
 	"github.com/selfheal/healer/remediators/nodedrain"
 	"github.com/selfheal/healer/remediators/restart"
 	"github.com/selfheal/healer/remediators/vip"
@@ -29,7 +30,11 @@ type Deps struct {
 	// a nil VIPLeases (no VIPs configured) leaves vip.float out.
 	VIPLeases jetstream.KeyValue
 	VIP       vip.FloatConfig
-	Log       *slog.Logger
+	// Etcd is the etcd cluster etcd.replace-member acts on, with its
+	// journal and provisioner; nil (no etcd configured) leaves it out.
+	Etcd        *etcdmember.Deps
+	EtcdReplace etcdmember.Config
+	Log         *slog.Logger
 }
 
 // Entry is one row of the registry table.
@@ -42,6 +47,8 @@ type Entry struct {
 	NeedsAgents bool
 	// NeedsVIPs is true when the remediator floats configured VIPs.
 	NeedsVIPs bool
+	// NeedsEtcd is true when the remediator changes an etcd cluster.
+	NeedsEtcd bool
 	// New builds the remediator.
 	New func(Deps) (action.Remediator, error)
 }
@@ -57,6 +64,9 @@ func Table() []Entry {
 		{Name: certrenew.Name, NeedsAgents: true, New: func(d Deps) (action.Remediator, error) { return certrenew.New(d.agents(), d.Log), nil }},
 		{Name: vip.Name, NeedsAgents: true, NeedsVIPs: true, New: func(d Deps) (action.Remediator, error) {
 			return vip.NewFloat(d.VIPLeases, d.nodeCaller(), d.Log, d.VIP)
+		}},
+		{Name: etcdmember.Name, NeedsEtcd: true, New: func(d Deps) (action.Remediator, error) {
+			return etcdmember.New(d.EtcdReplace, d.Etcd, d.Log)
 		}},
 	}
 }
@@ -91,6 +101,10 @@ func Build(d Deps) (set Set, unavailable map[string]string, err error) {
 		}
 		if e.NeedsVIPs && d.VIPLeases == nil {
 			unavailable[e.Name] = "no VIPs configured (vip.vips)"
+			continue
+		}
+		if e.NeedsEtcd && d.Etcd == nil {
+			unavailable[e.Name] = "no etcd cluster configured (etcd)"
 			continue
 		}
 		r, err := e.New(d)

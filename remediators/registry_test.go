@@ -25,10 +25,10 @@ func TestBuild(t *testing.T) {
 	}
 	// The fake clientset and agents are only dependencies here: nothing is called.
 	set, unavailable, err = Build(Deps{Kube: fake.NewClientset(), Agents: bus.NewAgentClient(nil, 0), Log: log})
-	if err != nil || len(unavailable) != 1 || !strings.Contains(unavailable["vip.float"], "no VIPs") {
-		t.Fatalf("with Kubernetes and agents, without VIPs: %v %v", unavailable, err)
+	if err != nil || len(unavailable) != 2 || !strings.Contains(unavailable["vip.float"], "no VIPs") || !strings.Contains(unavailable["etcd.replace-member"], "no etcd") {
+		t.Fatalf("with Kubernetes and agents, without VIPs or etcd: %v %v", unavailable, err)
 	}
-	if got := set.Names(); len(got) != len(Table())-1 || got[0] != "cert.renew" {
+	if got := set.Names(); len(got) != len(Table())-2 || got[0] != "cert.renew" {
 		t.Fatalf("names %v", got)
 	}
 }

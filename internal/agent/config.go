@@ -16,6 +16,7 @@ import (
 	"github.com/selfheal/healer/detectors/runtimepanic"
 	"github.com/selfheal/healer/internal/yamlconfig"
 	"github.com/selfheal/healer/remediators/certrenew"
+	etcdmember "github.com/selfheal/healer/remediators/etcdmember"
 	"github.com/selfheal/healer/remediators/restart"
 	"github.com/selfheal/healer/remediators/vip"
 )
@@ -50,6 +51,10 @@ type Config struct {
 	// CertRenew, on masters, lists the certificates this node may renew
 	// (certrenew.KubeadmCerts gives kubeadm's).
 	CertRenew certrenew.Config `json:"certRenew"`
+	// EtcdMember, on masters that run etcd as a static pod, lets
+	// etcd.replace-member start a replacement member here by rewriting
+	// etcd's manifest. Off when nil.
+	EtcdMember *etcdmember.VerbsConfig `json:"etcdMember"`
 	// VIP, on masters, lists the virtual IPs this node may carry; the
 	// agent then keeps their leases and answers vip.acquire, vip.release
 	// and vip.status. Its node is this agent's node.

@@ -18,6 +18,7 @@ import (
 	"github.com/selfheal/healer/detectors/runtimepanic"
 	"github.com/selfheal/healer/remediators/action"
 	"github.com/selfheal/healer/remediators/certrenew"
+	etcdmember "github.com/selfheal/healer/remediators/etcdmember"
 	"github.com/selfheal/healer/remediators/restart"
 	"github.com/selfheal/healer/remediators/vip"
 )
@@ -108,6 +109,9 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger, deps Deps) (*Agent
 			return nil, err
 		}
 		verbs = append(verbs, cv.Verbs()...)
+	}
+	if cfg.EtcdMember != nil {
+		verbs = append(verbs, etcdmember.NewVerbs(*cfg.EtcdMember, base.With("node", cfg.Node)).Verbs()...)
 	}
 	var keeper *vip.Keeper
 	if cfg.VIP != nil {

@@ -16,6 +16,7 @@ import (
 	"github.com/selfheal/healer/detectors/nodeproblem"
 	"github.com/selfheal/healer/engine"
 	"github.com/selfheal/healer/internal/yamlconfig"
+	etcdrem "github.com/selfheal/healer/remediators/etcdmember"
 	"github.com/selfheal/healer/remediators/vip"
 )
 
@@ -67,6 +68,10 @@ type Config struct {
 	// Etcd, when set, watches the control plane's etcd members (the
 	// etcdmember detector).
 	Etcd *etcdmember.Config `json:"etcd"`
+	// EtcdReplace configures etcd.replace-member, which replaces lost
+	// members of that cluster: how replacements are started (the masters'
+	// agents by default) and how long they may take to catch up.
+	EtcdReplace etcdrem.Config `json:"etcdReplace"`
 	// VIP lists the virtual IPs healer may float and their candidate
 	// masters; with none, vip.float and the VIP lease watcher are off.
 	VIP vip.FloatConfig `json:"vip"`
@@ -115,6 +120,7 @@ func (c *Config) ApplyDefaults() {
 	if c.Etcd != nil {
 		c.Etcd.ApplyDefaults()
 	}
+	c.EtcdReplace.ApplyDefaults()
 	if c.AgentAcceptTimeout == 0 {
 		c.AgentAcceptTimeout = 5 * time.Second
 	}
@@ -156,6 +162,7 @@ func (c *Config) Validate() error {
 		if err := c.Etcd.Validate(); err != nil {
 			errs = append(errs, fmt.Errorf("etcd: %w", err))
 		}
+		errs = append(errs, c.EtcdReplace.Validate())
 	}
 	if err := c.VIP.Validate(); err != nil {
 		errs = append(errs, fmt.Errorf("vip: %w", err))

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -37,6 +38,7 @@ import (
 	"github.com/selfheal/healer/internal/httpauth"
 	"github.com/selfheal/healer/policies"
 	"github.com/selfheal/healer/remediators"
+	etcdrem "github.com/selfheal/healer/remediators/etcdmember"
 	"github.com/selfheal/healer/remediators/vip"
 )
 
@@ -126,7 +128,18 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (s *Server, err er
 			return nil, err
 		}
 	}
+	if cfg.Etcd != nil {
+		if deps.Etcd, err = s.etcdDeps(ctx, agents); err != nil {
+			return nil, err
+		}
+		deps.EtcdReplace = cfg.EtcdReplace
+	}
 	rems, unavailable, err := remediators.Build(deps)
+	for _, r := range rems {
+		if c, ok := r.(io.Closer); ok {
+			s.closers = append(s.closers, func() { _ = c.Close() })
+		}
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -280,6 +293,23 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (s *Server, err er
 		log.Info("shutdown complete")
 	}()
 	return s, nil
+}
+
+// etcdDeps are what etcd.replace-member acts with: the detector's cluster
+// configuration, the journal bucket and the configured provisioner.
+func (s *Server) etcdDeps(ctx context.Context, agents *bus.AgentClient) (*etcdrem.Deps, error) {
+	kv, err := etcdrem.EnsureBucket(ctx, s.js, s.cfg.Streams.Replicas)
+	if err != nil {
+		return nil, err
+	}
+	d := &etcdrem.Deps{Cluster: *s.cfg.Etcd, Journal: kv}
+	switch s.cfg.EtcdReplace.Provisioner {
+	case etcdrem.ProvisionerLocal:
+		d.Provisioner, err = etcdrem.NewLocal(s.cfg.EtcdReplace.Local)
+	default:
+		d.Provisioner, err = etcdrem.NewAgentProvisioner(agents, s.cfg.EtcdReplace.Nodes)
+	}
+	return d, err
 }
 
 // watchVIPLeases runs the VIP lease watcher until ctx ends, starting it

@@ -1,0 +1,199 @@
+package etcdmember
+
+import (
+	"context"
+	"errors"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"sigs.k8s.io/yaml"
+
+	"github.com/selfheal/healer/remediators/action"
+)
+
+// manifestDir writes the kubeadm-style etcd manifest of testdata with its
+// data dir in a temporary directory holding one old file.
+func manifestDir(t *testing.T) (manifest, dataDir string) {
+	t.Helper()
+	dir := t.TempDir()
+	dataDir = filepath.Join(dir, "var-lib-etcd")
+	if err := os.MkdirAll(filepath.Join(dataDir, "member"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dataDir, "member", "old"), []byte("old data"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	raw, err := os.ReadFile("testdata/etcd.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	manifest = filepath.Join(dir, "manifests", "etcd.yaml")
+	if err := os.MkdirAll(filepath.Dir(manifest), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(manifest, []byte(strings.ReplaceAll(string(raw), "DATADIR", dataDir)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return manifest, dataDir
+}
+
+// nodeCaller runs the verb in this process, as the agent would.
+type nodeCaller struct {
+	verbs *Verbs
+	node  string
+	calls []action.NodeRequest
+}
+
+func (c *nodeCaller) CallProgress(ctx context.Context, req action.NodeRequest, p action.Progress) (action.Result, error) {
+	c.calls = append(c.calls, req)
+	if req.Node != c.node {
+		return action.Result{}, action.ErrAgentUnreachable
+	}
+	for _, v := range c.verbs.Verbs() {
+		if v.Name() == req.Verb {
+			return v.Run(ctx, req, p)
+		}
+	}
+	return action.Result{}, errors.New("no such verb")
+}
+
+func testSpec(clientURL string) MemberSpec {
+	return MemberSpec{
+		ActionID: "act-m", Name: "master-1", ID: "abc", PeerURLs: []string{"https://10.0.0.11:2380"}, ClientURLs: []string{clientURL},
+		InitialCluster: "master-0=https://10.0.0.10:2380,master-2=https://10.0.0.12:2380,master-1=https://10.0.0.11:2380",
+	}
+}
+
+func readCommand(t *testing.T, manifest string) []string {
+	t.Helper()
+	raw, err := os.ReadFile(manifest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pod corev1.Pod
+	if err := yaml.Unmarshal(raw, &pod); err != nil {
+		t.Fatal(err)
+	}
+	return pod.Spec.Containers[0].Command
+}
+
+func TestAgentProvisionerRewritesManifest(t *testing.T) {
+	manifest, dataDir := manifestDir(t)
+	verbs := NewVerbs(VerbsConfig{Manifest: manifest, StopTimeout: time.Second}, testLogger(t))
+	caller := &nodeCaller{verbs: verbs, node: "node-m1"}
+	prov, err := NewAgentProvisioner(caller, map[string]string{"master-1": "node-m1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	spec := testSpec("http://" + closedAddr(t))
+	rec := &recorder{}
+	if err := prov.Start(t.Context(), spec, rec.progress); err != nil {
+		t.Fatal(err)
+	}
+	cmd := readCommand(t, manifest)
+	if v, _ := flag(cmd, "initial-cluster"); v != spec.InitialCluster {
+		t.Errorf("--initial-cluster=%q, want %q", v, spec.InitialCluster)
+	}
+	if v, _ := flag(cmd, "initial-cluster-state"); v != "existing" {
+		t.Errorf("--initial-cluster-state=%q, want existing", v)
+	}
+	if v, _ := flag(cmd, "name"); v != "master-1" {
+		t.Errorf("--name changed to %q", v)
+	}
+	if _, err := os.Stat(filepath.Join(dataDir, "member", "old")); err == nil {
+		t.Error("the old data is still in the data dir")
+	}
+	if b, err := os.ReadFile(filepath.Join(dataDir+".replaced-act-m", "member", "old")); err != nil || string(b) != "old data" {
+		t.Errorf("old data kept aside: %q, %v", b, err)
+	}
+	if _, err := os.Stat(filepath.Join(filepath.Dir(manifest), ".healer-held", "etcd.yaml.before-act-m")); err != nil {
+		t.Errorf("old manifest not kept: %v", err)
+	}
+	if caller.calls[0].Node != "node-m1" || caller.calls[0].Verb != VerbStart {
+		t.Errorf("called %+v, want %s on node-m1", caller.calls[0], VerbStart)
+	}
+
+	// Again, for the same action (a retry): nothing changes.
+	before, _ := os.ReadFile(manifest)
+	res, err := verbs.start(t.Context(), spec, rec.progress)
+	if err != nil || res.Changed {
+		t.Fatalf("second start = %+v, %v; want unchanged", res, err)
+	}
+	after, _ := os.ReadFile(manifest)
+	if string(before) != string(after) {
+		t.Error("the manifest changed on a retry")
+	}
+	if _, err := os.Stat(dataDir + ".replaced-act-m"); err != nil {
+		t.Errorf("the data kept aside is gone: %v", err)
+	}
+}
+
+func TestAgentProvisionerRefuses(t *testing.T) {
+	t.Run("wrong node: another member's manifest", func(t *testing.T) {
+		manifest, dataDir := manifestDir(t)
+		verbs := NewVerbs(VerbsConfig{Manifest: manifest}, testLogger(t))
+		spec := testSpec("http://" + closedAddr(t))
+		spec.Name = "master-2"
+		_, err := verbs.start(t.Context(), spec, (&recorder{}).progress)
+		if !errors.Is(err, action.ErrUnsafe) || !strings.Contains(err.Error(), "wrong node") {
+			t.Fatalf("start = %v, want ErrUnsafe (wrong node)", err)
+		}
+		if _, err := os.Stat(filepath.Join(dataDir, "member", "old")); err != nil {
+			t.Fatal("the data dir was touched")
+		}
+	})
+	t.Run("the old member does not stop: manifest put back, data untouched", func(t *testing.T) {
+		manifest, dataDir := manifestDir(t)
+		verbs := NewVerbs(VerbsConfig{Manifest: manifest, StopTimeout: 500 * time.Millisecond}, testLogger(t))
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ln.Close()
+		go func() {
+			for {
+				c, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				_ = c.Close()
+			}
+		}()
+		before, _ := os.ReadFile(manifest)
+		_, err = verbs.start(t.Context(), testSpec("http://"+ln.Addr().String()), (&recorder{}).progress)
+		if !errors.Is(err, action.ErrUnsafe) || !strings.Contains(err.Error(), "still accepts connections") {
+			t.Fatalf("start = %v, want ErrUnsafe (still running)", err)
+		}
+		after, err := os.ReadFile(manifest)
+		if err != nil || string(after) != string(before) {
+			t.Fatalf("manifest not put back as it was: %v", err)
+		}
+		if _, err := os.Stat(filepath.Join(dataDir, "member", "old")); err != nil {
+			t.Fatal("the data dir was touched")
+		}
+	})
+	t.Run("bad params", func(t *testing.T) {
+		verbs := NewVerbs(VerbsConfig{Manifest: "/nonexistent"}, testLogger(t))
+		_, err := verbs.Verbs()[0].Run(t.Context(), action.NodeRequest{ID: "x", Verb: VerbStart, Params: map[string]any{"name": "m"}}, (&recorder{}).progress)
+		if !errors.Is(err, action.ErrInvalidParams) {
+			t.Fatalf("Run = %v, want ErrInvalidParams", err)
+		}
+	})
+}
+
+// closedAddr is a loopback address nothing listens on.
+func closedAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	_ = ln.Close()
+	return addr
+}
