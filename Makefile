@@ -9,7 +9,7 @@ ETCD_VERSION ?= v3.6.7
 GOLANGCI_LINT_VERSION ?= v2.15.0
 export K8S_VERSION ETCD_VERSION
 
-.PHONY: all build run test e2e testenv bench lint policy-test fuzz fmt vet clean
+.PHONY: all build run demo test e2e testenv bench lint policy-test fuzz fmt vet clean
 
 all: build
 
@@ -19,6 +19,10 @@ build:
 ## run: the service with embedded NATS JetStream, the in-process limiter and the built-in policies.
 run:
 	$(GO) run ./cmd/healer serve --data-dir ./data
+
+## demo: a local three-member etcd cluster loses a member and healer replaces it (under a minute; leaves nothing behind).
+demo: build
+	$(HEALER) demo
 
 ## testenv: kube-apiserver, kube-controller-manager and etcd built from the Go module proxy into bin/ (cached outside the clone).
 testenv:

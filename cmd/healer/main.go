@@ -1,6 +1,6 @@
 // Command healer is the one binary of healer: the service (serve), the
 // node agent (agent), and the tools on-call and policy authors use (audit,
-// policy, version).
+// policy, demo, version).
 package main
 
 import (
@@ -21,6 +21,7 @@ Usage:
   healer audit   list|verify [flags]     read and verify the audit trail
   healer policy  test|eval [flags]       test and evaluate Rego policies
   healer remediators list [-o json]      what healer can do, and the permissions it needs
+  healer demo    [flags]                 replace a killed etcd member, on this machine, in under a minute
   healer version                         print the version
 
 Run "healer <command> -h" for the flags of a command.
@@ -40,6 +41,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		"audit":       auditCmd,
 		"policy":      policyCmd,
 		"remediators": remediatorsCmd,
+		"demo":        demoCmd,
 		"version": func(_ context.Context, _ []string, stdout, _ io.Writer) int {
 			fmt.Fprintln(stdout, "healer", version())
 			return 0

@@ -203,8 +203,10 @@ func leaderOf(ctx context.Context, url string) (bool, error) {
 	return st.Leader != 0 && st.Leader == st.Header.MemberId, nil
 }
 
-// Close stops every member the cluster started. Members started by others
-// in its directory (a replacement) are stopped by whoever started them.
+// Close kills every member the cluster started, at once: a cluster torn
+// down whole has no one to hand leadership to, and a graceful stop would
+// wait for that. Members started by others in its directory (a
+// replacement) are stopped by whoever started them.
 func (c *Cluster) Close() {
 	var wg sync.WaitGroup
 	for _, m := range c.Members() {
@@ -213,7 +215,7 @@ func (c *Cluster) Close() {
 		m.Proc = nil
 		c.mu.Unlock()
 		if p != nil {
-			wg.Go(func() { _ = p.Stop() })
+			wg.Go(func() { _ = p.Kill() })
 		}
 	}
 	wg.Wait()

@@ -55,8 +55,9 @@ func StartProcess(command []string, s Spec) (*Process, error) {
 	cmd.Env = append(os.Environ(), SpecEnv+"="+string(raw))
 	cmd.Stdout, cmd.Stderr = out, out
 	// Its own process group: a terminal's ^C reaches the parent, which
-	// stops its members in order.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	// stops its members in order. If the parent dies without doing so,
+	// the kernel kills the member.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start etcd member %s: %w", s.Name, err)
 	}

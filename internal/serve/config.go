@@ -40,6 +40,9 @@ type Config struct {
 	// Kubeconfig selects a cluster; empty means in-cluster when running in
 	// a pod, else $KUBECONFIG, else Kubernetes features are off.
 	Kubeconfig string `json:"kubeconfig"`
+	// NoKubernetes turns Kubernetes off whatever the environment says
+	// (`healer demo`, which acts on a local etcd cluster only).
+	NoKubernetes bool `json:"noKubernetes"`
 	// KubeQPS and KubeBurst bound healer's own request rate to the API
 	// server (client-side; the server's priority and fairness still apply).
 	KubeQPS   float32 `json:"kubeQPS"`

@@ -483,6 +483,9 @@ func (s *Server) setupKube(ctx context.Context) (string, error) {
 	var rc *rest.Config
 	var err error
 	switch {
+	case s.cfg.NoKubernetes:
+		s.log.Info("Kubernetes turned off by the configuration (noKubernetes)")
+		return "off", nil
 	case s.cfg.Kubeconfig != "":
 		rc, err = clientcmd.BuildConfigFromFlags("", s.cfg.Kubeconfig)
 	case os.Getenv("KUBERNETES_SERVICE_HOST") != "":

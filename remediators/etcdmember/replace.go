@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
@@ -321,6 +322,9 @@ func (r *Replace) Act(ctx context.Context, req action.Request, progress action.P
 	}
 
 	if !j.reached(phaseStarted) {
+		if err := r.waitKnown(ctx, j); err != nil {
+			return action.Result{}, err
+		}
 		spec, err := r.memberSpec(ctx, j)
 		if err != nil {
 			return action.Result{}, err
@@ -415,6 +419,40 @@ func (r *Replace) addLearner(ctx context.Context, j *Journal, progress action.Pr
 		case <-time.After(500 * time.Millisecond):
 		}
 	}
+}
+
+// waitKnown waits until every voter that answers lists the learner: a
+// member that starts before its peers know it is refused by them, and its
+// first attempt to publish itself then takes etcd's whole request timeout
+// (5s and more) to fail.
+func (r *Replace) waitKnown(ctx context.Context, j *Journal) error {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	list, err := r.prober.Cluster().MemberList(ctx)
+	if err != nil {
+		return fmt.Errorf("member list: %w", err)
+	}
+	for _, m := range list.Members {
+		if m.IsLearner || m.ID == uint64(j.NewID) || len(m.ClientURLs) == 0 {
+			continue
+		}
+		cli, err := r.prober.NewClient(m.ClientURLs)
+		if err != nil {
+			return err
+		}
+		for {
+			resp, err := cli.MemberList(ctx, clientv3.WithSerializable())
+			if err == nil && slices.ContainsFunc(resp.Members, func(x *etcdserverpb.Member) bool { return x.ID == uint64(j.NewID) }) {
+				break
+			}
+			if ctx.Err() != nil {
+				break // a voter that does not answer is not waited for
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		_ = cli.Close()
+	}
+	return nil
 }
 
 // memberSpec is the spec the provisioner starts: the voters and the
