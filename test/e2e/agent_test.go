@@ -17,6 +17,7 @@ import (
 	"github.com/selfheal/healer/detectors/runtimepanic"
 	"github.com/selfheal/healer/internal/agent"
 	"github.com/selfheal/healer/internal/serve"
+	"github.com/selfheal/healer/internal/etcdlocal"
 	"github.com/selfheal/healer/internal/testenv"
 	"github.com/selfheal/healer/remediators/restart"
 )
@@ -156,5 +157,6 @@ func TestPanicRestartedByAgent(t *testing.T) {
 
 func TestMain(m *testing.M) {
 	testenv.RunFakeDaemonIfAsked()
+	etcdlocal.RunIfAsked()
 	os.Exit(m.Run())
 }
