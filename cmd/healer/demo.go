@@ -14,7 +14,6 @@ import (
 	"strconv"
 	"strings"
 	"sync/atomic"
-	"syscall"
 	"text/tabwriter"
 	"time"
 
@@ -396,12 +395,7 @@ func (d *demo) cleanup(keep bool) {
 		}
 	}
 	if d.cluster != nil {
-		d.cluster.Close()
-		for _, m := range d.cluster.Members() {
-			if pid, ok := etcdlocal.Running(m.Spec); ok {
-				_ = syscall.Kill(pid, syscall.SIGKILL) // the replacement; its data goes with the directory
-			}
-		}
+		d.cluster.Destroy() // the replacement too: its data goes with the directory
 	}
 	if d.logFile != nil {
 		_ = d.logFile.Sync()

@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -219,6 +220,18 @@ func (c *Cluster) Close() {
 		}
 	}
 	wg.Wait()
+}
+
+// Destroy kills every member process of the cluster's members, those it
+// started and any other written to a member's pid file (a replacement
+// started by a provisioner), for tearing down a test or demo whole.
+func (c *Cluster) Destroy() {
+	c.Close()
+	for _, m := range c.Members() {
+		if pid, ok := Running(m.Spec); ok {
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+		}
+	}
 }
 
 // FreePorts returns n distinct free loopback TCP ports. Another process

@@ -105,3 +105,15 @@ func waitFor(ctx context.Context, timeout time.Duration, p *process, what string
 		}
 	}
 }
+
+// IsSubsequence reports whether want appears in got in order, with
+// anything in between: for asserting the order of audit records or steps.
+func IsSubsequence(want, got []string) bool {
+	i := 0
+	for _, g := range got {
+		if i < len(want) && g == want[i] {
+			i++
+		}
+	}
+	return i == len(want)
+}

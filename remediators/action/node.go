@@ -45,6 +45,12 @@ type NodeCaller interface {
 	Call(ctx context.Context, req NodeRequest) (Result, error)
 }
 
+// ProgressCaller is a NodeCaller that also relays the verb's progress
+// messages while it waits for the reply; bus.AgentClient is the real one.
+type ProgressCaller interface {
+	CallProgress(ctx context.Context, req NodeRequest, progress Progress) (Result, error)
+}
+
 // ErrAgentUnreachable means the node's agent did not answer in time. What
 // it did is unknown, so callers must fail closed.
 var ErrAgentUnreachable = errors.New("node agent unreachable")

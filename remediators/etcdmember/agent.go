@@ -15,15 +15,10 @@ import (
 // the existing cluster.
 const VerbStart = "etcd.member.start"
 
-// Caller reaches node agents (bus.AgentClient).
-type Caller interface {
-	CallProgress(ctx context.Context, req action.NodeRequest, progress action.Progress) (action.Result, error)
-}
-
 // AgentProvisioner starts replacements through the agent of the master
 // that hosts the member.
 type AgentProvisioner struct {
-	caller Caller
+	caller action.ProgressCaller
 	nodes  map[string]string
 }
 
@@ -31,7 +26,7 @@ var _ Provisioner = (*AgentProvisioner)(nil)
 
 // NewAgentProvisioner returns the provisioner; nodes maps member names to
 // node names (a member not listed runs on the node of its name).
-func NewAgentProvisioner(caller Caller, nodes map[string]string) (*AgentProvisioner, error) {
+func NewAgentProvisioner(caller action.ProgressCaller, nodes map[string]string) (*AgentProvisioner, error) {
 	if caller == nil {
 		return nil, errors.New("etcd.replace-member: the agent provisioner needs a transport to the node agents")
 	}

@@ -49,16 +49,7 @@ func startCluster(t testing.TB, n int) *etcdlocal.Cluster {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		c.Close()
-		for _, m := range c.Members() {
-			if pid, ok := etcdlocal.Running(m.Spec); ok {
-				if p, err := os.FindProcess(pid); err == nil {
-					_ = p.Kill()
-				}
-			}
-		}
-	})
+	t.Cleanup(c.Destroy)
 	return c
 }
 

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	etcddet "github.com/selfheal/healer/detectors/etcdmember"
+	"github.com/selfheal/healer/internal/testenv"
 	"github.com/selfheal/healer/remediators/action"
 )
 
@@ -184,7 +185,7 @@ func TestReplaceKilledMember(t *testing.T) {
 	}
 	steps := compact(rec.Steps())
 	want := []string{"quorum checked", "member removed", "learner added", "provision", "member started", "promoted"}
-	if !isSubsequence(want, steps) {
+	if !testenv.IsSubsequence(want, steps) {
 		t.Fatalf("progress steps %v, want in order %v", steps, want)
 	}
 	// Done: the same request again needs nothing.
@@ -296,14 +297,4 @@ func compact(steps []string) []string {
 		}
 	}
 	return out
-}
-
-func isSubsequence(want, got []string) bool {
-	i := 0
-	for _, g := range got {
-		if i < len(want) && g == want[i] {
-			i++
-		}
-	}
-	return i == len(want)
 }

@@ -14,9 +14,7 @@ import (
 const Name = "component.restart"
 
 // Caller reaches node agents; bus.AgentClient is the real one.
-type Caller interface {
-	CallProgress(ctx context.Context, req action.NodeRequest, progress action.Progress) (action.Result, error)
-}
+type Caller = action.ProgressCaller
 
 // Remediator is the engine half: it asks the agent on the event's node to
 // restart one of its components.

@@ -20,6 +20,7 @@ import (
 	"github.com/selfheal/healer/engine"
 	"github.com/selfheal/healer/internal/etcdlocal"
 	"github.com/selfheal/healer/internal/serve"
+	"github.com/selfheal/healer/internal/testenv"
 	etcdrem "github.com/selfheal/healer/remediators/etcdmember"
 )
 
@@ -42,16 +43,7 @@ func startEtcd(t testing.TB, members int) *etcdEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		c.Close()
-		for _, m := range c.Members() {
-			if pid, ok := etcdlocal.Running(m.Spec); ok {
-				if p, err := os.FindProcess(pid); err == nil {
-					_ = p.Kill() // a replacement healer started
-				}
-			}
-		}
-	})
+	t.Cleanup(c.Destroy) // with any replacement healer started
 	cli, err := clientv3.New(clientv3.Config{Endpoints: c.Endpoints(), DialTimeout: time.Second, Logger: zap.NewNop()})
 	if err != nil {
 		t.Fatal(err)
@@ -255,12 +247,12 @@ func TestEtcdMemberReplaced(t *testing.T) {
 			// The story, in order.
 			ks := kinds(recs)
 			for _, want := range [][]string{{"event", "decision", "action.started", "action.progress", "action.finished", "verified"}} {
-				if !isSubsequence(want, ks) {
+				if !testenv.IsSubsequence(want, ks) {
 					t.Fatalf("records %v, want in order %v%s", ks, want, describe(recs))
 				}
 			}
 			steps := progressSteps(recs)
-			if want := []string{"quorum checked", "member removed", "learner added", "provision", "member started", "promoted"}; !isSubsequence(want, steps) {
+			if want := []string{"quorum checked", "member removed", "learner added", "provision", "member started", "promoted"}; !testenv.IsSubsequence(want, steps) {
 				t.Fatalf("progress steps %v, want in order %v", steps, want)
 			}
 			// The cluster: whole again, the same name and peer URL, a new
@@ -441,14 +433,4 @@ func cutDetails(b []byte) string {
 		return string(b[:160]) + "…"
 	}
 	return string(b)
-}
-
-func isSubsequence(want, got []string) bool {
-	i := 0
-	for _, g := range got {
-		if i < len(want) && g == want[i] {
-			i++
-		}
-	}
-	return i == len(want)
 }
