@@ -51,6 +51,7 @@ bench: testenv
 	$(GO) test -run '^$$' -bench PanicToRestarted -benchtime 20x ./test/e2e/
 	$(GO) test -run '^$$' -bench AgentRoundTrip -benchtime 5000x ./internal/agent/
 	$(GO) test -run '^$$' -bench Failover -benchtime 5x ./remediators/vip/
+	$(GO) test -run '^$$' -bench EtcdMemberReplaced -benchtime 5x ./test/e2e/
 	$(GO) run ./test/load -duration 10s -concurrency 32 -alerts 10
 
 ## fuzz: each fuzz target for FUZZTIME (their seed corpora in testdata/fuzz also run in `make test`).

@@ -16,8 +16,8 @@ import (
 	"github.com/selfheal/healer/audit"
 	"github.com/selfheal/healer/detectors/runtimepanic"
 	"github.com/selfheal/healer/internal/agent"
-	"github.com/selfheal/healer/internal/serve"
 	"github.com/selfheal/healer/internal/etcdlocal"
+	"github.com/selfheal/healer/internal/serve"
 	"github.com/selfheal/healer/internal/testenv"
 	"github.com/selfheal/healer/remediators/restart"
 )
