@@ -48,7 +48,7 @@ func demoCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintf(stderr, "healer demo etcd-member: %s is not set; this process is started by healer demo\n", etcdlocal.SpecEnv)
 			return 2
 		}
-		return etcdlocal.RunMain(s, err)
+		return etcdlocal.RunMain(ctx, s, err)
 	}
 	fs := newFlagSet("healer demo", stderr)
 	fs.Usage = func() { fmt.Fprint(stderr, demoUsage); fs.PrintDefaults() }
@@ -133,7 +133,7 @@ func (d *demo) run(ctx context.Context, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	defer cli.Close()
+	defer func() { _ = cli.Close() }()
 	for i := range d.keys {
 		if _, err := cli.Put(ctx, fmt.Sprintf("/demo/key-%04d", i), strings.Repeat("x", 64)); err != nil {
 			return fmt.Errorf("write demo keys: %w", err)
@@ -200,7 +200,7 @@ func (d *demo) startServe(ctx context.Context, command []string, stderr io.Write
 	if err != nil {
 		return err
 	}
-	var logw io.Writer = stderr
+	logw := stderr
 	if !d.verbose {
 		if d.logFile, err = os.Create(filepath.Join(d.dir, "serve.log")); err != nil {
 			return err

@@ -194,7 +194,7 @@ func leaderOf(ctx context.Context, url string) (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	defer cli.Close()
+	defer func() { _ = cli.Close() }()
 	sctx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
 	defer cancel()
 	st, err := cli.Status(sctx, url)

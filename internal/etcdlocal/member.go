@@ -156,17 +156,17 @@ func RunIfAsked() {
 	if !ok {
 		return
 	}
-	os.Exit(RunMain(s, err))
+	os.Exit(RunMain(context.Background(), s, err))
 }
 
-// RunMain runs the member s (or reports specErr) until SIGTERM or SIGINT
-// and returns the process's exit code.
-func RunMain(s Spec, specErr error) int {
+// RunMain runs the member s (or reports specErr) until ctx ends or SIGTERM
+// or SIGINT, and returns the process's exit code.
+func RunMain(ctx context.Context, s Spec, specErr error) int {
 	if specErr != nil {
 		fmt.Fprintln(os.Stderr, "etcd member:", specErr)
 		return 2
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	ready := make(chan struct{})
 	go func() {

@@ -598,7 +598,7 @@ func (r *Replace) readAll(ctx context.Context, urls []string) (int64, error) {
 	if err != nil {
 		return 0, err
 	}
-	defer mc.Close()
+	defer func() { _ = mc.Close() }()
 	var got int64
 	key := ""
 	for {
