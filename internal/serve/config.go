@@ -11,6 +11,7 @@ import (
 
 	"github.com/selfheal/healer/bus"
 	"github.com/selfheal/healer/detectors/alertmanager"
+	"github.com/selfheal/healer/detectors/certexpiry"
 	"github.com/selfheal/healer/detectors/etcdmember"
 	"github.com/selfheal/healer/detectors/logpipeline"
 	"github.com/selfheal/healer/detectors/nodeproblem"
@@ -75,6 +76,11 @@ type Config struct {
 	// members of that cluster: how replacements are started (the masters'
 	// agents by default) and how long they may take to catch up.
 	EtcdReplace etcdrem.Config `json:"etcdReplace"`
+	// CertExpiry, when set, watches the cluster's TLS secrets and remote
+	// TLS endpoints (the apiserver, etcd) for certificates about to
+	// expire. Files, kubeadm's pki and kubeconfigs are watched by each
+	// node's agent instead. Secrets need Kubernetes and list on secrets.
+	CertExpiry *certexpiry.Config `json:"certExpiry"`
 	// VIP lists the virtual IPs healer may float and their candidate
 	// masters; with none, vip.float and the VIP lease watcher are off.
 	VIP vip.FloatConfig `json:"vip"`
@@ -124,6 +130,9 @@ func (c *Config) ApplyDefaults() {
 		c.Etcd.ApplyDefaults()
 	}
 	c.EtcdReplace.ApplyDefaults()
+	if c.CertExpiry != nil {
+		c.CertExpiry.ApplyDefaults()
+	}
 	if c.AgentAcceptTimeout == 0 {
 		c.AgentAcceptTimeout = 5 * time.Second
 	}
@@ -166,6 +175,16 @@ func (c *Config) Validate() error {
 			errs = append(errs, fmt.Errorf("etcd: %w", err))
 		}
 		errs = append(errs, c.EtcdReplace.Validate())
+	}
+	if ce := c.CertExpiry; ce != nil {
+		if ce.KubeadmDir != "" || len(ce.Files) > 0 || len(ce.Kubeconfigs) > 0 {
+			errs = append(errs, errors.New("certExpiry: files, kubeadmDir and kubeconfigs are read by healer agent on their node; serve watches secrets and endpoints"))
+		} else if err := ce.Validate(); err != nil {
+			errs = append(errs, err)
+		}
+		if ce.Secrets != nil && c.NoKubernetes {
+			errs = append(errs, errors.New("certExpiry.secrets: needs Kubernetes, which noKubernetes turns off"))
+		}
 	}
 	if err := c.VIP.Validate(); err != nil {
 		errs = append(errs, fmt.Errorf("vip: %w", err))

@@ -48,6 +48,40 @@ func TestLoadFile(t *testing.T) {
 				}
 			},
 		},
+		{
+			name: "certificates and etcd replacement",
+			yaml: "certExpiry:\n  secrets: {namespaces: [ingress]}\n  endpoints: [{address: \"10.0.0.1:6443\"}]\n" +
+				"etcd:\n  endpoints: [https://10.0.0.1:2379]\netcdReplace:\n  nodes: {etcd-a: master-a}\n  catchUpTimeout: 5m\n",
+			check: func(t *testing.T, c *Config) {
+				c.ApplyDefaults()
+				if err := c.Validate(); err != nil {
+					t.Errorf("Validate: %v", err)
+				}
+				if c.CertExpiry.Secrets == nil || len(c.CertExpiry.Endpoints) != 1 || c.EtcdReplace.Provisioner != "agent" || c.EtcdReplace.CatchUpTimeout != 5*time.Minute {
+					t.Errorf("certExpiry %+v, etcdReplace %+v", c.CertExpiry, c.EtcdReplace)
+				}
+			},
+		},
+		{
+			name: "node-local certificates belong to the agent",
+			yaml: "certExpiry:\n  node: m1\n  kubeadmDir: /etc/kubernetes\n",
+			check: func(t *testing.T, c *Config) {
+				c.ApplyDefaults()
+				if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "healer agent") {
+					t.Errorf("Validate = %v, want it to send files to the agent", err)
+				}
+			},
+		},
+		{
+			name: "a local provisioner needs its members",
+			yaml: "etcd:\n  endpoints: [http://127.0.0.1:2379]\netcdReplace:\n  provisioner: local\n",
+			check: func(t *testing.T, c *Config) {
+				c.ApplyDefaults()
+				if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "local.command") {
+					t.Errorf("Validate = %v, want local.command required", err)
+				}
+			},
+		},
 		{name: "unknown key", yaml: "redisAddress: redis://r:6379\n", wantErr: "unknown field"},
 		{name: "bad duration", yaml: "engine:\n  actionTimeout: soon\n", wantErr: "engine.actionTimeout"},
 		{name: "not yaml", yaml: "engine: [\n", wantErr: "parse config"},

@@ -30,6 +30,7 @@ import (
 	"github.com/selfheal/healer/audit"
 	"github.com/selfheal/healer/bus"
 	"github.com/selfheal/healer/detectors/alertmanager"
+	"github.com/selfheal/healer/detectors/certexpiry"
 	"github.com/selfheal/healer/detectors/etcdmember"
 	"github.com/selfheal/healer/detectors/logpipeline"
 	"github.com/selfheal/healer/detectors/nodeproblem"
@@ -240,6 +241,27 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (s *Server, err er
 			}
 		})
 		detectors = append(detectors, "etcdmember")
+	}
+	if ce := cfg.CertExpiry; ce != nil {
+		var opts []certexpiry.Option
+		switch {
+		case s.kube != nil:
+			opts = append(opts, certexpiry.WithKubeClient(s.kube))
+		case ce.Secrets != nil:
+			stopEngine()
+			return nil, errors.New("certExpiry.secrets: Kubernetes is not configured, so TLS secrets cannot be listed")
+		}
+		cd, err := certexpiry.New(*ce, bus.NewPublisher(s.js, ce.PublishTimeout), log, opts...)
+		if err != nil {
+			stopEngine()
+			return nil, err
+		}
+		wg.Go(func() {
+			if err := cd.Run(engineCtx); err != nil && engineCtx.Err() == nil {
+				log.Error("certexpiry detector stopped", "err", err)
+			}
+		})
+		detectors = append(detectors, "certexpiry")
 	}
 	if cfg.LogPipeline.Kafka != nil {
 		lp, err := logpipeline.New(cfg.LogPipeline, bus.NewPublisher(s.js, cfg.LogPipeline.PublishTimeout), log)
