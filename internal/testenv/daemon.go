@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"os"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 )
@@ -13,6 +14,11 @@ import (
 // FakeDaemonEnv names the variable that turns a test binary into a fake
 // node daemon (see RunFakeDaemonIfAsked).
 const FakeDaemonEnv = "HEALER_FAKE_DAEMON_ADDR"
+
+// FakeDaemonTLSEnv, set to "<cert file>:<key file>", makes the fake daemon
+// serve HTTPS with that certificate, read when it starts (so a renewed
+// certificate is served only after a restart, like kube-apiserver's).
+const FakeDaemonTLSEnv = "HEALER_FAKE_DAEMON_TLS"
 
 // RunFakeDaemonIfAsked turns the test binary into a small daemon when
 // FakeDaemonEnv is set, and never returns then. Call it first thing in
@@ -51,7 +57,11 @@ func RunFakeDaemonIfAsked() {
 	}
 	fmt.Fprintf(os.Stderr, "fake daemon pid %d listening on %s\n", os.Getpid(), addr)
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-	err = srv.Serve(ln)
+	if certFile, keyFile, ok := strings.Cut(os.Getenv(FakeDaemonTLSEnv), ":"); ok {
+		err = srv.ServeTLS(ln, certFile, keyFile) // read once, at start, as a real server does
+	} else {
+		err = srv.Serve(ln)
+	}
 	fmt.Fprintln(os.Stderr, "fake daemon:", err)
 	os.Exit(1)
 }
