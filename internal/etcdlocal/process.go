@@ -50,7 +50,8 @@ func StartProcess(command []string, s Spec) (*Process, error) {
 	if err != nil {
 		return nil, fmt.Errorf("etcd member %s output: %w", s.Name, err)
 	}
-	defer func() { _ = out.Close() }()              // the child has its own descriptor
+	// The child gets its own descriptor; this one is closed when it has.
+	defer func() { _ = out.Close() }()
 	cmd := exec.Command(command[0], command[1:]...) //nolint:gosec // the command is the configured member binary, never event data
 	cmd.Env = append(os.Environ(), SpecEnv+"="+string(raw))
 	cmd.Stdout, cmd.Stderr = out, out
