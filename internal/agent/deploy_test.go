@@ -61,9 +61,19 @@ func TestDeployManifest(t *testing.T) {
 			}
 		})
 	}
+	readme, err := os.ReadFile("../../deploy/agent/README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
 	for _, ds := range daemonSets {
 		t.Run(ds.Name, func(t *testing.T) {
 			spec := ds.Spec.Template.Spec
+			// Every host path the pod sees is documented, with why.
+			for _, v := range spec.Volumes {
+				if v.HostPath != nil && !strings.Contains(string(readme), "`"+v.HostPath.Path) {
+					t.Errorf("hostPath %s is not documented in deploy/agent/README.md", v.HostPath.Path)
+				}
+			}
 			if spec.AutomountServiceAccountToken == nil || *spec.AutomountServiceAccountToken {
 				t.Error("the agent needs no Kubernetes API access: do not mount a token")
 			}

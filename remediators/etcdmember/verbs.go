@@ -117,7 +117,11 @@ func (v *Verbs) start(ctx context.Context, spec MemberSpec, progress action.Prog
 	case dataDir == "" || !filepath.IsAbs(dataDir):
 		return action.Result{}, fmt.Errorf("%w: etcd manifest %s: --data-dir %q: want an absolute path", action.ErrUnsafe, src, dataDir)
 	}
-	marker := strings.TrimRight(dataDir, "/") + ".action"
+	// The data directory is usually a mount of its own in the agent's
+	// pod (/var/lib/etcd), so it is kept and only its contents change: the
+	// old member/ is moved aside inside it (etcd ignores other entries,
+	// with a warning) and the owner file says which action made it fresh.
+	marker := filepath.Join(dataDir, ".healer-action")
 	owner, _ := os.ReadFile(marker)
 	ours := strings.TrimSpace(string(owner)) == spec.ActionID
 	state, _ := flag(*args, "initial-cluster-state")
@@ -143,15 +147,15 @@ func (v *Verbs) start(ctx context.Context, spec MemberSpec, progress action.Prog
 		return action.Result{}, fmt.Errorf("%w: %w", action.ErrUnsafe, err)
 	}
 	if !ours {
-		aside := strings.TrimRight(dataDir, "/") + ".replaced-" + spec.ActionID
-		if _, err := os.Stat(dataDir); err == nil {
-			if err := os.Rename(dataDir, aside); err != nil {
-				return action.Result{}, fmt.Errorf("keep the old data dir aside: %w", err)
+		if err := os.MkdirAll(dataDir, 0o700); err != nil {
+			return action.Result{}, fmt.Errorf("data dir: %w", err)
+		}
+		old, aside := filepath.Join(dataDir, "member"), filepath.Join(dataDir, "member.replaced-"+spec.ActionID)
+		if _, err := os.Stat(old); err == nil {
+			if err := os.Rename(old, aside); err != nil {
+				return action.Result{}, fmt.Errorf("keep the old member data aside: %w", err)
 			}
 			progress(ctx, "provision", map[string]any{"member": spec.Name, "old_data_dir": aside})
-		}
-		if err := os.MkdirAll(dataDir, 0o700); err != nil {
-			return action.Result{}, fmt.Errorf("fresh data dir: %w", err)
 		}
 		if err := os.WriteFile(marker, []byte(spec.ActionID+"\n"), 0o600); err != nil {
 			return action.Result{}, fmt.Errorf("record the owner of the data dir: %w", err)

@@ -106,9 +106,9 @@ func TestAgentProvisionerRewritesManifest(t *testing.T) {
 		t.Errorf("--name changed to %q", v)
 	}
 	if _, err := os.Stat(filepath.Join(dataDir, "member", "old")); err == nil {
-		t.Error("the old data is still in the data dir")
+		t.Error("the old data is still where etcd reads it")
 	}
-	if b, err := os.ReadFile(filepath.Join(dataDir+".replaced-act-m", "member", "old")); err != nil || string(b) != "old data" {
+	if b, err := os.ReadFile(filepath.Join(dataDir, "member.replaced-act-m", "old")); err != nil || string(b) != "old data" {
 		t.Errorf("old data kept aside: %q, %v", b, err)
 	}
 	if _, err := os.Stat(filepath.Join(filepath.Dir(manifest), ".healer-held", "etcd.yaml.before-act-m")); err != nil {
@@ -128,7 +128,7 @@ func TestAgentProvisionerRewritesManifest(t *testing.T) {
 	if string(before) != string(after) {
 		t.Error("the manifest changed on a retry")
 	}
-	if _, err := os.Stat(dataDir + ".replaced-act-m"); err != nil {
+	if _, err := os.Stat(filepath.Join(dataDir, "member.replaced-act-m", "old")); err != nil {
 		t.Errorf("the data kept aside is gone: %v", err)
 	}
 }
