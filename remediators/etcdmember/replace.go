@@ -156,6 +156,17 @@ func (r *Replace) Check(ctx context.Context, req action.Request) error {
 		return fmt.Errorf("%w: %w", action.ErrUnsafe, err)
 	}
 	if j != nil && j.ActionID == req.ID {
+		if j.Phase == phaseBegun && s.Member(j.OldID) != nil {
+			// Nothing was changed yet: decide afresh, and when the answer
+			// is no, close the journal so it holds nothing back.
+			if _, err := checkReplace(s, name, id); err != nil {
+				if aerr := r.journals.abandon(ctx, j); aerr != nil {
+					r.log.WarnContext(ctx, "abandon replacement journal", "member", name, "err", aerr)
+				}
+				return err
+			}
+			return nil
+		}
 		return checkResume(s, j)
 	}
 	if j != nil && !j.done() {

@@ -192,6 +192,20 @@ func TestReplaceKilledMember(t *testing.T) {
 	if err := r.Check(ctx, action.Request{ID: "act-2", Target: req.Target, Params: req.Params}); !errors.Is(err, action.ErrNotNeeded) {
 		t.Fatalf("Check after replacement = %v, want ErrNotNeeded", err)
 	}
+	// A journal begun by an action that changed nothing yet (healer died
+	// right after opening it) is closed when its member turns out healthy,
+	// so it holds no later replacement back.
+	j := &Journal{ActionID: "act-3", Cluster: "test", Member: name, OldID: newID, PeerURLs: []string{c.Member(victim).Spec.PeerURL}, ClientURLs: []string{c.Member(victim).Spec.ClientURL}}
+	if err := r.journals.begin(ctx, j); err != nil {
+		t.Fatal(err)
+	}
+	req3 := action.Request{ID: "act-3", Target: req.Target, Params: map[string]any{"member_id": newID.String()}}
+	if err := r.Check(ctx, req3); !errors.Is(err, action.ErrNotNeeded) {
+		t.Fatalf("Check of a begun journal whose member is healthy = %v, want ErrNotNeeded", err)
+	}
+	if left, err := r.journals.get(ctx, "test", name); err != nil || left != nil {
+		t.Fatalf("journal after that: %+v, %v; want it gone", left, err)
+	}
 }
 
 // Killing two of three loses quorum: Check refuses, and nothing is
