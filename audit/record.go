@@ -45,6 +45,10 @@ const (
 	KindPolicyLoaded Kind = "policy.loaded"
 	// KindPolicyRefused records that a policy bundle was refused.
 	KindPolicyRefused Kind = "policy.refused"
+	// KindPauseSet records a pause, kill switch or maintenance window set
+	// by a human; KindPauseCleared its removal.
+	KindPauseSet     Kind = "pause.set"
+	KindPauseCleared Kind = "pause.cleared"
 )
 
 // Kinds returns every valid kind, in pipeline order.
@@ -52,7 +56,7 @@ func Kinds() []Kind {
 	return []Kind{
 		KindEvent, KindDecision, KindSuppressed, KindApproval,
 		KindActionStarted, KindActionProgress, KindActionFinished, KindActionFailed, KindVerified,
-		KindPolicyLoaded, KindPolicyRefused,
+		KindPolicyLoaded, KindPolicyRefused, KindPauseSet, KindPauseCleared,
 	}
 }
 

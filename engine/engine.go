@@ -65,6 +65,9 @@ type Deps struct {
 	// are then refused.
 	Budget   *guard.Budget
 	Breakers *guard.Breakers
+	// Pauses, when set, hold remediations back by scope and time (pauses,
+	// the kill switch, maintenance windows).
+	Pauses *guard.Pauses
 	// Approver is nil when no approval channel is configured.
 	Approver Approver
 	Metrics  *Metrics
@@ -144,7 +147,10 @@ func (e *Engine) Run(ctx context.Context) error {
 	wg.Go(func() { d.keepAlive(ctx, e.cfg.AckWait/3) })
 	go func() {
 		<-ctx.Done()
-		it.Stop()
+		// Drain, not Stop: messages already pulled into the client's
+		// buffer still come out of Next, and are handed back (Nak) for
+		// redelivery at once instead of after AckWait.
+		it.Drain()
 	}()
 	for {
 		m, err := it.Next()

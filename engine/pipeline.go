@@ -367,6 +367,24 @@ func (e *Engine) guard(ctx context.Context, r *run) (bool, error) {
 		return true, e.suppress(ctx, r, outcomeDone, why)
 	}
 	name := r.remName
+	if e.Pauses != nil {
+		p, err := e.Pauses.Blocking(name, r.ev.Subject)
+		if err != nil {
+			return false, fmt.Errorf("%w: %w", errTransient, err)
+		}
+		if p != nil {
+			what := "paused"
+			if !p.From.IsZero() {
+				what = "maintenance window"
+			}
+			until := "until cleared"
+			if !p.Until.IsZero() {
+				until = "until " + p.Until.UTC().Format(time.RFC3339)
+			}
+			return true, e.suppress(ctx, r, outcomeSuppressed,
+				fmt.Sprintf("%s: %s, by %s, %s (pause %s): %s", what, p.Scope(), p.By, until, p.ID, p.Reason), "pause", p.ID)
+		}
+	}
 	if e.cfg.DryRun || r.decision.DryRun {
 		what := "run " + name
 		if r.undo {

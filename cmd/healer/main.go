@@ -21,6 +21,7 @@ Usage:
   healer audit   list|verify [flags]     read and verify the audit trail
   healer policy  test|eval [flags]       test and evaluate Rego policies
   healer remediators list [-o json]      what healer can do, and the permissions it needs
+  healer pause   set|list|clear [flags]  hold healer back: pauses, the kill switch, maintenance windows
   healer demo    [flags]                 replace a killed etcd member, on this machine, in under a minute
   healer version                         print the version
 
@@ -42,6 +43,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		"policy":      policyCmd,
 		"remediators": remediatorsCmd,
 		"demo":        demoCmd,
+		"pause":       pauseCmd,
 		"version": func(_ context.Context, _ []string, stdout, _ io.Writer) int {
 			fmt.Fprintln(stdout, "healer", version())
 			return 0

@@ -11,6 +11,7 @@ import (
 	neturl "net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -157,8 +158,14 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (s *Server, err er
 		return nil, fmt.Errorf("metrics: %w", err)
 	}
 
+	pauseKV, err := guard.EnsurePauseBucket(ctx, s.js, cfg.Streams.Replicas)
+	if err != nil {
+		return nil, err
+	}
+	pauses := guard.NewPauses(pauseKV, log)
 	s.engine, err = engine.New(cfg.Engine, engine.Deps{
-		JS: s.js, Streams: s.streams, Trail: s.trail, Policies: s.holder, Remediators: rems,
+		Pauses: pauses,
+		JS:     s.js, Streams: s.streams, Trail: s.trail, Policies: s.holder, Remediators: rems,
 		Limiter: s.limiter, Budget: s.budget, Breakers: guard.NewBreakers(cfg.Engine.Breaker, log, nil),
 		Metrics: metrics, Log: log,
 	})
@@ -173,6 +180,11 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (s *Server, err er
 	mux := http.NewServeMux()
 	mux.Handle("POST "+alertmanager.Path, httpauth.Bearer(s.WebhookToken, det))
 	mux.Handle("/api/v1/audit", audit.NewHandler(s.trail, s.APIToken, log))
+	ph := &pausesHandler{pauses: pauses, trail: s.trail, log: log, known: func(n string) bool {
+		return slices.ContainsFunc(remediators.Table(), func(e remediators.Entry) bool { return e.Name == n })
+	}}
+	mux.Handle(PausesPath, httpauth.Bearer(s.APIToken, ph))
+	mux.Handle(PausesPath+"/", httpauth.Bearer(s.APIToken, ph))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
 	mux.HandleFunc("GET /readyz", s.readyz)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
@@ -195,6 +207,11 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (s *Server, err er
 
 	var wg sync.WaitGroup
 	engineCtx, stopEngine := context.WithCancel(ctx)
+	wg.Go(func() { pauses.Run(engineCtx) })
+	if err := pauses.WaitSynced(ctx, 10*time.Second); err != nil {
+		stopEngine()
+		return nil, err
+	}
 	engineDone := make(chan error, 1)
 	wg.Go(func() { engineDone <- s.engine.Run(engineCtx) })
 	httpDone := make(chan error, 1)

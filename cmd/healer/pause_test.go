@@ -1,0 +1,64 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+
+	"github.com/selfheal/healer/internal/serve"
+)
+
+// healer pause set, list and clear against a real serve.
+func TestPauseCLI(t *testing.T) {
+	dir := t.TempDir()
+	tokenFile := filepath.Join(dir, "api-token")
+	if err := os.WriteFile(tokenFile, []byte("api-token-for-test\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	whFile := filepath.Join(dir, "wh-token")
+	if err := os.WriteFile(whFile, []byte("webhook-token-for-test\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	srv, err := serve.Start(ctx, serve.Config{
+		DataDir: filepath.Join(dir, "data"), Listen: "127.0.0.1:0", NATSListen: "127.0.0.1:-1", NoKubernetes: true,
+		APITokenFile: tokenFile, WebhookTokenFile: whFile,
+	}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { cancel(); _ = srv.Wait() }()
+	cli := func(args ...string) (int, string, string) {
+		var out, errb bytes.Buffer
+		code := run(t.Context(), append(args, "--server", srv.URL(), "--token-file", tokenFile), &out, &errb)
+		return code, out.String(), errb.String()
+	}
+	code, out, errs := cli("pause", "set", "--remediator", "node.drain", "--target", "node/worker-*", "--for", "2h", "--reason", "kernel upgrade", "--by", "alice")
+	if code != 0 {
+		t.Fatalf("pause set: %d %s%s", code, out, errs)
+	}
+	m := regexp.MustCompile(`^(pause-[0-9a-f]+): paused node.drain on node/worker-\* until `).FindStringSubmatch(out)
+	if m == nil {
+		t.Fatalf("pause set printed %q", out)
+	}
+	if code, out, _ := cli("pause", "list"); code != 0 || !strings.Contains(out, m[1]) || !strings.Contains(out, "kernel upgrade") || !strings.Contains(out, "alice") {
+		t.Fatalf("pause list: %d %q", code, out)
+	}
+	if code, _, errs := cli("pause", "set", "--by", "alice"); code != 1 || !strings.Contains(errs, "reason is required") {
+		t.Fatalf("pause set without a reason: %d %q", code, errs)
+	}
+	if code, out, errs := cli("pause", "clear", m[1], "--by", "bob"); code != 0 || !strings.Contains(out, "cleared") {
+		t.Fatalf("pause clear: %d %q %q", code, out, errs)
+	}
+	if code, _, errs := cli("pause", "clear", m[1], "--by", "bob"); code != 1 || !strings.Contains(errs, "no such pause") {
+		t.Fatalf("pause clear again: %d %q", code, errs)
+	}
+	if code, out, _ := cli("pause", "list"); code != 0 || !strings.Contains(out, "no pauses") {
+		t.Fatalf("pause list after clear: %d %q", code, out)
+	}
+}
