@@ -50,7 +50,7 @@ type Member struct {
 
 // StartCluster starts the members and waits until every one serves a
 // linearizable read. On error, what was started is stopped.
-func StartCluster(ctx context.Context, cfg ClusterConfig) (c *Cluster, err error) {
+func StartCluster(ctx context.Context, cfg ClusterConfig) (_ *Cluster, err error) {
 	if cfg.Members == 0 {
 		cfg.Members = 3
 	}
@@ -67,7 +67,7 @@ func StartCluster(ctx context.Context, cfg ClusterConfig) (c *Cluster, err error
 	if err != nil {
 		return nil, err
 	}
-	c = &Cluster{cfg: cfg}
+	c := &Cluster{cfg: cfg}
 	var initial []string
 	for i := range cfg.Members {
 		name := cfg.NamePrefix + strconv.Itoa(i)

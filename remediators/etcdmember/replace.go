@@ -156,7 +156,10 @@ func (r *Replace) Check(ctx context.Context, req action.Request) error {
 		return fmt.Errorf("%w: %w", action.ErrUnsafe, err)
 	}
 	if j != nil && j.ActionID == req.ID {
-		if j.Phase == phaseBegun && s.Member(j.OldID) != nil {
+		if j.Phase == phaseBegun && s.Member(j.OldID) == nil {
+			return fmt.Errorf("%w: member %s (%s) left the cluster while its replacement was only begun (healer may have removed it before it could record so): check the member list and the runbook", action.ErrUnsafe, name, j.OldID)
+		}
+		if j.Phase == phaseBegun {
 			// Nothing was changed yet: decide afresh, and when the answer
 			// is no, close the journal so it holds nothing back.
 			if _, err := checkReplace(s, name, id); err != nil {
@@ -294,6 +297,18 @@ func (r *Replace) Act(ctx context.Context, req action.Request, progress action.P
 			return action.Result{}, err
 		}
 	} else {
+		if j.Phase == phaseBegun {
+			s, err := r.snapshot(ctx)
+			if err != nil {
+				return action.Result{}, err
+			}
+			if s.Member(j.OldID) == nil {
+				return action.Result{}, fmt.Errorf("%w: member %s (%s) left the cluster while its replacement was only begun: check the member list", action.ErrUnsafe, name, j.OldID)
+			}
+			if _, err := checkReplace(s, name, j.OldID); err != nil {
+				return action.Result{}, err
+			}
+		}
 		progress(ctx, "resume", map[string]any{"member": name, "phase": j.Phase, "old_id": j.OldID.String(), "new_id": j.NewID.String(),
 			"message": fmt.Sprintf("resuming the replacement of %s after phase %q", name, j.Phase)})
 	}
@@ -304,7 +319,10 @@ func (r *Replace) Act(ctx context.Context, req action.Request, progress action.P
 		switch {
 		case err == nil, errors.Is(err, rpctypes.ErrMemberNotFound):
 		default:
-			if !resumed {
+			// The remove may have been applied although it failed here (a
+			// timeout): keep the journal, so the retry resumes, unless the
+			// member is certainly still there.
+			if list, lerr := cli.MemberList(ctx); lerr == nil && slices.ContainsFunc(list.Members, func(m *etcdserverpb.Member) bool { return m.ID == uint64(j.OldID) }) {
 				if aerr := r.journals.abandon(ctx, j); aerr != nil {
 					r.log.WarnContext(ctx, "abandon replacement journal", "member", name, "err", aerr)
 				}
@@ -349,6 +367,17 @@ func (r *Replace) Act(ctx context.Context, req action.Request, progress action.P
 		progress(ctx, "member started", map[string]any{"member": name, "new_id": j.NewID.String(), "initial_cluster": spec.InitialCluster})
 	}
 
+	if resumed && j.Phase == phaseStarted {
+		// The provisioner's process may have died with the healer that
+		// started it; Start is idempotent and starts it again if so.
+		spec, err := r.memberSpec(ctx, j)
+		if err != nil {
+			return action.Result{}, err
+		}
+		if err := r.prov.Start(ctx, spec, progress); err != nil {
+			return action.Result{}, fmt.Errorf("start replacement %s again: %w", name, err)
+		}
+	}
 	if !j.reached(phasePromoted) {
 		if err := r.promote(ctx, j, progress); err != nil {
 			return action.Result{}, err

@@ -171,12 +171,14 @@ func (v *Verbs) start(ctx context.Context, spec MemberSpec, progress action.Prog
 	if err := os.WriteFile(tmp, out, 0o600); err != nil {
 		return action.Result{}, fmt.Errorf("write etcd manifest: %w", err)
 	}
+	// The new manifest goes in place first, so a crash in between leaves
+	// a manifest for kubelet, never none.
+	if err := os.Rename(tmp, v.cfg.Manifest); err != nil {
+		return action.Result{}, fmt.Errorf("put the new etcd manifest in place: %w", err)
+	}
 	backup := filepath.Join(v.heldDir(), filepath.Base(v.cfg.Manifest)+".before-"+spec.ActionID)
 	if err := os.Rename(v.held(), backup); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return action.Result{}, fmt.Errorf("keep the old etcd manifest: %w", err)
-	}
-	if err := os.Rename(tmp, v.cfg.Manifest); err != nil {
-		return action.Result{}, fmt.Errorf("put the new etcd manifest in place: %w", err)
 	}
 	v.log.InfoContext(ctx, "etcd manifest rewritten for a replacement member", "member", spec.Name, "action_id", spec.ActionID, "backup", backup)
 	return action.Result{Changed: true, Message: "etcd manifest rewritten (fresh data dir, existing cluster); kubelet starts the member",
