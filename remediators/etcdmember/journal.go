@@ -123,6 +123,11 @@ func (js *journals) begin(ctx context.Context, j *Journal) error {
 	if err != nil {
 		return err
 	}
+	if other, err := js.inFlight(ctx, j.Cluster, j.Member); err != nil {
+		return err
+	} else if other != nil {
+		return fmt.Errorf("membership change in flight: replacement of %s by action %s (phase %q)", other.Member, other.ActionID, other.Phase)
+	}
 	var rev uint64
 	switch {
 	case old == nil:
@@ -155,6 +160,35 @@ func (js *journals) advance(ctx context.Context, j *Journal, phase string) error
 	*j = next
 	j.rev = rev
 	return nil
+}
+
+// inFlight returns a journal of the cluster, for another member than
+// member, whose replacement is not done: two membership changes must never
+// overlap.
+func (js *journals) inFlight(ctx context.Context, cluster, member string) (*Journal, error) {
+	lister, err := js.kv.ListKeysFiltered(ctx, cluster+".*")
+	if err != nil {
+		return nil, fmt.Errorf("list replacement journals: %w", err)
+	}
+	defer func() { _ = lister.Stop() }()
+	for key := range lister.Keys() {
+		if key == journalKey(cluster, member) {
+			continue
+		}
+		e, err := js.kv.Get(ctx, key)
+		if errors.Is(err, jetstream.ErrKeyNotFound) {
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("read replacement journal %s: %w", key, err)
+		}
+		var j Journal
+		if err := json.Unmarshal(e.Value(), &j); err != nil || !j.done() {
+			j.Member = strings.TrimPrefix(key, cluster+".")
+			return &j, nil // an unreadable journal counts as in flight
+		}
+	}
+	return nil, nil
 }
 
 // abandon deletes a journal whose replacement changed nothing yet.

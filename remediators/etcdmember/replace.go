@@ -176,6 +176,11 @@ func (r *Replace) Check(ctx context.Context, req action.Request) error {
 		return fmt.Errorf("%w: membership change in flight: replacement of %s by action %s since %s is at phase %q (see the runbook to finish or clear it)",
 			action.ErrUnsafe, j.Member, j.ActionID, j.Began.Format(time.RFC3339), j.Phase)
 	}
+	if other, err := r.journals.inFlight(ctx, r.cluster, name); err != nil {
+		return fmt.Errorf("%w: %w", action.ErrUnsafe, err)
+	} else if other != nil {
+		return fmt.Errorf("%w: membership change in flight: replacement of %s by action %s is at phase %q", action.ErrUnsafe, other.Member, other.ActionID, other.Phase)
+	}
 	_, err = checkReplace(s, name, id)
 	return err
 }

@@ -276,6 +276,12 @@ func TestResumeAfterInterruption(t *testing.T) {
 	if err := r.Check(t.Context(), other); !errors.Is(err, action.ErrUnsafe) || !strings.Contains(err.Error(), "in flight") {
 		t.Fatalf("Check of another action mid-replacement = %v, want ErrUnsafe (in flight)", err)
 	}
+	// Nor may another member's replacement overlap with this one.
+	otherName := c.Member(lead).Spec.Name
+	otherReq := action.Request{ID: "act-b", Target: "etcd/" + otherName, Params: map[string]any{"member_id": memberID(t, cli, otherName).String()}}
+	if err := r.Check(t.Context(), otherReq); !errors.Is(err, action.ErrUnsafe) || !strings.Contains(err.Error(), "in flight") {
+		t.Fatalf("Check of another member mid-replacement = %v, want ErrUnsafe (in flight)", err)
+	}
 	// A new remediator (healer restarted) with the same journal resumes.
 	r2 := newReplace(t, c, kv, prov)
 	if err := r2.Check(t.Context(), req); err != nil {
