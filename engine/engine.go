@@ -44,13 +44,27 @@ type Approval struct {
 
 // ApprovalRequest is what an approver is asked.
 type ApprovalRequest struct {
+	// Key is the action's idempotency key: the same for every delivery
+	// of the event, so an approver can find a request it already stored.
+	Key        string
 	ActionID   string
 	EventID    string
 	Target     string
 	Remediator string
-	Approvals  int
-	Reason     string
-	Params     map[string]any
+	// Approvals is how many different people must approve (1 or 2).
+	Approvals int
+	// Reason and Rule are the policy's; Params are the remediator's.
+	Reason string
+	Rule   string
+	Params map[string]any
+	// Runbook is the remediator's runbook path; Budget the blast-radius
+	// state when asked (empty when the action is not disruptive).
+	Runbook string
+	Budget  string
+	// Requester is the person who asked for the action, when the event
+	// names one (data.requested_by, or an alert's requested_by
+	// annotation or label); that person may not approve it.
+	Requester string
 }
 
 // Deps are the parts the engine works with.
@@ -82,6 +96,9 @@ type Engine struct {
 
 	// instance names this engine in action leases.
 	instance string
+	// stopping is closed when Run's context ends: a wait for people
+	// (approval) then ends at once, while actions get ShutdownGrace.
+	stopping <-chan struct{}
 
 	recentMu sync.Mutex
 	recent   map[string][]policies.RecentAction
@@ -141,6 +158,7 @@ func (e *Engine) Run(ctx context.Context) error {
 	// action in progress is finished and audited rather than cut off.
 	workCtx, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelWork()
+	e.stopping = ctx.Done()
 
 	d := newDispatcher(e.cfg.Workers)
 	var wg sync.WaitGroup
@@ -168,7 +186,7 @@ func (e *Engine) Run(ctx context.Context) error {
 						_ = m.Nak() // shutting down: hand it back for redelivery
 						return
 					}
-					e.handle(workCtx, m)
+					e.handle(context.WithValue(workCtx, slotKey{}, d.sem), m)
 				})
 			})
 		}
@@ -231,6 +249,21 @@ func (d *dispatcher) drain(subject string, handle func(jetstream.Msg)) {
 		d.queues[subject] = q
 		d.mu.Unlock()
 	}
+}
+
+// slotKey carries the dispatcher's worker slots in a handler's context, so
+// that a stage waiting for people can give its slot back meanwhile.
+type slotKey struct{}
+
+// yieldSlot gives the caller's worker slot to other events, and returns
+// the function that takes a slot again (blocking until one is free).
+func yieldSlot(ctx context.Context) (reacquire func()) {
+	sem, ok := ctx.Value(slotKey{}).(chan struct{})
+	if !ok {
+		return func() {}
+	}
+	<-sem
+	return func() { sem <- struct{}{} }
 }
 
 // keepAlive sends in-progress acks for every message in hand until ctx ends.

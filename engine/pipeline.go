@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -466,14 +467,39 @@ func (e *Engine) approve(ctx context.Context, r *run) (bool, error) {
 	if r.actionID == "" {
 		r.actionID = newActionID()
 	}
-	ans, err := e.Approver.Approve(ctx, ApprovalRequest{
-		ActionID: r.actionID, EventID: r.ev.ID, Target: r.ev.Subject, Remediator: r.remName,
-		Approvals: n, Reason: r.decision.Reason, Params: r.decision.Params,
-	})
+	req := ApprovalRequest{
+		Key: r.idemKey, ActionID: r.actionID, EventID: r.ev.ID, Target: r.ev.Subject, Remediator: r.remName,
+		Approvals: n, Reason: r.decision.Reason, Rule: r.decision.Rule, Params: r.params,
+		Runbook: r.rem.Info().Runbook, Requester: requester(r.ev),
+	}
+	if r.reserved != nil && e.Budget != nil {
+		if st, err := e.Budget.StateFor(r.ev.TargetName()); err == nil {
+			req.Budget = fmt.Sprintf("%d of %d nodes out of service or in flight (this one included), %d allowed",
+				st.OutOfService+st.InFlight, st.TotalNodes, st.Allowed)
+		}
+	}
+	// People take minutes: the wait gives its worker slot to other
+	// events, and ends at once when the engine stops (the event is then
+	// redelivered and waits on the same request).
+	waitCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	if e.stopping != nil {
+		stop := e.stopping
+		go func() {
+			select {
+			case <-stop:
+				cancel()
+			case <-waitCtx.Done():
+			}
+		}()
+	}
+	reacquire := yieldSlot(ctx)
+	ans, err := e.Approver.Approve(waitCtx, req)
+	reacquire()
 	if err != nil {
 		return false, fmt.Errorf("%w: approval: %w", errTransient, err)
 	}
-	if err := e.audit(ctx, r, audit.KindApproval, audit.Details("approved", ans.Approved, "reason", ans.Reason, "by", ans.By)); err != nil {
+	if err := e.audit(ctx, r, audit.KindApproval, audit.Details("approved", ans.Approved, "reason", ans.Reason, "by", ans.By, "need", n)); err != nil {
 		return false, err
 	}
 	if !ans.Approved {
@@ -481,6 +507,25 @@ func (e *Engine) approve(ctx context.Context, r *run) (bool, error) {
 	}
 	r.approvers = ans.By
 	return false, nil
+}
+
+// requester returns the person an event says asked for its action:
+// data.requested_by, or an alert's requested_by annotation or label.
+func requester(ev *bus.Event) string {
+	var d struct {
+		RequestedBy string            `json:"requested_by"`
+		Annotations map[string]string `json:"annotations"`
+		Labels      map[string]string `json:"labels"`
+	}
+	if len(ev.Data) == 0 || json.Unmarshal(ev.Data, &d) != nil {
+		return ""
+	}
+	for _, v := range []string{d.RequestedBy, d.Annotations["requested_by"], d.Labels["requested_by"]} {
+		if v = strings.TrimSpace(v); v != "" {
+			return v
+		}
+	}
+	return ""
 }
 
 // actStep re-checks, claims the idempotency key, audits the start, and

@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/selfheal/healer/bus"
 )
 
 // PauseBucket is the NATS KV bucket of pauses and maintenance windows.
@@ -22,17 +24,7 @@ const PauseBucket = "healer_pauses"
 
 // EnsurePauseBucket creates the pause bucket, or updates it.
 func EnsurePauseBucket(ctx context.Context, js jetstream.JetStream, replicas int) (jetstream.KeyValue, error) {
-	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
-		Bucket:      PauseBucket,
-		Description: "healer: pauses, the kill switch and maintenance windows (honoured by every replica)",
-		Storage:     jetstream.FileStorage,
-		Replicas:    max(replicas, 1),
-		History:     1,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("ensure bucket %s: %w", PauseBucket, err)
-	}
-	return kv, nil
+	return bus.EnsureKV(ctx, js, bus.KV{Bucket: PauseBucket, Description: "healer: pauses, the kill switch and maintenance windows (honoured by every replica)", Replicas: replicas, History: 1})
 }
 
 // Pause holds healer back from acting, for a scope and a time. With no

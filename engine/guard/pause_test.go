@@ -7,26 +7,14 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/selfheal/healer/bus"
+	"github.com/selfheal/healer/bus/bustest"
 )
 
 func pauseBucket(t *testing.T) jetstream.KeyValue {
 	t.Helper()
-	ns, err := bus.StartEmbedded(bus.EmbeddedConfig{StoreDir: t.TempDir()}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
-	nc, err := nats.Connect(ns.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, _ := jetstream.New(nc)
-	kv, err := EnsurePauseBucket(t.Context(), js, 1)
+	kv, err := EnsurePauseBucket(t.Context(), bustest.Start(t).JS, 1)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -10,12 +10,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 
-	"github.com/selfheal/healer/bus"
+	"github.com/selfheal/healer/bus/bustest"
 	etcddet "github.com/selfheal/healer/detectors/etcdmember"
 	"github.com/selfheal/healer/internal/etcdlocal"
 	"github.com/selfheal/healer/remediators/action"
@@ -56,21 +55,7 @@ func startCluster(t testing.TB, n int) *etcdlocal.Cluster {
 // journalBucket is the journal bucket on a real embedded JetStream server.
 func journalBucket(t testing.TB) jetstream.KeyValue {
 	t.Helper()
-	ns, err := bus.StartEmbedded(bus.EmbeddedConfig{StoreDir: t.TempDir()}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
-	nc, err := nats.Connect(ns.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kv, err := EnsureBucket(t.Context(), js, 1)
+	kv, err := EnsureBucket(t.Context(), bustest.Start(t).JS, 1)
 	if err != nil {
 		t.Fatal(err)
 	}

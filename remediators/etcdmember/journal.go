@@ -10,6 +10,8 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/selfheal/healer/bus"
+
 	etcddet "github.com/selfheal/healer/detectors/etcdmember"
 )
 
@@ -18,17 +20,7 @@ const Bucket = "healer_etcd_replace"
 
 // EnsureBucket creates the journal bucket, or updates it.
 func EnsureBucket(ctx context.Context, js jetstream.JetStream, replicas int) (jetstream.KeyValue, error) {
-	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
-		Bucket:      Bucket,
-		Description: "healer: etcd member replacements in progress (etcd.replace-member)",
-		Storage:     jetstream.FileStorage,
-		Replicas:    max(replicas, 1),
-		History:     8,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("ensure bucket %s: %w", Bucket, err)
-	}
-	return kv, nil
+	return bus.EnsureKV(ctx, js, bus.KV{Bucket: Bucket, Description: "healer: etcd member replacements in progress (etcd.replace-member)", Replicas: replicas, History: 8})
 }
 
 // Phases of a replacement, in order: the last step completed.

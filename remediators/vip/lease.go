@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/selfheal/healer/bus"
 )
 
 // Bucket is the JetStream key-value bucket that holds the VIP leases. It is
@@ -25,20 +27,7 @@ const Bucket = "healer_vip_leases"
 // existing bucket with js.KeyValue(ctx, Bucket), which its NATS
 // permissions allow.
 func EnsureBucket(ctx context.Context, js jetstream.JetStream, replicas int) (jetstream.KeyValue, error) {
-	if replicas <= 0 {
-		replicas = 1
-	}
-	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
-		Bucket:      Bucket,
-		Description: "healer: VIP leases (who may carry each virtual IP)",
-		Storage:     jetstream.FileStorage,
-		Replicas:    replicas,
-		History:     1,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("ensure bucket %s: %w", Bucket, err)
-	}
-	return kv, nil
+	return bus.EnsureKV(ctx, js, bus.KV{Bucket: Bucket, Description: "healer: VIP leases (who may carry each virtual IP)", Replicas: replicas, History: 1})
 }
 
 // LeaseKey is the key of a VIP's lease: the address with '.' turned into

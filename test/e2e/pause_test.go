@@ -66,7 +66,7 @@ func TestPauseHoldsRemediationsBack(t *testing.T) {
 		t.Fatalf("pauses without a token: %v %v, want 401", resp, err)
 	}
 	for _, bad := range []map[string]any{
-		{"by": "alice"},                   // no reason
+		{"by": "alice"}, // no reason
 		{"reason": "r", "by": "a", "for": "soon"},
 		{"reason": "r", "by": "a", "remediator": "node.reboot"}, // no such remediator
 		{"reason": "r", "by": "a", "colour": "red"},             // unknown field

@@ -1,0 +1,308 @@
+package approval
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/selfheal/healer/audit"
+	"github.com/selfheal/healer/bus/bustest"
+	"github.com/selfheal/healer/engine"
+)
+
+type fixture struct {
+	srv   *bustest.Server
+	trail *audit.Trail
+	cfg   Config
+}
+
+func newFixture(t *testing.T) *fixture {
+	t.Helper()
+	srv := bustest.Start(t)
+	srv.Streams(t)
+	return &fixture{
+		srv: srv, trail: audit.NewTrail(srv.JS, slog.New(slog.DiscardHandler)),
+		cfg: Config{
+			Approvers:   []Approver{{Name: "alice", Slack: "UALICE"}, {Name: "bob"}, {Name: "carol", Slack: "UCAROL"}},
+			SlackGroups: []string{"SONCALL"},
+		},
+	}
+}
+
+// broker returns a broker on the shared bucket: each call is another
+// replica.
+func (f *fixture) broker(t *testing.T) *Broker {
+	t.Helper()
+	kv, err := EnsureBucket(t.Context(), f.srv.JS, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := NewBroker(f.cfg, kv, f.trail, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.SetGroupChecker(func(_ context.Context, group, user string) (bool, error) {
+		return group == "SONCALL" && user == "UDAVE", nil
+	})
+	return b
+}
+
+func request(need int) engine.ApprovalRequest {
+	return engine.ApprovalRequest{
+		Key: "act.0123", ActionID: "act-1", EventID: "ev-1", Target: "node/worker-1", Remediator: "node.drain",
+		Approvals: need, Reason: "kernel deadlock", Rule: "drain_deadlocked", Params: map[string]any{"grace": "30s"},
+	}
+}
+
+type answer struct {
+	a   engine.Approval
+	err error
+}
+
+// approveAsync runs Approve in the background, as the engine does, and
+// waits until the request is stored.
+func approveAsync(t *testing.T, ctx context.Context, b *Broker, ar engine.ApprovalRequest) (<-chan answer, Request) {
+	t.Helper()
+	ch := make(chan answer, 1)
+	go func() {
+		a, err := b.Approve(ctx, ar)
+		ch <- answer{a, err}
+	}()
+	id := ID(ar.Key)
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		r, err := b.Get(ctx, id)
+		if err == nil && r.Digest == Digest(ar.EventID, ar.Target, ar.Remediator, ar.Params) {
+			return ch, r
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("request %s not stored: %v", id, err)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func wait(t *testing.T, ch <-chan answer) engine.Approval {
+	t.Helper()
+	select {
+	case a := <-ch:
+		if a.err != nil {
+			t.Fatalf("Approve: %v", a.err)
+		}
+		return a.a
+	case <-time.After(10 * time.Second):
+		t.Fatal("Approve did not return")
+	}
+	return engine.Approval{}
+}
+
+func TestTwoApproversAcrossReplicasAndChannels(t *testing.T) {
+	f := newFixture(t)
+	engineSide, slackSide := f.broker(t), f.broker(t)
+	ch, req := approveAsync(t, t.Context(), engineSide, request(2))
+	if req.State != StatePending || req.Need != 2 || req.ID[:4] != "apr-" {
+		t.Fatalf("stored request = %+v", req)
+	}
+
+	if _, err := slackSide.Decide(t.Context(), req.ID, Ballot{Via: ViaSlack, User: "UALICE", Approve: true, Digest: req.Digest}); err != nil {
+		t.Fatal(err)
+	}
+	// alice again, on another channel, is still one person.
+	if _, err := slackSide.Decide(t.Context(), req.ID, Ballot{Via: ViaCLI, User: "alice", Approve: true, Digest: req.Digest}); !errors.Is(err, ErrAlreadyVoted) {
+		t.Fatalf("second vote by alice: %v, want ErrAlreadyVoted", err)
+	}
+	select {
+	case a := <-ch:
+		t.Fatalf("answered after one of two approvals: %+v", a)
+	case <-time.After(100 * time.Millisecond):
+	}
+	// A member of the approver group counts as a person of their own.
+	r, err := slackSide.Decide(t.Context(), req.ID, Ballot{Via: ViaSlack, User: "UDAVE", Approve: true, Digest: req.Digest})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.State != StateApproved {
+		t.Fatalf("state after two approvals = %s", r.State)
+	}
+	a := wait(t, ch)
+	if !a.Approved || !slices.Equal(a.By, []string{"alice", "slack:UDAVE"}) {
+		t.Fatalf("answer = %+v", a)
+	}
+
+	recs, err := f.trail.Query(t.Context(), audit.Filter{Kind: audit.KindApproval, EventID: "ev-1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var actors []string
+	for _, rec := range recs {
+		actors = append(actors, rec.Actor)
+	}
+	if !slices.Equal(actors, []string{"healer/engine", "slack:UALICE", "slack:UDAVE"}) {
+		t.Fatalf("approval records by %v", actors)
+	}
+	var d map[string]any
+	_ = json.Unmarshal(recs[2].Details, &d)
+	if d["vote"] != "approve" || d["person"] != "slack:UDAVE" || d["state"] != StateApproved || d["approval_id"] != req.ID {
+		t.Fatalf("vote record details = %v", d)
+	}
+}
+
+func TestRefusedVotes(t *testing.T) {
+	f := newFixture(t)
+	b := f.broker(t)
+	ar := request(1)
+	ar.Requester = "bob"
+	ch, req := approveAsync(t, t.Context(), b, ar)
+
+	for name, tc := range map[string]struct {
+		ballot Ballot
+		want   error
+	}{
+		"unknown CLI user":   {Ballot{Via: ViaCLI, User: "mallory", Approve: true, Digest: req.Digest}, ErrNotApprover},
+		"unknown Slack user": {Ballot{Via: ViaSlack, User: "UMALLORY", Approve: true, Digest: req.Digest}, ErrNotApprover},
+		"name as Slack id":   {Ballot{Via: ViaSlack, User: "alice", Approve: true, Digest: req.Digest}, ErrNotApprover},
+		"no user":            {Ballot{Via: ViaWeb, Approve: true, Digest: req.Digest}, ErrNotApprover},
+		"requester":          {Ballot{Via: ViaWeb, User: "bob", Approve: true, Digest: req.Digest}, ErrSelfApproval},
+		"other action":       {Ballot{Via: ViaCLI, User: "alice", Approve: true, Digest: Digest("ev-1", "node/worker-2", "node.drain", nil)}, ErrDigestMismatch},
+	} {
+		if _, err := b.Decide(t.Context(), req.ID, tc.ballot); !errors.Is(err, tc.want) {
+			t.Errorf("%s: %v, want %v", name, err, tc.want)
+		}
+	}
+	if _, err := b.Decide(t.Context(), "apr-0000000000", Ballot{Via: ViaCLI, User: "alice", Approve: true}); !errors.Is(err, ErrNotFound) {
+		t.Errorf("unknown id: %v", err)
+	}
+	if _, err := b.Decide(t.Context(), "../etc", Ballot{Via: ViaCLI, User: "alice", Approve: true}); !errors.Is(err, ErrNotFound) {
+		t.Errorf("malformed id: %v", err)
+	}
+	if r, _ := b.Get(t.Context(), req.ID); r.State != StatePending || len(r.Votes) != 0 {
+		t.Fatalf("refused votes changed the request: %+v", r)
+	}
+
+	// A denial ends it; later votes are refused.
+	if _, err := b.Decide(t.Context(), req.ID, Ballot{Via: ViaCLI, User: "carol", Approve: false, Digest: req.Digest, Reason: "not during the release"}); err != nil {
+		t.Fatal(err)
+	}
+	a := wait(t, ch)
+	if a.Approved || a.Reason != "denied by carol: not during the release" {
+		t.Fatalf("answer = %+v", a)
+	}
+	if _, err := b.Decide(t.Context(), req.ID, Ballot{Via: ViaCLI, User: "alice", Approve: true, Digest: req.Digest}); !errors.Is(err, ErrClosed) {
+		t.Fatalf("vote after denial: %v, want ErrClosed", err)
+	}
+}
+
+func TestExpiry(t *testing.T) {
+	f := newFixture(t)
+	b := f.broker(t)
+	b.cfg.Expiry = 300 * time.Millisecond
+	ch, req := approveAsync(t, t.Context(), b, request(2))
+	if _, err := b.Decide(t.Context(), req.ID, Ballot{Via: ViaCLI, User: "alice", Approve: true, Digest: req.Digest}); err != nil {
+		t.Fatal(err)
+	}
+	a := wait(t, ch)
+	if a.Approved || !strings.Contains(a.Reason, "expired") {
+		t.Fatalf("answer = %+v", a)
+	}
+	if _, err := b.Decide(t.Context(), req.ID, Ballot{Via: ViaCLI, User: "bob", Approve: true, Digest: req.Digest}); !errors.Is(err, ErrClosed) {
+		t.Fatalf("vote after expiry: %v, want ErrClosed", err)
+	}
+	recs, _ := f.trail.Query(t.Context(), audit.Filter{Kind: audit.KindApproval})
+	if last := recs[len(recs)-1]; !strings.Contains(string(last.Details), `"expired":true`) {
+		t.Fatalf("last approval record = %s", last.Details)
+	}
+}
+
+// A vote that arrives after the expiry, before the waiting engine noticed,
+// is refused and expires the request.
+func TestLateVoteExpires(t *testing.T) {
+	f := newFixture(t)
+	b := f.broker(t)
+	ch, req := approveAsync(t, t.Context(), b, request(1))
+	other := f.broker(t)
+	other.now = func() time.Time { return time.Now().Add(time.Hour) }
+	if _, err := other.Decide(t.Context(), req.ID, Ballot{Via: ViaCLI, User: "alice", Approve: true, Digest: req.Digest}); !errors.Is(err, ErrExpired) {
+		t.Fatalf("late vote: %v, want ErrExpired", err)
+	}
+	if a := wait(t, ch); a.Approved {
+		t.Fatalf("approved by a late vote: %+v", a)
+	}
+}
+
+// A redelivered event waits on the votes already given; a changed action
+// starts from none.
+func TestRedeliveryKeepsVotesOfTheSameAction(t *testing.T) {
+	f := newFixture(t)
+	first := f.broker(t)
+	ctx, stop := context.WithCancel(t.Context())
+	ch, req := approveAsync(t, ctx, first, request(2))
+	if _, err := first.Decide(t.Context(), req.ID, Ballot{Via: ViaCLI, User: "alice", Approve: true, Digest: req.Digest}); err != nil {
+		t.Fatal(err)
+	}
+	stop() // the engine stops while waiting
+	if a := <-ch; !errors.Is(a.err, context.Canceled) {
+		t.Fatalf("Approve after its context ended: %+v", a)
+	}
+
+	second := f.broker(t)
+	ch, again := approveAsync(t, t.Context(), second, request(2))
+	if again.ID != req.ID || len(again.Votes) != 1 {
+		t.Fatalf("redelivered request = %+v", again)
+	}
+	if _, err := second.Decide(t.Context(), req.ID, Ballot{Via: ViaCLI, User: "bob", Approve: true, Digest: req.Digest}); err != nil {
+		t.Fatal(err)
+	}
+	if a := wait(t, ch); !a.Approved || len(a.By) != 2 {
+		t.Fatalf("answer = %+v", a)
+	}
+
+	changed := request(2)
+	changed.Key = "act.other"
+	ch2, r1 := approveAsync(t, t.Context(), second, changed)
+	if _, err := second.Decide(t.Context(), r1.ID, Ballot{Via: ViaCLI, User: "alice", Approve: true, Digest: r1.Digest}); err != nil {
+		t.Fatal(err)
+	}
+	changed.Params = map[string]any{"grace": "5m"}
+	ctx3, stop3 := context.WithCancel(t.Context())
+	defer stop3()
+	_, r2 := approveAsync(t, ctx3, second, changed)
+	if r2.ID != r1.ID || r2.Digest == r1.Digest || len(r2.Votes) != 0 || r2.State != StatePending {
+		t.Fatalf("request for changed params = %+v", r2)
+	}
+	if _, err := second.Decide(t.Context(), r1.ID, Ballot{Via: ViaCLI, User: "bob", Approve: true, Digest: r1.Digest}); !errors.Is(err, ErrDigestMismatch) {
+		t.Fatalf("vote for the old params: %v, want ErrDigestMismatch", err)
+	}
+	// The first waiter on the replaced request does not hang: it sees a
+	// pending request and keeps waiting; stop it.
+	select {
+	case a := <-ch2:
+		t.Fatalf("waiter on the replaced request answered: %+v", a)
+	default:
+	}
+}
+
+func TestConfigValidate(t *testing.T) {
+	for name, c := range map[string]Config{
+		"short expiry":   {Expiry: time.Second},
+		"no name":        {Approvers: []Approver{{Slack: "U1"}}},
+		"twice":          {Approvers: []Approver{{Name: "a"}, {Name: "a"}}},
+		"slack twice":    {Approvers: []Approver{{Name: "a", Slack: "U1"}, {Name: "b", Slack: "U1"}}},
+		"reserved names": {Approvers: []Approver{{Name: "slack:U1"}}},
+	} {
+		c.ApplyDefaults()
+		if c.Validate() == nil {
+			t.Errorf("%s: valid", name)
+		}
+	}
+	ok := Config{Approvers: []Approver{{Name: "a"}, {Name: "b"}}}
+	ok.ApplyDefaults()
+	if err := ok.Validate(); err != nil || ok.Expiry != 15*time.Minute {
+		t.Fatalf("default config: %v, expiry %s", err, ok.Expiry)
+	}
+}
+
