@@ -361,3 +361,48 @@ func (t *Trail) scan(ctx context.Context, cfg jetstream.OrderedConsumerConfig, f
 		}
 	}
 }
+
+// Follow delivers every record stored after stream sequence after, in
+// order, to fn as it is appended, until ctx ends (nil) or the stream
+// cannot be read (an error). Unreadable messages are skipped. It is the
+// live view of the trail for chat updates and the web page.
+func (t *Trail) Follow(ctx context.Context, after uint64, fn func(Record)) error {
+	stream, err := t.js.Stream(ctx, bus.StreamAudit)
+	if err != nil {
+		return fmt.Errorf("audit: follow: open stream: %w", err)
+	}
+	cons, err := stream.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
+		DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: after + 1,
+		InactiveThreshold: 30 * time.Second,
+	})
+	if err != nil {
+		return fmt.Errorf("audit: follow: create ordered consumer: %w", err)
+	}
+	it, err := cons.Messages(jetstream.PullMaxMessages(256))
+	if err != nil {
+		return fmt.Errorf("audit: follow: consume: %w", err)
+	}
+	defer it.Stop()
+	for {
+		msg, err := it.Next(jetstream.NextContext(ctx))
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return fmt.Errorf("audit: follow: %w", err)
+		}
+		var rec Record
+		if json.Unmarshal(msg.Data(), &rec) == nil {
+			fn(rec)
+		}
+	}
+}
+
+// LastSeq is the stream sequence of the latest record (0 for none).
+func (t *Trail) LastSeq(ctx context.Context) (uint64, error) {
+	stream, err := t.js.Stream(ctx, bus.StreamAudit)
+	if err != nil {
+		return 0, fmt.Errorf("audit: open stream: %w", err)
+	}
+	return stream.CachedInfo().State.LastSeq, nil
+}

@@ -67,6 +67,30 @@ type ApprovalRequest struct {
 	Requester string
 }
 
+// Notice is something people should hear about although no action failed:
+// a circuit breaker opened, the blast-radius budget ran out.
+type Notice struct {
+	// Kind is NoticeBreakerOpen or NoticeBudgetExhausted.
+	Kind       string
+	Remediator string
+	Target     string
+	Text       string
+	// Runbook is the path of the runbook that says what to do.
+	Runbook string
+}
+
+// Kinds of notices.
+const (
+	NoticeBreakerOpen     = "breaker.open"
+	NoticeBudgetExhausted = "budget.exhausted"
+)
+
+// Notifier tells people (a chat channel) about notices. Notify must not
+// block for long; it may drop repeats.
+type Notifier interface {
+	Notify(ctx context.Context, n Notice)
+}
+
 // Deps are the parts the engine works with.
 type Deps struct {
 	JS          jetstream.JetStream
@@ -84,6 +108,8 @@ type Deps struct {
 	Pauses *guard.Pauses
 	// Approver is nil when no approval channel is configured.
 	Approver Approver
+	// Notifier, when set, hears about an exhausted budget.
+	Notifier Notifier
 	Metrics  *Metrics
 	Log      *slog.Logger
 }

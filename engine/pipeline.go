@@ -405,6 +405,10 @@ func (e *Engine) guard(ctx context.Context, r *run) (bool, error) {
 		}
 		res, st, err := e.Budget.Reserve(r.ev.TargetName())
 		if err != nil {
+			if e.Notifier != nil && errors.Is(err, guard.ErrBudgetExhausted) {
+				e.Notifier.Notify(ctx, Notice{Kind: NoticeBudgetExhausted, Remediator: name, Target: r.ev.Subject,
+					Text: err.Error(), Runbook: runbookOf(r)})
+			}
 			return true, e.suppress(ctx, r, outcomeSuppressed, err.Error(), "budget", st)
 		}
 		r.reserved = res
@@ -470,7 +474,7 @@ func (e *Engine) approve(ctx context.Context, r *run) (bool, error) {
 	req := ApprovalRequest{
 		Key: r.idemKey, ActionID: r.actionID, EventID: r.ev.ID, Target: r.ev.Subject, Remediator: r.remName,
 		Approvals: n, Reason: r.decision.Reason, Rule: r.decision.Rule, Params: r.params,
-		Runbook: r.rem.Info().Runbook, Requester: requester(r.ev),
+		Runbook: runbookOf(r), Requester: requester(r.ev),
 	}
 	if r.reserved != nil && e.Budget != nil {
 		if st, err := e.Budget.StateFor(r.ev.TargetName()); err == nil {
@@ -507,6 +511,13 @@ func (e *Engine) approve(ctx context.Context, r *run) (bool, error) {
 	}
 	r.approvers = ans.By
 	return false, nil
+}
+
+func runbookOf(r *run) string {
+	if r.rem == nil {
+		return ""
+	}
+	return r.rem.Info().Runbook
 }
 
 // requester returns the person an event says asked for its action:

@@ -1,0 +1,503 @@
+package chatops
+
+import (
+	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/slack-go/slack"
+	"github.com/slack-go/slack/slacktest"
+
+	"github.com/selfheal/healer/audit"
+	"github.com/selfheal/healer/bus/bustest"
+	"github.com/selfheal/healer/engine"
+	"github.com/selfheal/healer/engine/approval"
+	"github.com/selfheal/healer/engine/guard"
+)
+
+const signingSecret = "8f742231b10e8888abcd99yyyzzz85a5"
+
+// fakeSlack is slacktest's server with the Web API methods healer uses
+// recorded: posted and updated messages, ephemeral replies, group members.
+type fakeSlack struct {
+	srv *slacktest.Server
+
+	mu        sync.Mutex
+	posted    []url.Values
+	updated   []url.Values
+	ephemeral []url.Values
+	next      int
+}
+
+func newFakeSlack(t *testing.T) *fakeSlack {
+	t.Helper()
+	f := &fakeSlack{}
+	record := func(list *[]url.Values, reply func(url.Values) any) http.HandlerFunc {
+		return func(w http.ResponseWriter, r *http.Request) {
+			b, _ := io.ReadAll(r.Body)
+			v, _ := url.ParseQuery(string(b))
+			f.mu.Lock()
+			*list = append(*list, v)
+			f.next++
+			ts := strconv.Itoa(1700000000+f.next) + ".000100"
+			f.mu.Unlock()
+			out := map[string]any{"ok": true, "channel": v.Get("channel"), "ts": ts}
+			if reply != nil {
+				out = reply(v).(map[string]any)
+			}
+			_ = json.NewEncoder(w).Encode(out)
+		}
+	}
+	f.srv = slacktest.NewTestServer(func(c slacktest.Customize) {
+		c.Handle("/chat.postMessage", record(&f.posted, nil))
+		c.Handle("/chat.update", record(&f.updated, func(v url.Values) any {
+			return map[string]any{"ok": true, "channel": v.Get("channel"), "ts": v.Get("ts")}
+		}))
+		c.Handle("/chat.postEphemeral", record(&f.ephemeral, func(url.Values) any {
+			return map[string]any{"ok": true, "message_ts": "1.2"}
+		}))
+		c.Handle("/usergroups.users.list", func(w http.ResponseWriter, r *http.Request) {
+			_ = r.ParseForm()
+			users := []string{}
+			if r.Form.Get("usergroup") == "SONCALL" {
+				users = []string{"UDAVE", "UERIN"}
+			}
+			_ = json.NewEncoder(w).Encode(map[string]any{"ok": true, "users": users})
+		})
+	})
+	f.srv.Start()
+	t.Cleanup(f.srv.Stop)
+	return f
+}
+
+func (f *fakeSlack) snapshot() (posted, updated, ephemeral []url.Values) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]url.Values(nil), f.posted...), append([]url.Values(nil), f.updated...), append([]url.Values(nil), f.ephemeral...)
+}
+
+// eventually polls cond for up to 5 s.
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// memPauses stores pauses in the real pause bucket, without audit.
+type memPauses struct{ ps *guard.Pauses }
+
+func (m memPauses) SetPause(ctx context.Context, p *guard.Pause, _ string) error { return m.ps.Set(ctx, p) }
+func (m memPauses) ClearPause(ctx context.Context, id, _ string) (guard.Pause, error) {
+	return m.ps.Clear(ctx, id)
+}
+func (m memPauses) List() []guard.Pause          { return m.ps.List() }
+func (m memPauses) Known(remediator string) bool { return remediator == "node.drain" || remediator == "node.cordon" }
+
+type app struct {
+	slack  *Slack
+	fake   *fakeSlack
+	broker *approval.Broker
+	trail  *audit.Trail
+	pauses *guard.Pauses
+	kv     jetstream.KeyValue
+	web    *httptest.Server
+}
+
+func newApp(t *testing.T) *app {
+	t.Helper()
+	srv := bustest.Start(t)
+	srv.Streams(t)
+	log := slog.New(slog.DiscardHandler)
+	trail := audit.NewTrail(srv.JS, log)
+	kv, err := approval.EnsureBucket(t.Context(), srv.JS, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	broker, err := approval.NewBroker(approval.Config{
+		Approvers:   []approval.Approver{{Name: "alice", Slack: "UALICE"}, {Name: "bob", Slack: "UBOB"}},
+		SlackGroups: []string{"SONCALL"},
+	}, kv, trail, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	replay, err := EnsureReplayBucket(t.Context(), srv.JS, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pkv, err := guard.EnsurePauseBucket(t.Context(), srv.JS, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pauses := guard.NewPauses(pkv, log)
+	ctx, cancel := context.WithCancel(t.Context())
+	go pauses.Run(ctx)
+	if err := pauses.WaitSynced(t.Context(), 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	fake := newFakeSlack(t)
+	s, err := New(Config{Channel: "CHEALER", APIURL: fake.srv.GetAPIURL(), ExternalURL: "https://healer.example.org"},
+		Secrets{BotToken: "xoxb-test", SigningSecret: signingSecret},
+		Deps{Broker: broker, Pauses: memPauses{pauses}, Trail: trail, Replay: replay, Log: log,
+			Status: func(context.Context) []string { return []string{"*Breakers*: all closed"} }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { s.Run(ctx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST "+InteractionsPath, s.ServeInteractions)
+	mux.HandleFunc("POST "+CommandsPath, s.ServeCommands)
+	web := httptest.NewServer(mux)
+	t.Cleanup(web.Close)
+	return &app{slack: s, fake: fake, broker: broker, trail: trail, pauses: pauses, kv: kv, web: web}
+}
+
+// sign sets Slack's signature headers on r for body, at ts.
+func sign(r *http.Request, body string, ts time.Time, secret string) {
+	stamp := strconv.FormatInt(ts.Unix(), 10)
+	mac := hmac.New(sha256.New, []byte(secret))
+	mac.Write([]byte("v0:" + stamp + ":" + body))
+	r.Header.Set("X-Slack-Request-Timestamp", stamp)
+	r.Header.Set("X-Slack-Signature", "v0="+hex.EncodeToString(mac.Sum(nil)))
+	r.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+}
+
+// send posts body to path as Slack would, signed at ts with secret.
+func (a *app) send(t *testing.T, path, body string, ts time.Time, secret string) (int, string) {
+	t.Helper()
+	req, _ := http.NewRequestWithContext(t.Context(), http.MethodPost, a.web.URL+path, strings.NewReader(body))
+	sign(req, body, ts, secret)
+	return do(t, req)
+}
+
+func do(t *testing.T, req *http.Request) (int, string) {
+	t.Helper()
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = resp.Body.Close() }()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+// click is the interaction payload of user pressing a button on the
+// message, as Slack sends it.
+func click(user, actionID, value string) string {
+	payload, _ := json.Marshal(map[string]any{
+		"type":    "block_actions",
+		"user":    map[string]any{"id": user, "username": strings.ToLower(user)},
+		"channel": map[string]any{"id": "CHEALER"},
+		"message": map[string]any{"ts": "1700000001.000100"},
+		"actions": []map[string]any{{"action_id": actionID, "block_id": "healer_vote", "value": value, "type": "button"}},
+	})
+	return url.Values{"payload": {string(payload)}}.Encode()
+}
+
+func command(user, text string) string {
+	return url.Values{"command": {"/healer"}, "text": {text}, "user_id": {user}, "user_name": {strings.ToLower(user)}, "channel_id": {"CHEALER"}}.Encode()
+}
+
+type answer struct {
+	a   engine.Approval
+	err error
+}
+
+// ask runs the engine's side of an approval and waits until it is posted.
+func (a *app) ask(t *testing.T, ar engine.ApprovalRequest) (<-chan answer, approval.Request) {
+	t.Helper()
+	ch := make(chan answer, 1)
+	go func() {
+		ans, err := a.broker.Approve(t.Context(), ar)
+		ch <- answer{ans, err}
+	}()
+	var req approval.Request
+	eventually(t, "the request's message", func() bool {
+		r, err := a.broker.Get(t.Context(), approval.ID(ar.Key))
+		req = r
+		return err == nil && r.Message != nil
+	})
+	return ch, req
+}
+
+func drainRequest(need int) engine.ApprovalRequest {
+	return engine.ApprovalRequest{
+		Key: "act.k1", EventID: "ev-1", Target: "node/worker-3", Remediator: "node.drain", Approvals: need,
+		Reason: "kernel deadlock for 10m", Rule: "drain_deadlocked", Params: map[string]any{"grace": "60s"},
+		Runbook: "runbooks/node.drain.md", Budget: "1 of 40 nodes out of service or in flight (this one included), 4 allowed",
+		Requester: "UERIN",
+	}
+}
+
+func TestTwoApprovalsFromSlackButtons(t *testing.T) {
+	a := newApp(t)
+	ch, req := a.ask(t, drainRequest(2))
+
+	posted, _, _ := a.fake.snapshot()
+	if len(posted) != 1 || posted[0].Get("channel") != "CHEALER" {
+		t.Fatalf("posted %v", posted)
+	}
+	blocks := posted[0].Get("blocks")
+	for _, want := range []string{
+		"node.drain", "node/worker-3", "drain_deadlocked", "kernel deadlock for 10m", `{\"grace\":\"60s\"}`,
+		"1 of 40 nodes", "https://healer.example.org/runbooks/node.drain.md", "2 approvals from different people",
+		ActionApprove, ActionDeny, req.ID + ":" + req.Digest, "Requested by UERIN",
+	} {
+		if !strings.Contains(blocks, want) {
+			t.Errorf("message lacks %q:\n%s", want, blocks)
+		}
+	}
+	value := req.ID + ":" + req.Digest
+	now := time.Now()
+
+	if code, body := a.send(t, InteractionsPath, click("UALICE", ActionApprove, value), now, signingSecret); code != http.StatusOK {
+		t.Fatalf("alice's click: %d %s", code, body)
+	}
+	// alice again (a new request, so not a replay), the requester, and a
+	// stranger do not count; each is told why.
+	a.send(t, InteractionsPath, click("UALICE", ActionApprove, value), now.Add(time.Second), signingSecret)
+	a.send(t, InteractionsPath, click("UERIN", ActionApprove, value), now.Add(2*time.Second), signingSecret)
+	a.send(t, InteractionsPath, click("UMALLORY", ActionApprove, value), now.Add(3*time.Second), signingSecret)
+	// A button of another version of the action does not count.
+	a.send(t, InteractionsPath, click("UBOB", ActionApprove, req.ID+":"+strings.Repeat("0", 64)), now.Add(4*time.Second), signingSecret)
+	eventually(t, "four refusals", func() bool { _, _, e := a.fake.snapshot(); return len(e) == 4 })
+	_, updated, eph := a.fake.snapshot()
+	for i, want := range []string{"already approved by this person", "requester", "not a configured approver", "changed since it was shown"} {
+		if got := eph[i].Get("text"); !strings.Contains(got, want) || eph[i].Get("user") == "" {
+			t.Errorf("refusal %d = %q (user %q), want %q", i, got, eph[i].Get("user"), want)
+		}
+	}
+	if len(updated) != 1 || !strings.Contains(updated[0].Get("blocks"), "1 of 2: approved by alice") {
+		t.Fatalf("after alice's approval the message shows %v", updated)
+	}
+	select {
+	case got := <-ch:
+		t.Fatalf("answered with one approval: %+v", got)
+	default:
+	}
+
+	// A member of the approver group is the second person.
+	a.send(t, InteractionsPath, click("UDAVE", ActionApprove, value), now.Add(5*time.Second), signingSecret)
+	var got answer
+	select {
+	case got = <-ch:
+	case <-time.After(5 * time.Second):
+		t.Fatal("no answer after two approvals")
+	}
+	if got.err != nil || !got.a.Approved || strings.Join(got.a.By, ",") != "alice,slack:UDAVE" {
+		t.Fatalf("answer = %+v", got)
+	}
+	eventually(t, "the message showing the outcome", func() bool {
+		_, u, _ := a.fake.snapshot()
+		return len(u) >= 2 && strings.Contains(u[len(u)-1].Get("blocks"), "Approved by alice and slack:UDAVE")
+	})
+	_, updated, _ = a.fake.snapshot()
+	if strings.Contains(updated[len(updated)-1].Get("blocks"), ActionApprove) {
+		t.Fatal("buttons still shown after the decision")
+	}
+
+	// The action's steps, as the engine audits them, appear on the message.
+	for _, rec := range []audit.Record{
+		{Kind: audit.KindActionStarted, EventID: "ev-1", Target: "node/worker-3", Remediator: "node.drain", Actor: "healer/engine"},
+		{Kind: audit.KindActionProgress, EventID: "ev-1", Target: "node/worker-3", Remediator: "node.drain", Actor: "healer/engine", Details: audit.Details("step", "evicting", "message", "3 of 7 pods evicted")},
+		{Kind: audit.KindVerified, EventID: "ev-1", Target: "node/worker-3", Remediator: "node.drain", Actor: "healer/engine"},
+	} {
+		if _, err := a.trail.Append(t.Context(), rec); err != nil {
+			t.Fatal(err)
+		}
+	}
+	eventually(t, "the steps on the message", func() bool {
+		_, u, _ := a.fake.snapshot()
+		last := u[len(u)-1].Get("blocks")
+		return strings.Contains(last, "started") && strings.Contains(last, "evicting: 3 of 7 pods evicted") && strings.Contains(last, "verified")
+	})
+
+	// Every vote is in the trail with its Slack user.
+	recs, err := a.trail.Query(t.Context(), audit.Filter{Kind: audit.KindApproval, EventID: "ev-1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var actors []string
+	for _, r := range recs {
+		actors = append(actors, r.Actor)
+	}
+	if strings.Join(actors, " ") != "healer/engine slack:UALICE slack:UDAVE" {
+		t.Fatalf("approval records by %v", actors)
+	}
+}
+
+func TestDenyFromSlack(t *testing.T) {
+	a := newApp(t)
+	ch, req := a.ask(t, drainRequest(1))
+	a.send(t, InteractionsPath, click("UBOB", ActionDeny, req.ID+":"+req.Digest), time.Now(), signingSecret)
+	got := <-ch
+	if got.err != nil || got.a.Approved || got.a.Reason != "denied by bob" {
+		t.Fatalf("answer = %+v", got)
+	}
+	eventually(t, "the message showing the denial", func() bool {
+		_, u, _ := a.fake.snapshot()
+		return len(u) > 0 && strings.Contains(u[len(u)-1].Get("blocks"), "Denied by bob")
+	})
+}
+
+func TestExpiredApprovalMessage(t *testing.T) {
+	a := newApp(t)
+	ch, req := a.ask(t, drainRequest(1))
+	// Expiry is at least a minute in a configuration: move the stored
+	// request's expiry to the past, as time passing would.
+	req.Expires = time.Now().Add(-time.Second)
+	b, _ := json.Marshal(req)
+	if _, err := a.kv.Put(t.Context(), req.ID, b); err != nil {
+		t.Fatal(err)
+	}
+	got := <-ch
+	if got.err != nil || got.a.Approved || !strings.Contains(got.a.Reason, "expired") {
+		t.Fatalf("answer = %+v", got)
+	}
+	eventually(t, "the message showing the expiry", func() bool {
+		_, u, _ := a.fake.snapshot()
+		return len(u) > 0 && strings.Contains(u[len(u)-1].Get("blocks"), "Expired at")
+	})
+	// A vote after the expiry is refused, and the voter told.
+	a.send(t, InteractionsPath, click("UALICE", ActionApprove, req.ID+":"+req.Digest), time.Now(), signingSecret)
+	eventually(t, "the refusal", func() bool {
+		_, _, e := a.fake.snapshot()
+		return len(e) == 1 && strings.Contains(e[0].Get("text"), "already decided")
+	})
+}
+
+func TestRequestsNotFromSlackAreRefused(t *testing.T) {
+	a := newApp(t)
+	_, req := a.ask(t, drainRequest(1))
+	body := click("UALICE", ActionApprove, req.ID+":"+req.Digest)
+	now := time.Now()
+
+	if code, _ := a.send(t, InteractionsPath, body, now, "not-the-secret"); code != http.StatusUnauthorized {
+		t.Errorf("wrong secret: %d", code)
+	}
+	if code, msg := a.send(t, InteractionsPath, body, now.Add(-6*time.Minute), signingSecret); code != http.StatusUnauthorized || !strings.Contains(msg, "too old") {
+		t.Errorf("stale timestamp: %d %s", code, msg)
+	}
+	unsigned, _ := http.NewRequestWithContext(t.Context(), http.MethodPost, a.web.URL+InteractionsPath, strings.NewReader(body))
+	if code, _ := do(t, unsigned); code != http.StatusUnauthorized {
+		t.Errorf("unsigned: %d", code)
+	}
+	// A body changed after signing.
+	tampered, _ := http.NewRequestWithContext(t.Context(), http.MethodPost, a.web.URL+InteractionsPath, strings.NewReader(click("UBOB", ActionApprove, req.ID+":"+req.Digest)))
+	sign(tampered, body, now, signingSecret)
+	if code, _ := do(t, tampered); code != http.StatusUnauthorized {
+		t.Errorf("tampered body: %d", code)
+	}
+	if r, _ := a.broker.Get(t.Context(), req.ID); len(r.Votes) != 0 {
+		t.Fatalf("a refused request voted: %+v", r.Votes)
+	}
+
+	// The genuine request counts once; sent again it is a replay.
+	if code, _ := a.send(t, InteractionsPath, body, now, signingSecret); code != http.StatusOK {
+		t.Fatalf("genuine request: %d", code)
+	}
+	if code, msg := a.send(t, InteractionsPath, body, now, signingSecret); code != http.StatusUnauthorized || !strings.Contains(msg, "replay") {
+		t.Errorf("replay: %d %s", code, msg)
+	}
+	if code, _ := a.send(t, CommandsPath, command("UALICE", "status"), now.Add(-10*time.Minute), signingSecret); code != http.StatusUnauthorized {
+		t.Errorf("stale slash command: %d", code)
+	}
+}
+
+func TestSlashCommands(t *testing.T) {
+	a := newApp(t)
+	run := func(user, text string) slack.Msg {
+		t.Helper()
+		code, body := a.send(t, CommandsPath, command(user, text), time.Now(), signingSecret)
+		if code != http.StatusOK {
+			t.Fatalf("/healer %s: %d %s", text, code, body)
+		}
+		var m slack.Msg
+		if err := json.Unmarshal([]byte(body), &m); err != nil {
+			t.Fatalf("/healer %s: %v: %s", text, err, body)
+		}
+		return m
+	}
+
+	if m := run("UALICE", "pause node.drain node/worker-* for 2h : kernel upgrade"); m.ResponseType != slack.ResponseTypeInChannel || !strings.Contains(m.Text, "paused node.drain on node/worker-*") {
+		t.Fatalf("pause: %+v", m)
+	}
+	ps := a.pauses.List()
+	if len(ps) != 1 || ps[0].Remediator != "node.drain" || ps[0].Target != "node/worker-*" || ps[0].Reason != "kernel upgrade" ||
+		ps[0].Until.Sub(time.Now()) < 119*time.Minute || !strings.Contains(ps[0].By, "UALICE") {
+		t.Fatalf("pauses = %+v", ps)
+	}
+	if m := run("UMALLORY", "pause"); !strings.Contains(m.Text, "Only approvers") {
+		t.Fatalf("pause by a stranger: %+v", m)
+	}
+	if m := run("UALICE", "pause node.reboot"); !strings.Contains(m.Text, "neither a remediator nor a target") {
+		t.Fatalf("pause of an unknown remediator: %+v", m)
+	}
+
+	ch, req := a.ask(t, drainRequest(1))
+	m := run("UBOB", "status")
+	for _, want := range []string{req.ID, "node.drain on node/worker-*", "kernel upgrade", "Breakers"} {
+		if !strings.Contains(m.Text, want) {
+			t.Errorf("status lacks %q: %s", want, m.Text)
+		}
+	}
+	if m := run("UERIN", "approve "+req.ID); !strings.Contains(m.Text, "requester") {
+		t.Fatalf("self-approval by command: %+v", m)
+	}
+	if m := run("UBOB", "approve "+req.ID); !strings.Contains(m.Text, "approved by bob") {
+		t.Fatalf("approve: %+v", m)
+	}
+	if got := <-ch; !got.a.Approved {
+		t.Fatalf("answer = %+v", got)
+	}
+
+	if m := run("UALICE", "resume node.drain node/worker-*"); m.ResponseType != slack.ResponseTypeInChannel || !strings.Contains(m.Text, "resumed") {
+		t.Fatalf("resume: %+v", m)
+	}
+	eventually(t, "the pause cleared", func() bool { return len(a.pauses.List()) == 0 })
+	if m := run("UALICE", "resume"); !strings.Contains(m.Text, "No pause") {
+		t.Fatalf("resume with nothing paused: %+v", m)
+	}
+	if m := run("UALICE", "reboot everything"); !strings.Contains(m.Text, "Unknown command") {
+		t.Fatalf("unknown command: %+v", m)
+	}
+}
+
+func TestNoticesAreThrottled(t *testing.T) {
+	a := newApp(t)
+	for range 3 {
+		a.slack.Notify(t.Context(), engine.Notice{Kind: engine.NoticeBreakerOpen, Remediator: "node.drain", Text: "3 failures in a row", Runbook: "runbooks/node.drain.md"})
+	}
+	a.slack.Notify(t.Context(), engine.Notice{Kind: engine.NoticeBudgetExhausted, Remediator: "node.drain", Target: "node/worker-9", Text: "blast-radius budget exhausted: 4 of 40 nodes out of service"})
+	eventually(t, "two notices", func() bool { p, _, _ := a.fake.snapshot(); return len(p) == 2 })
+	time.Sleep(100 * time.Millisecond)
+	posted, _, _ := a.fake.snapshot()
+	all := posted[0].Get("blocks") + posted[1].Get("blocks")
+	for _, want := range []string{"Circuit breaker open: node.drain", "runbooks/node.drain.md", "budget exhausted", "node/worker-9"} {
+		if !strings.Contains(all, want) {
+			t.Errorf("notices lack %q: %s", want, all)
+		}
+	}
+	if len(posted) != 2 {
+		t.Fatalf("%d notices posted, want 2 (the breaker once)", len(posted))
+	}
+}

@@ -1,0 +1,100 @@
+package serve
+
+import (
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"net/http"
+	"strings"
+
+	"github.com/selfheal/healer/engine/approval"
+)
+
+// ApprovalsPath is the API of approvals: GET lists the requests, GET
+// <path>/<id> shows one, POST <path>/<id> votes on it.
+const ApprovalsPath = "/api/v1/approvals"
+
+// Vote is the body of a vote through the API (the CLI).
+type Vote struct {
+	// Vote is "approve" or "deny".
+	Vote string `json:"vote"`
+	// By is the approver's configured name.
+	By string `json:"by"`
+	// Digest is the digest of the request as the voter saw it.
+	Digest string `json:"digest"`
+	Reason string `json:"reason,omitempty"`
+}
+
+type approvalsHandler struct {
+	broker *approval.Broker
+	log    *slog.Logger
+}
+
+func (h *approvalsHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	id := strings.TrimPrefix(strings.TrimPrefix(r.URL.Path, ApprovalsPath), "/")
+	switch {
+	case r.Method == http.MethodGet && id == "":
+		reqs, err := h.broker.List(r.Context())
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		writeJSON(w, http.StatusOK, append([]approval.Request{}, reqs...))
+	case r.Method == http.MethodGet:
+		req, err := h.broker.Get(r.Context(), id)
+		if err != nil {
+			http.Error(w, err.Error(), ApprovalStatus(err))
+			return
+		}
+		writeJSON(w, http.StatusOK, req)
+	case r.Method == http.MethodPost && id != "":
+		h.vote(w, r, id)
+	default:
+		http.Error(w, "GET "+ApprovalsPath+"[/<id>], POST "+ApprovalsPath+"/<id>", http.StatusMethodNotAllowed)
+	}
+}
+
+func (h *approvalsHandler) vote(w http.ResponseWriter, r *http.Request, id string) {
+	var v Vote
+	dec := json.NewDecoder(io.LimitReader(r.Body, 16<<10))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&v); err != nil {
+		http.Error(w, "vote: "+err.Error(), http.StatusBadRequest)
+		return
+	}
+	if v.Vote != "approve" && v.Vote != "deny" {
+		http.Error(w, `vote: "vote" must be "approve" or "deny"`, http.StatusBadRequest)
+		return
+	}
+	if v.Digest == "" {
+		http.Error(w, "vote: digest is required: the digest of the request you looked at", http.StatusBadRequest)
+		return
+	}
+	req, err := h.broker.Decide(r.Context(), id, approval.Ballot{
+		Via: approval.ViaCLI, User: v.By, Approve: v.Vote == "approve", Digest: v.Digest, Reason: v.Reason,
+	})
+	if err != nil {
+		h.log.WarnContext(r.Context(), "vote refused", "approval_id", id, "by", v.By, "err", err)
+		http.Error(w, err.Error(), ApprovalStatus(err))
+		return
+	}
+	h.log.InfoContext(r.Context(), "vote", "approval_id", id, "by", v.By, "vote", v.Vote, "state", req.State)
+	writeJSON(w, http.StatusOK, req)
+}
+
+// ApprovalStatus is the HTTP status for an error of the approval broker.
+func ApprovalStatus(err error) int {
+	switch {
+	case errors.Is(err, approval.ErrNotFound):
+		return http.StatusNotFound
+	case errors.Is(err, approval.ErrNotApprover), errors.Is(err, approval.ErrSelfApproval):
+		return http.StatusForbidden
+	case errors.Is(err, approval.ErrExpired):
+		return http.StatusGone
+	case errors.Is(err, approval.ErrClosed), errors.Is(err, approval.ErrAlreadyVoted), errors.Is(err, approval.ErrDigestMismatch):
+		return http.StatusConflict
+	default:
+		return http.StatusServiceUnavailable
+	}
+}
