@@ -11,12 +11,12 @@ import (
 // Config is the Slack app healer talks through. Slack is off unless a bot
 // token is configured (HEALER_SLACK_BOT_TOKEN or BotTokenFile).
 type Config struct {
-	// BotTokenFile holds the bot token (xoxb-...); HEALER_SLACK_BOT_TOKEN
-	// overrides it.
+	// BotTokenFile holds the bot token (xoxb-...); without it the token
+	// is read from HEALER_SLACK_BOT_TOKEN.
 	BotTokenFile string `json:"botTokenFile"`
 	// SigningSecretFile holds the app's signing secret, which every
-	// request from Slack is verified with; HEALER_SLACK_SIGNING_SECRET
-	// overrides it.
+	// request from Slack is verified with; without it the secret is read
+	// from HEALER_SLACK_SIGNING_SECRET.
 	SigningSecretFile string `json:"signingSecretFile"`
 	// Channel is the channel id approvals and notifications go to.
 	Channel string `json:"channel"`

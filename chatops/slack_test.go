@@ -2,92 +2,27 @@ package chatops
 
 import (
 	"context"
-	"crypto/hmac"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
-	"net/url"
-	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/slack-go/slack"
-	"github.com/slack-go/slack/slacktest"
 
 	"github.com/selfheal/healer/audit"
 	"github.com/selfheal/healer/bus/bustest"
+	"github.com/selfheal/healer/chatops/chatopstest"
 	"github.com/selfheal/healer/engine"
 	"github.com/selfheal/healer/engine/approval"
 	"github.com/selfheal/healer/engine/guard"
 )
 
 const signingSecret = "8f742231b10e8888abcd99yyyzzz85a5"
-
-// fakeSlack is slacktest's server with the Web API methods healer uses
-// recorded: posted and updated messages, ephemeral replies, group members.
-type fakeSlack struct {
-	srv *slacktest.Server
-
-	mu        sync.Mutex
-	posted    []url.Values
-	updated   []url.Values
-	ephemeral []url.Values
-	next      int
-}
-
-func newFakeSlack(t *testing.T) *fakeSlack {
-	t.Helper()
-	f := &fakeSlack{}
-	record := func(list *[]url.Values, reply func(url.Values) any) http.HandlerFunc {
-		return func(w http.ResponseWriter, r *http.Request) {
-			b, _ := io.ReadAll(r.Body)
-			v, _ := url.ParseQuery(string(b))
-			f.mu.Lock()
-			*list = append(*list, v)
-			f.next++
-			ts := strconv.Itoa(1700000000+f.next) + ".000100"
-			f.mu.Unlock()
-			out := map[string]any{"ok": true, "channel": v.Get("channel"), "ts": ts}
-			if reply != nil {
-				out = reply(v).(map[string]any)
-			}
-			_ = json.NewEncoder(w).Encode(out)
-		}
-	}
-	f.srv = slacktest.NewTestServer(func(c slacktest.Customize) {
-		c.Handle("/chat.postMessage", record(&f.posted, nil))
-		c.Handle("/chat.update", record(&f.updated, func(v url.Values) any {
-			return map[string]any{"ok": true, "channel": v.Get("channel"), "ts": v.Get("ts")}
-		}))
-		c.Handle("/chat.postEphemeral", record(&f.ephemeral, func(url.Values) any {
-			return map[string]any{"ok": true, "message_ts": "1.2"}
-		}))
-		c.Handle("/usergroups.users.list", func(w http.ResponseWriter, r *http.Request) {
-			_ = r.ParseForm()
-			users := []string{}
-			if r.Form.Get("usergroup") == "SONCALL" {
-				users = []string{"UDAVE", "UERIN"}
-			}
-			_ = json.NewEncoder(w).Encode(map[string]any{"ok": true, "users": users})
-		})
-	})
-	f.srv.Start()
-	t.Cleanup(f.srv.Stop)
-	return f
-}
-
-func (f *fakeSlack) snapshot() (posted, updated, ephemeral []url.Values) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return append([]url.Values(nil), f.posted...), append([]url.Values(nil), f.updated...), append([]url.Values(nil), f.ephemeral...)
-}
 
 // eventually polls cond for up to 5 s.
 func eventually(t *testing.T, what string, cond func() bool) {
@@ -113,7 +48,7 @@ func (m memPauses) Known(remediator string) bool { return remediator == "node.dr
 
 type app struct {
 	slack  *Slack
-	fake   *fakeSlack
+	fake   *chatopstest.Slack
 	broker *approval.Broker
 	trail  *audit.Trail
 	pauses *guard.Pauses
@@ -152,8 +87,8 @@ func newApp(t *testing.T) *app {
 	if err := pauses.WaitSynced(t.Context(), 5*time.Second); err != nil {
 		t.Fatal(err)
 	}
-	fake := newFakeSlack(t)
-	s, err := New(Config{Channel: "CHEALER", APIURL: fake.srv.GetAPIURL(), ExternalURL: "https://healer.example.org"},
+	fake := chatopstest.Start(t, map[string][]string{"SONCALL": {"UDAVE", "UERIN"}})
+	s, err := New(Config{Channel: "CHEALER", APIURL: fake.APIURL(), ExternalURL: "https://healer.example.org"},
 		Secrets{BotToken: "xoxb-test", SigningSecret: signingSecret},
 		Deps{Broker: broker, Pauses: memPauses{pauses}, Trail: trail, Replay: replay, Log: log,
 			Status: func(context.Context) []string { return []string{"*Breakers*: all closed"} }})
@@ -171,21 +106,11 @@ func newApp(t *testing.T) *app {
 	return &app{slack: s, fake: fake, broker: broker, trail: trail, pauses: pauses, kv: kv, web: web}
 }
 
-// sign sets Slack's signature headers on r for body, at ts.
-func sign(r *http.Request, body string, ts time.Time, secret string) {
-	stamp := strconv.FormatInt(ts.Unix(), 10)
-	mac := hmac.New(sha256.New, []byte(secret))
-	mac.Write([]byte("v0:" + stamp + ":" + body))
-	r.Header.Set("X-Slack-Request-Timestamp", stamp)
-	r.Header.Set("X-Slack-Signature", "v0="+hex.EncodeToString(mac.Sum(nil)))
-	r.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-}
-
 // send posts body to path as Slack would, signed at ts with secret.
 func (a *app) send(t *testing.T, path, body string, ts time.Time, secret string) (int, string) {
 	t.Helper()
 	req, _ := http.NewRequestWithContext(t.Context(), http.MethodPost, a.web.URL+path, strings.NewReader(body))
-	sign(req, body, ts, secret)
+	chatopstest.Sign(req, body, ts, secret)
 	return do(t, req)
 }
 
@@ -200,22 +125,11 @@ func do(t *testing.T, req *http.Request) (int, string) {
 	return resp.StatusCode, string(b)
 }
 
-// click is the interaction payload of user pressing a button on the
-// message, as Slack sends it.
 func click(user, actionID, value string) string {
-	payload, _ := json.Marshal(map[string]any{
-		"type":    "block_actions",
-		"user":    map[string]any{"id": user, "username": strings.ToLower(user)},
-		"channel": map[string]any{"id": "CHEALER"},
-		"message": map[string]any{"ts": "1700000001.000100"},
-		"actions": []map[string]any{{"action_id": actionID, "block_id": "healer_vote", "value": value, "type": "button"}},
-	})
-	return url.Values{"payload": {string(payload)}}.Encode()
+	return chatopstest.Click(user, "CHEALER", actionID, value)
 }
 
-func command(user, text string) string {
-	return url.Values{"command": {"/healer"}, "text": {text}, "user_id": {user}, "user_name": {strings.ToLower(user)}, "channel_id": {"CHEALER"}}.Encode()
-}
+func command(user, text string) string { return chatopstest.Command(user, "CHEALER", text) }
 
 type answer struct {
 	a   engine.Approval
@@ -252,7 +166,7 @@ func TestTwoApprovalsFromSlackButtons(t *testing.T) {
 	a := newApp(t)
 	ch, req := a.ask(t, drainRequest(2))
 
-	posted, _, _ := a.fake.snapshot()
+	posted := a.fake.Posted()
 	if len(posted) != 1 || posted[0].Get("channel") != "CHEALER" {
 		t.Fatalf("posted %v", posted)
 	}
@@ -279,8 +193,8 @@ func TestTwoApprovalsFromSlackButtons(t *testing.T) {
 	a.send(t, InteractionsPath, click("UMALLORY", ActionApprove, value), now.Add(3*time.Second), signingSecret)
 	// A button of another version of the action does not count.
 	a.send(t, InteractionsPath, click("UBOB", ActionApprove, req.ID+":"+strings.Repeat("0", 64)), now.Add(4*time.Second), signingSecret)
-	eventually(t, "four refusals", func() bool { _, _, e := a.fake.snapshot(); return len(e) == 4 })
-	_, updated, eph := a.fake.snapshot()
+	eventually(t, "four refusals", func() bool { return len(a.fake.Ephemeral()) == 4 })
+	updated, eph := a.fake.Updated(), a.fake.Ephemeral()
 	for i, want := range []string{"already approved by this person", "requester", "not a configured approver", "changed since it was shown"} {
 		if got := eph[i].Get("text"); !strings.Contains(got, want) || eph[i].Get("user") == "" {
 			t.Errorf("refusal %d = %q (user %q), want %q", i, got, eph[i].Get("user"), want)
@@ -307,10 +221,10 @@ func TestTwoApprovalsFromSlackButtons(t *testing.T) {
 		t.Fatalf("answer = %+v", got)
 	}
 	eventually(t, "the message showing the outcome", func() bool {
-		_, u, _ := a.fake.snapshot()
+		u := a.fake.Updated()
 		return len(u) >= 2 && strings.Contains(u[len(u)-1].Get("blocks"), "Approved by alice and slack:UDAVE")
 	})
-	_, updated, _ = a.fake.snapshot()
+	updated = a.fake.Updated()
 	if strings.Contains(updated[len(updated)-1].Get("blocks"), ActionApprove) {
 		t.Fatal("buttons still shown after the decision")
 	}
@@ -326,7 +240,7 @@ func TestTwoApprovalsFromSlackButtons(t *testing.T) {
 		}
 	}
 	eventually(t, "the steps on the message", func() bool {
-		_, u, _ := a.fake.snapshot()
+		u := a.fake.Updated()
 		last := u[len(u)-1].Get("blocks")
 		return strings.Contains(last, "started") && strings.Contains(last, "evicting: 3 of 7 pods evicted") && strings.Contains(last, "verified")
 	})
@@ -354,7 +268,7 @@ func TestDenyFromSlack(t *testing.T) {
 		t.Fatalf("answer = %+v", got)
 	}
 	eventually(t, "the message showing the denial", func() bool {
-		_, u, _ := a.fake.snapshot()
+		u := a.fake.Updated()
 		return len(u) > 0 && strings.Contains(u[len(u)-1].Get("blocks"), "Denied by bob")
 	})
 }
@@ -374,13 +288,13 @@ func TestExpiredApprovalMessage(t *testing.T) {
 		t.Fatalf("answer = %+v", got)
 	}
 	eventually(t, "the message showing the expiry", func() bool {
-		_, u, _ := a.fake.snapshot()
+		u := a.fake.Updated()
 		return len(u) > 0 && strings.Contains(u[len(u)-1].Get("blocks"), "Expired at")
 	})
 	// A vote after the expiry is refused, and the voter told.
 	a.send(t, InteractionsPath, click("UALICE", ActionApprove, req.ID+":"+req.Digest), time.Now(), signingSecret)
 	eventually(t, "the refusal", func() bool {
-		_, _, e := a.fake.snapshot()
+		e := a.fake.Ephemeral()
 		return len(e) == 1 && strings.Contains(e[0].Get("text"), "already decided")
 	})
 }
@@ -403,7 +317,7 @@ func TestRequestsNotFromSlackAreRefused(t *testing.T) {
 	}
 	// A body changed after signing.
 	tampered, _ := http.NewRequestWithContext(t.Context(), http.MethodPost, a.web.URL+InteractionsPath, strings.NewReader(click("UBOB", ActionApprove, req.ID+":"+req.Digest)))
-	sign(tampered, body, now, signingSecret)
+	chatopstest.Sign(tampered, body, now, signingSecret)
 	if code, _ := do(t, tampered); code != http.StatusUnauthorized {
 		t.Errorf("tampered body: %d", code)
 	}
@@ -488,9 +402,9 @@ func TestNoticesAreThrottled(t *testing.T) {
 		a.slack.Notify(t.Context(), engine.Notice{Kind: engine.NoticeBreakerOpen, Remediator: "node.drain", Text: "3 failures in a row", Runbook: "runbooks/node.drain.md"})
 	}
 	a.slack.Notify(t.Context(), engine.Notice{Kind: engine.NoticeBudgetExhausted, Remediator: "node.drain", Target: "node/worker-9", Text: "blast-radius budget exhausted: 4 of 40 nodes out of service"})
-	eventually(t, "two notices", func() bool { p, _, _ := a.fake.snapshot(); return len(p) == 2 })
+	eventually(t, "two notices", func() bool { return len(a.fake.Posted()) == 2 })
 	time.Sleep(100 * time.Millisecond)
-	posted, _, _ := a.fake.snapshot()
+	posted := a.fake.Posted()
 	all := posted[0].Get("blocks") + posted[1].Get("blocks")
 	for _, want := range []string{"Circuit breaker open: node.drain", "runbooks/node.drain.md", "budget exhausted", "node/worker-9"} {
 		if !strings.Contains(all, want) {

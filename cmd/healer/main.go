@@ -22,6 +22,8 @@ Usage:
   healer policy  test|eval [flags]       test and evaluate Rego policies
   healer remediators list [-o json]      what healer can do, and the permissions it needs
   healer pause   set|list|clear [flags]  hold healer back: pauses, the kill switch, maintenance windows
+  healer approve ID [--as NAME]          approve an action waiting for approval (deny ID to refuse it)
+  healer approvals                       list approval requests
   healer demo    [flags]                 replace a killed etcd member, on this machine, in under a minute
   healer version                         print the version
 
@@ -44,6 +46,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		"remediators": remediatorsCmd,
 		"demo":        demoCmd,
 		"pause":       pauseCmd,
+		"approve":     approveCmd,
+		"deny":        denyCmd,
+		"approvals":   approvalsCmd,
 		"version": func(_ context.Context, _ []string, stdout, _ io.Writer) int {
 			fmt.Fprintln(stdout, "healer", version())
 			return 0

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -46,7 +47,9 @@ func pausesURL(c *auditClient, id string) string {
 	return u.String()
 }
 
-// call sends one request to the pauses API and decodes the answer into out.
+// call sends one request to the pauses or approvals API and decodes the
+// answer into out. A refusal the server explains (not found, forbidden,
+// conflict, gone) comes back as the server's words.
 func (c *auditClient) call(ctx context.Context, method, target string, body any, want int, out any) error {
 	var rd io.Reader
 	if body != nil {
@@ -68,15 +71,23 @@ func (c *auditClient) call(ctx context.Context, method, target string, body any,
 		return fmt.Errorf("cannot reach the healer API: %w", err)
 	}
 	defer func() { _ = resp.Body.Close() }()
-	if resp.StatusCode == http.StatusNotFound && method == http.MethodDelete {
+	switch resp.StatusCode {
+	case http.StatusNotFound, http.StatusForbidden, http.StatusConflict, http.StatusGone:
 		b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
-		return fmt.Errorf("%s", strings.TrimSpace(string(b))) // "no such pause: <id>"
+		msg := strings.TrimSpace(string(b))
+		if msg == "404 page not found" {
+			return fmt.Errorf("%w: %s", errNoSuchAPI, target)
+		}
+		return fmt.Errorf("%s", msg) // "no such pause: <id>", "not a configured approver: ..."
 	}
 	if resp.StatusCode != want {
 		return statusError(resp)
 	}
 	return json.NewDecoder(resp.Body).Decode(out)
 }
+
+// errNoSuchAPI is a 404 from the server's mux: the API is not served.
+var errNoSuchAPI = errors.New("the server does not serve this API")
 
 func defaultBy() string {
 	if u := os.Getenv("USER"); u != "" {

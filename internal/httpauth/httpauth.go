@@ -104,3 +104,20 @@ func Generate() (string, error) {
 	}
 	return hex.EncodeToString(b), nil
 }
+
+// Secret reads a secret that is never generated: from file when one is
+// named, else from the environment variable env; "" when neither is set.
+func Secret(env, file string) (string, error) {
+	if file != "" {
+		b, err := os.ReadFile(file)
+		if err != nil {
+			return "", fmt.Errorf("read secret file %s: %w", file, err)
+		}
+		v := strings.TrimSpace(string(b))
+		if v == "" {
+			return "", fmt.Errorf("secret file %s is empty", file)
+		}
+		return v, nil
+	}
+	return strings.TrimSpace(os.Getenv(env)), nil
+}

@@ -1,6 +1,7 @@
 package serve
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"io"
@@ -8,6 +9,7 @@ import (
 	"net/http"
 	"strings"
 
+	"github.com/selfheal/healer/audit"
 	"github.com/selfheal/healer/engine/approval"
 )
 
@@ -97,4 +99,31 @@ func ApprovalStatus(err error) int {
 	default:
 		return http.StatusServiceUnavailable
 	}
+}
+
+// pageApprovals shows the broker's requests on the audit page and votes
+// through it, with the same rules as everywhere.
+type pageApprovals struct{ b *approval.Broker }
+
+func (p pageApprovals) Pending(ctx context.Context) ([]audit.PendingApproval, error) {
+	reqs, err := p.b.List(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var out []audit.PendingApproval
+	for _, r := range reqs {
+		if r.State != approval.StatePending {
+			continue
+		}
+		out = append(out, audit.PendingApproval{
+			ID: r.ID, EventID: r.EventID, Target: r.Target, Remediator: r.Remediator, Reason: r.Reason, Rule: r.Rule,
+			Digest: r.Digest, Outcome: r.Outcome(), Need: r.Need, Have: len(r.Approvals()), Expires: r.Expires,
+		})
+	}
+	return out, nil
+}
+
+func (p pageApprovals) Vote(ctx context.Context, id, by, digest string, approve bool, reason string) error {
+	_, err := p.b.Decide(ctx, id, approval.Ballot{Via: approval.ViaWeb, User: by, Approve: approve, Digest: digest, Reason: reason})
+	return err
 }

@@ -10,12 +10,14 @@ import (
 	"time"
 
 	"github.com/selfheal/healer/bus"
+	"github.com/selfheal/healer/chatops"
 	"github.com/selfheal/healer/detectors/alertmanager"
 	"github.com/selfheal/healer/detectors/certexpiry"
 	"github.com/selfheal/healer/detectors/etcdmember"
 	"github.com/selfheal/healer/detectors/logpipeline"
 	"github.com/selfheal/healer/detectors/nodeproblem"
 	"github.com/selfheal/healer/engine"
+	"github.com/selfheal/healer/engine/approval"
 	"github.com/selfheal/healer/internal/yamlconfig"
 	etcdrem "github.com/selfheal/healer/remediators/etcdmember"
 	"github.com/selfheal/healer/remediators/vip"
@@ -87,6 +89,15 @@ type Config struct {
 	// AgentAcceptTimeout is how long a node agent has to accept a request
 	// before it counts as unreachable. Default 5s.
 	AgentAcceptTimeout time.Duration `json:"agentAcceptTimeout"`
+	// Approvals says who may approve the actions a policy decision asks
+	// approval for, through Slack, `healer approve` and the web page, and
+	// how long a request waits. With no approvers and no Slack approver
+	// groups such actions are suppressed.
+	Approvals approval.Config `json:"approvals"`
+	// Slack posts approval requests and notices, and serves Slack's
+	// interactivity and slash-command requests, when a bot token is
+	// configured (HEALER_SLACK_BOT_TOKEN or slack.botTokenFile).
+	Slack chatops.Config `json:"slack"`
 }
 
 // NodeProblemConfig is the node-problem-detector detector's configuration
@@ -137,6 +148,8 @@ func (c *Config) ApplyDefaults() {
 		c.AgentAcceptTimeout = 5 * time.Second
 	}
 	c.Engine.ApplyDefaults()
+	c.Approvals.ApplyDefaults()
+	c.Slack.ApplyDefaults()
 }
 
 // Validate reports every problem at once.
@@ -192,8 +205,26 @@ func (c *Config) Validate() error {
 	if c.AgentAcceptTimeout <= 0 {
 		errs = append(errs, errors.New("agentAcceptTimeout must be positive"))
 	}
+	errs = append(errs, c.Approvals.Validate())
+	if c.SlackEnabled() {
+		errs = append(errs, c.Slack.Validate())
+		if len(c.Approvals.Approvers) == 0 && len(c.Approvals.SlackGroups) == 0 {
+			errs = append(errs, errors.New("slack: no one may approve: list approvals.approvers (with their Slack user ids) or approvals.slackGroups"))
+		}
+	}
 	return errors.Join(errs...)
 }
+
+// SlackEnabled reports whether a Slack bot token is configured.
+func (c *Config) SlackEnabled() bool {
+	return os.Getenv(EnvSlackBotToken) != "" || c.Slack.BotTokenFile != ""
+}
+
+// Environment variables holding the Slack app's credentials.
+const (
+	EnvSlackBotToken      = "HEALER_SLACK_BOT_TOKEN"
+	EnvSlackSigningSecret = "HEALER_SLACK_SIGNING_SECRET"
+)
 
 // LoadFile reads a YAML configuration file into c. Unknown fields are
 // errors, so a typo does not silently fall back to a default.

@@ -1,6 +1,7 @@
 package serve
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -87,18 +88,10 @@ func (h *pausesHandler) set(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "pause: "+err.Error(), http.StatusBadRequest)
 		return
 	}
-	if err := h.pauses.Set(r.Context(), &p); err != nil {
-		h.log.ErrorContext(r.Context(), "store pause", "err", err)
+	if err := h.SetPause(r.Context(), &p, "api:"+p.By); err != nil {
 		http.Error(w, "pause: could not store it: "+err.Error(), http.StatusServiceUnavailable)
 		return
 	}
-	if _, err := h.trail.Append(r.Context(), audit.Record{
-		Kind: audit.KindPauseSet, Actor: "api:" + p.By, Target: p.Target, Remediator: p.Remediator,
-		Details: audit.Details("pause", p.ID, "scope", p.Scope(), "from", p.From, "until", p.Until, "reason", p.Reason),
-	}); err != nil {
-		h.log.ErrorContext(r.Context(), "audit pause", "pause", p.ID, "err", err)
-	}
-	h.log.WarnContext(r.Context(), "pause set", "pause", p.ID, "scope", p.Scope(), "by", p.By, "until", p.Until, "reason", p.Reason)
 	writeJSON(w, http.StatusCreated, p)
 }
 
@@ -108,7 +101,7 @@ func (h *pausesHandler) clear(w http.ResponseWriter, r *http.Request, id string)
 		http.Error(w, "pause: clear needs ?by=<who>", http.StatusBadRequest)
 		return
 	}
-	p, err := h.pauses.Clear(r.Context(), id)
+	p, err := h.ClearPause(r.Context(), id, "api:"+by)
 	switch {
 	case errors.Is(err, guard.ErrNoPause):
 		http.Error(w, err.Error(), http.StatusNotFound)
@@ -117,15 +110,46 @@ func (h *pausesHandler) clear(w http.ResponseWriter, r *http.Request, id string)
 		http.Error(w, err.Error(), http.StatusServiceUnavailable)
 		return
 	}
-	if _, err := h.trail.Append(r.Context(), audit.Record{
-		Kind: audit.KindPauseCleared, Actor: "api:" + by, Target: p.Target, Remediator: p.Remediator,
-		Details: audit.Details("pause", p.ID, "scope", p.Scope(), "set_by", p.By, "reason", p.Reason),
-	}); err != nil {
-		h.log.ErrorContext(r.Context(), "audit pause cleared", "pause", p.ID, "err", err)
-	}
-	h.log.WarnContext(r.Context(), "pause cleared", "pause", p.ID, "scope", p.Scope(), "by", by)
 	writeJSON(w, http.StatusOK, p)
 }
+
+// SetPause stores p and audits it as set by actor.
+func (h *pausesHandler) SetPause(ctx context.Context, p *guard.Pause, actor string) error {
+	if err := h.pauses.Set(ctx, p); err != nil {
+		h.log.ErrorContext(ctx, "store pause", "err", err)
+		return err
+	}
+	if _, err := h.trail.Append(ctx, audit.Record{
+		Kind: audit.KindPauseSet, Actor: actor, Target: p.Target, Remediator: p.Remediator,
+		Details: audit.Details("pause", p.ID, "scope", p.Scope(), "from", p.From, "until", p.Until, "reason", p.Reason, "by", p.By),
+	}); err != nil {
+		h.log.ErrorContext(ctx, "audit pause", "pause", p.ID, "err", err)
+	}
+	h.log.WarnContext(ctx, "pause set", "pause", p.ID, "scope", p.Scope(), "by", p.By, "until", p.Until, "reason", p.Reason)
+	return nil
+}
+
+// ClearPause clears pause id and audits it as cleared by actor.
+func (h *pausesHandler) ClearPause(ctx context.Context, id, actor string) (guard.Pause, error) {
+	p, err := h.pauses.Clear(ctx, id)
+	if err != nil {
+		return p, err
+	}
+	if _, err := h.trail.Append(ctx, audit.Record{
+		Kind: audit.KindPauseCleared, Actor: actor, Target: p.Target, Remediator: p.Remediator,
+		Details: audit.Details("pause", p.ID, "scope", p.Scope(), "set_by", p.By, "reason", p.Reason),
+	}); err != nil {
+		h.log.ErrorContext(ctx, "audit pause cleared", "pause", p.ID, "err", err)
+	}
+	h.log.WarnContext(ctx, "pause cleared", "pause", p.ID, "scope", p.Scope(), "by", actor)
+	return p, nil
+}
+
+// List returns the pauses in force or to come.
+func (h *pausesHandler) List() []guard.Pause { return h.pauses.List() }
+
+// Known reports whether healer has a remediator of that name.
+func (h *pausesHandler) Known(name string) bool { return h.known(name) }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Content-Type", "application/json")

@@ -21,6 +21,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/sony/gobreaker/v2"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	otelprom "go.opentelemetry.io/otel/exporters/prometheus"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
@@ -30,18 +31,21 @@ import (
 
 	"github.com/selfheal/healer/audit"
 	"github.com/selfheal/healer/bus"
+	"github.com/selfheal/healer/chatops"
 	"github.com/selfheal/healer/detectors/alertmanager"
 	"github.com/selfheal/healer/detectors/certexpiry"
 	"github.com/selfheal/healer/detectors/etcdmember"
 	"github.com/selfheal/healer/detectors/logpipeline"
 	"github.com/selfheal/healer/detectors/nodeproblem"
 	"github.com/selfheal/healer/engine"
+	"github.com/selfheal/healer/engine/approval"
 	"github.com/selfheal/healer/engine/guard"
 	"github.com/selfheal/healer/internal/httpauth"
 	"github.com/selfheal/healer/policies"
 	"github.com/selfheal/healer/remediators"
 	etcdrem "github.com/selfheal/healer/remediators/etcdmember"
 	"github.com/selfheal/healer/remediators/vip"
+	"github.com/selfheal/healer/runbooks"
 )
 
 // Server is a running `healer serve`.
@@ -163,10 +167,33 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (s *Server, err er
 		return nil, err
 	}
 	pauses := guard.NewPauses(pauseKV, log)
+	ph := &pausesHandler{pauses: pauses, trail: s.trail, log: log, known: func(n string) bool {
+		return slices.ContainsFunc(remediators.Table(), func(e remediators.Entry) bool { return e.Name == n })
+	}}
+	broker, slackApp, err := s.setupApprovals(ctx, ph)
+	if err != nil {
+		return nil, err
+	}
+	var approver engine.Approver
+	var notifier engine.Notifier
+	if broker != nil {
+		approver = broker
+	}
+	if slackApp != nil {
+		notifier = slackApp
+	}
+	breakers := guard.NewBreakers(cfg.Engine.Breaker, log, func(name string, _, to gobreaker.State) {
+		if notifier != nil && to == gobreaker.StateOpen {
+			notifier.Notify(context.WithoutCancel(ctx), engine.Notice{
+				Kind: engine.NoticeBreakerOpen, Remediator: name, Runbook: runbookFor(name),
+				Text: fmt.Sprintf("%s failed %d times in a row: healer stops running it for %s, then tries once.", name, cfg.Engine.Breaker.ConsecutiveFailures, cfg.Engine.Breaker.OpenFor),
+			})
+		}
+	})
 	s.engine, err = engine.New(cfg.Engine, engine.Deps{
-		Pauses: pauses,
-		JS:     s.js, Streams: s.streams, Trail: s.trail, Policies: s.holder, Remediators: rems,
-		Limiter: s.limiter, Budget: s.budget, Breakers: guard.NewBreakers(cfg.Engine.Breaker, log, nil),
+		Pauses: pauses, Approver: approver, Notifier: notifier,
+		JS: s.js, Streams: s.streams, Trail: s.trail, Policies: s.holder, Remediators: rems,
+		Limiter: s.limiter, Budget: s.budget, Breakers: breakers,
 		Metrics: metrics, Log: log,
 	})
 	if err != nil {
@@ -180,15 +207,26 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (s *Server, err er
 	mux := http.NewServeMux()
 	mux.Handle("POST "+alertmanager.Path, httpauth.Bearer(s.WebhookToken, det))
 	mux.Handle("/api/v1/audit", audit.NewHandler(s.trail, s.APIToken, log))
-	ph := &pausesHandler{pauses: pauses, trail: s.trail, log: log, known: func(n string) bool {
-		return slices.ContainsFunc(remediators.Table(), func(e remediators.Entry) bool { return e.Name == n })
-	}}
 	mux.Handle(PausesPath, httpauth.Bearer(s.APIToken, ph))
 	mux.Handle(PausesPath+"/", httpauth.Bearer(s.APIToken, ph))
+	if broker != nil {
+		ah := &approvalsHandler{broker: broker, log: log}
+		mux.Handle(ApprovalsPath, httpauth.Bearer(s.APIToken, ah))
+		mux.Handle(ApprovalsPath+"/", httpauth.Bearer(s.APIToken, ah))
+	}
+	if slackApp != nil {
+		// Slack's signature is these endpoints' authentication.
+		mux.HandleFunc("POST "+chatops.InteractionsPath, slackApp.ServeInteractions)
+		mux.HandleFunc("POST "+chatops.CommandsPath, slackApp.ServeCommands)
+	}
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
 	mux.HandleFunc("GET /readyz", s.readyz)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
-	mux.Handle("/", audit.NewPage(s.trail, s.APIToken, log))
+	pageOpts := audit.PageOptions{Runbooks: runbooks.FS()}
+	if broker != nil {
+		pageOpts.Approvals = pageApprovals{broker}
+	}
+	mux.Handle("/", audit.NewPage(s.trail, s.APIToken, log, pageOpts))
 
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
@@ -211,6 +249,9 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (s *Server, err er
 	if err := pauses.WaitSynced(ctx, 10*time.Second); err != nil {
 		stopEngine()
 		return nil, err
+	}
+	if slackApp != nil {
+		wg.Go(func() { slackApp.Run(engineCtx) })
 	}
 	engineDone := make(chan error, 1)
 	wg.Go(func() { engineDone <- s.engine.Run(engineCtx) })
@@ -303,6 +344,7 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (s *Server, err er
 		"detectors", detectors,
 		"policy_revision", pol.Revision,
 		"policy_source", policySource(cfg.Policies),
+		"approvals", approvalsDesc(broker, slackApp, cfg),
 		"webhook_token", whSrc.String(),
 		"api_token", apiSrc.String(),
 	)
@@ -332,6 +374,94 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (s *Server, err er
 		log.Info("shutdown complete")
 	}()
 	return s, nil
+}
+
+// setupApprovals returns the approval broker when anyone may approve, and
+// the Slack app when a bot token is configured.
+func (s *Server) setupApprovals(ctx context.Context, pauses chatops.PauseStore) (*approval.Broker, *chatops.Slack, error) {
+	cfg := s.cfg
+	if len(cfg.Approvals.Approvers) == 0 && len(cfg.Approvals.SlackGroups) == 0 {
+		return nil, nil, nil
+	}
+	kv, err := approval.EnsureBucket(ctx, s.js, cfg.Streams.Replicas)
+	if err != nil {
+		return nil, nil, err
+	}
+	broker, err := approval.NewBroker(cfg.Approvals, kv, s.trail, s.log)
+	if err != nil {
+		return nil, nil, fmt.Errorf("approvals: %w", err)
+	}
+	if !cfg.SlackEnabled() {
+		return broker, nil, nil
+	}
+	var sec chatops.Secrets
+	if sec.BotToken, err = httpauth.Secret(EnvSlackBotToken, cfg.Slack.BotTokenFile); err != nil {
+		return nil, nil, fmt.Errorf("slack bot token: %w", err)
+	}
+	if sec.SigningSecret, err = httpauth.Secret(EnvSlackSigningSecret, cfg.Slack.SigningSecretFile); err != nil {
+		return nil, nil, fmt.Errorf("slack signing secret: %w", err)
+	}
+	replay, err := chatops.EnsureReplayBucket(ctx, s.js, cfg.Streams.Replicas)
+	if err != nil {
+		return nil, nil, err
+	}
+	app, err := chatops.New(cfg.Slack, sec, chatops.Deps{
+		Broker: broker, Pauses: pauses, Trail: s.trail, Replay: replay, Log: s.log, Status: s.statusLines,
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	return broker, app, nil
+}
+
+func approvalsDesc(b *approval.Broker, app *chatops.Slack, cfg Config) string {
+	switch {
+	case b == nil:
+		return "off (no approvers configured: actions needing approval are suppressed)"
+	case app == nil:
+		return fmt.Sprintf("%d approvers, CLI and web page; expire after %s", len(cfg.Approvals.Approvers), cfg.Approvals.Expiry)
+	default:
+		return fmt.Sprintf("%d approvers and %d Slack groups, Slack channel %s, CLI and web page; expire after %s",
+			len(cfg.Approvals.Approvers), len(cfg.Approvals.SlackGroups), cfg.Slack.Channel, cfg.Approvals.Expiry)
+	}
+}
+
+// statusLines are the breaker and budget lines of /healer status.
+func (s *Server) statusLines(context.Context) []string {
+	var lines []string
+	var open []string
+	for _, e := range remediators.Table() {
+		if st := s.engine.Breakers.State(e.Name); st != gobreaker.StateClosed {
+			open = append(open, e.Name+" ("+st.String()+")")
+		}
+	}
+	if len(open) == 0 {
+		lines = append(lines, "*Circuit breakers*: all closed")
+	} else {
+		lines = append(lines, "*Circuit breakers not closed*: "+strings.Join(open, ", "))
+	}
+	switch {
+	case s.budget == nil:
+		lines = append(lines, "*Blast-radius budget*: unknown (Kubernetes not configured): disruptive actions are refused")
+	default:
+		if st, err := s.budget.State(); err != nil {
+			lines = append(lines, "*Blast-radius budget*: unknown: "+err.Error())
+		} else {
+			lines = append(lines, fmt.Sprintf("*Blast-radius budget*: %d of %d nodes out of service, %d in flight, %d allowed, %d available",
+				st.OutOfService, st.TotalNodes, st.InFlight, st.Allowed, st.Available))
+		}
+	}
+	return lines
+}
+
+// runbookFor is the runbook path of a remediator.
+func runbookFor(name string) string {
+	for _, e := range remediators.Table() {
+		if e.Name == name {
+			return "runbooks/" + name + ".md"
+		}
+	}
+	return ""
 }
 
 // etcdDeps are what etcd.replace-member acts with: the detector's cluster
@@ -368,6 +498,9 @@ func (s *Server) watchVIPLeases(ctx context.Context, w *vip.Watcher) {
 		backoff = min(2*backoff, 30*time.Second)
 	}
 }
+
+// Trail is the server's audit trail.
+func (s *Server) Trail() *audit.Trail { return s.trail }
 
 // Addr is the HTTP address the server listens on.
 func (s *Server) Addr() string { return s.addr.String() }

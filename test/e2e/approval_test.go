@@ -1,0 +1,239 @@
+package e2e
+
+import (
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/selfheal/healer/audit"
+	"github.com/selfheal/healer/chatops"
+	"github.com/selfheal/healer/chatops/chatopstest"
+	"github.com/selfheal/healer/engine/approval"
+	"github.com/selfheal/healer/internal/serve"
+	"github.com/selfheal/healer/internal/testenv"
+)
+
+// approvalPolicy cordons a deadlocked node once people approve: two of
+// them for workers, one for the rest.
+const approvalPolicy = `package healer
+
+import rego.v1
+
+decision := {"remediator": "node.cordon", "params": {"reason": "KernelDeadlock"},
+	"approval": approval, "reason": "kernel deadlock: cordon", "rule": "cordon_deadlocked"} if {
+	input.event.type == "NodeKernelDeadlock"
+	input.event.status == "firing"
+}
+
+approval := "two" if startswith(input.event.subject, "node/worker-") else := "one"
+`
+
+const slackSecret = "e2e-signing-secret-0123456789abcdef"
+
+type approvalEnv struct {
+	*env
+	kube  *testenv.Kube
+	slack *chatopstest.Slack
+}
+
+// startApprovalHealer runs healer with approvalPolicy and approvers alice,
+// bob and carol, and, with withSlack, the Slack app on a test Slack.
+func startApprovalHealer(t *testing.T, withSlack bool, nodes ...string) *approvalEnv {
+	t.Helper()
+	kube := testenv.StartKube(t)
+	testenv.CreateNodes(t.Context(), t, kube.Client, append([]string{"m1", "m2", "m3", "m4", "m5", "m6", "m7"}, nodes...)...)
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "approval.rego"), []byte(approvalPolicy), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg := serve.Config{Kubeconfig: kube.KubeconfigPath, Policies: dir}
+	cfg.Engine.Budget.MinNodes, cfg.Engine.Budget.ZoneMinNodes = 5, 5
+	cfg.Approvals = approval.Config{Approvers: []approval.Approver{
+		{Name: "alice", Slack: "UALICE"}, {Name: "bob", Slack: "UBOB"}, {Name: "carol", Slack: "UCAROL"},
+	}}
+	ae := &approvalEnv{kube: kube}
+	if withSlack {
+		ae.slack = chatopstest.Start(t, nil)
+		cfg.Slack = chatops.Config{
+			BotTokenFile: writeFile(t, "slack-token", "xoxb-e2e"), SigningSecretFile: writeFile(t, "slack-secret", slackSecret),
+			Channel: "COPS", APIURL: ae.slack.APIURL(), ExternalURL: "https://healer.example.org",
+		}
+	}
+	ae.env = startHealer(t, cfg)
+	return ae
+}
+
+func (e *approvalEnv) cordoned(node string) bool {
+	e.t.Helper()
+	n, err := e.kube.Client.CoreV1().Nodes().Get(e.t.Context(), node, metav1.GetOptions{})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return n.Spec.Unschedulable
+}
+
+// click presses a button of an approval message as user, signed as Slack
+// signs it.
+func (e *approvalEnv) click(user, actionID, value string) int {
+	e.t.Helper()
+	body := chatopstest.Click(user, "COPS", actionID, value)
+	req, _ := http.NewRequestWithContext(e.t.Context(), http.MethodPost, e.srv.URL()+chatops.InteractionsPath, strings.NewReader(body))
+	chatopstest.Sign(req, body, time.Now(), slackSecret)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	_ = resp.Body.Close()
+	return resp.StatusCode
+}
+
+// posted waits for the approval message about target and returns its
+// buttons' value.
+func (e *approvalEnv) posted(target string) string {
+	e.t.Helper()
+	var value string
+	waitFor(e.t.(*testing.T), 10*time.Second, "the approval message for "+target, func() (bool, string) {
+		for _, m := range e.slack.Posted() {
+			if strings.Contains(m.Get("text"), target) {
+				value = chatopstest.ButtonValue(m.Get("blocks"), chatops.ActionApprove)
+			}
+		}
+		return value != "", "not posted"
+	})
+	return value
+}
+
+// An alert whose cordon needs two approvals is posted to Slack; a second
+// click by the same person and the requester's click do not count; the
+// second approver's click lets the cordon happen, and the message follows
+// the action to verified. A denial suppresses. Every step is audited.
+func TestSlackApprovalsGateACordon(t *testing.T) {
+	h := startApprovalHealer(t, true, "worker-1", "worker-2")
+	firing := readTestdata(t, "kernel-deadlock-firing.json")
+	// carol asked for this one (an annotation on the alert).
+	asked := strings.Replace(string(firing), `"summary": "Kernel deadlock on worker-1"`, `"summary": "Kernel deadlock on worker-1", "requested_by": "carol"`, 1)
+	if code, body := h.post([]byte(asked), h.srv.WebhookToken); code != http.StatusOK {
+		t.Fatalf("webhook: %d %s", code, body)
+	}
+	value := h.posted("node/worker-1")
+	blocks := h.slack.Posted()[0].Get("blocks")
+	for _, want := range []string{"cordon_deadlocked", "kernel deadlock: cordon", "https://healer.example.org/runbooks/node.cordon.md", "Blast radius", "Requested by carol"} {
+		if !strings.Contains(blocks, want) {
+			t.Errorf("approval message lacks %q", want)
+		}
+	}
+	if code := h.click("UALICE", chatops.ActionApprove, value); code != http.StatusOK {
+		t.Fatalf("alice's click: %d", code)
+	}
+	time.Sleep(1100 * time.Millisecond) // Slack's timestamp is in seconds; a new one, so these are not replays
+	h.click("UALICE", chatops.ActionApprove, value)
+	h.click("UCAROL", chatops.ActionApprove, value)
+	waitFor(t, 5*time.Second, "two refusals", func() (bool, string) { return len(h.slack.Ephemeral()) == 2, "" })
+	if h.cordoned("worker-1") {
+		t.Fatal("worker-1 cordoned before the second approval")
+	}
+	if eph := h.slack.Ephemeral(); !strings.Contains(eph[0].Get("text"), "already approved") || !strings.Contains(eph[1].Get("text"), "requester") {
+		t.Fatalf("refusals: %v", eph)
+	}
+	h.click("UBOB", chatops.ActionApprove, value)
+	waitFor(t, 10*time.Second, "worker-1 cordoned", func() (bool, string) { return h.cordoned("worker-1"), "schedulable" })
+	waitFor(t, 10*time.Second, "the message to show the action verified", func() (bool, string) {
+		u := h.slack.Updated()
+		if len(u) == 0 {
+			return false, "not updated"
+		}
+		last := u[len(u)-1].Get("blocks")
+		return strings.Contains(last, "Approved by alice and bob") && strings.Contains(last, "verified"), last
+	})
+
+	recs := h.records(url.Values{"target": {"node/worker-1"}})
+	var chain []string
+	for _, r := range recs {
+		chain = append(chain, string(r.Kind)+"/"+r.Actor)
+	}
+	want := []string{"event/healer/engine", "decision/healer/engine", "approval/healer/engine", "approval/slack:UALICE",
+		"approval/slack:UBOB", "approval/healer/engine", "action.started/healer/engine", "action.finished/healer/engine", "verified/healer/engine"}
+	if !testenv.IsSubsequence(chain, want) {
+		t.Fatalf("records of worker-1:\n%s\nwant in order %v", strings.Join(chain, "\n"), want)
+	}
+
+	// Denied: nothing is done, and the suppressed record says who denied.
+	if code, body := h.post(alertFor(firing, "worker-2", "d000000000000002"), h.srv.WebhookToken); code != http.StatusOK {
+		t.Fatalf("webhook: %d %s", code, body)
+	}
+	value = h.posted("node/worker-2")
+	h.click("UCAROL", chatops.ActionDeny, value)
+	var sup []audit.Record
+	waitFor(t, 10*time.Second, "worker-2's cordon suppressed", func() (bool, string) {
+		sup = h.records(url.Values{"target": {"node/worker-2"}, "kind": {"suppressed"}})
+		return len(sup) == 1, describe(sup)
+	})
+	if r := reason(sup[0]); !strings.Contains(r, "denied by carol") {
+		t.Fatalf("suppressed because %q", r)
+	}
+	if h.cordoned("worker-2") {
+		t.Fatal("worker-2 cordoned although denied")
+	}
+	res, err := h.srv.Trail().Verify(t.Context())
+	if err != nil || !res.OK {
+		t.Fatalf("audit chain: %+v %v", res, err)
+	}
+}
+
+// Without Slack, `healer approvals` lists the request and `healer approve`
+// approves it (the rules are the broker's: an unknown name is refused).
+func TestCLIApproval(t *testing.T) {
+	bin, err := buildOnce()
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := startApprovalHealer(t, false, "db-1")
+	firing := readTestdata(t, "kernel-deadlock-firing.json")
+	if code, body := h.post(alertFor(firing, "db-1", "e000000000000001"), h.srv.WebhookToken); code != http.StatusOK {
+		t.Fatalf("webhook: %d %s", code, body)
+	}
+	tokenFile := writeFile(t, "cli-token", h.srv.APIToken)
+	cli := func(args ...string) (string, error) {
+		cmd := exec.CommandContext(t.Context(), bin, append(args, "--server", h.srv.URL(), "--token-file", tokenFile)...)
+		out, err := cmd.CombinedOutput()
+		return string(out), err
+	}
+	var id string
+	waitFor(t, 10*time.Second, "the request listed", func() (bool, string) {
+		out, _ := cli("approvals")
+		for _, line := range strings.Split(out, "\n") {
+			if strings.Contains(line, "node/db-1") && strings.Contains(line, "pending") {
+				id = strings.Fields(line)[0]
+			}
+		}
+		return id != "", out
+	})
+	if out, err := cli("approve", id, "--as", "mallory"); err == nil || !strings.Contains(out, "not a configured approver") {
+		t.Fatalf("approve as mallory: %v\n%s", err, out)
+	}
+	if out, err := cli("approve", id, "--as", "bob", "--digest", "0000"); err == nil || !strings.Contains(out, "the action changed") {
+		t.Fatalf("approve with a stale digest: %v\n%s", err, out)
+	}
+	if h.cordoned("db-1") {
+		t.Fatal("db-1 cordoned before approval")
+	}
+	out, err := cli("approve", id, "--as", "bob", "--reason", "checked the console")
+	if err != nil || !strings.Contains(out, "counted: approved by bob") || !strings.Contains(out, "node.cordon on node/db-1") {
+		t.Fatalf("approve: %v\n%s", err, out)
+	}
+	waitFor(t, 10*time.Second, "db-1 cordoned", func() (bool, string) { return h.cordoned("db-1"), describe(h.records(nil)) })
+	if out, err := cli("deny", id, "--as", "alice"); err == nil || !strings.Contains(out, "already decided") {
+		t.Fatalf("deny after approval: %v\n%s", err, out)
+	}
+	votes := h.records(url.Values{"target": {"node/db-1"}, "kind": {"approval"}})
+	if len(votes) != 3 || votes[1].Actor != "cli:bob" || !strings.Contains(string(votes[1].Details), "checked the console") {
+		t.Fatalf("approval records: %s", describe(votes))
+	}
+}
