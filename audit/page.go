@@ -163,7 +163,7 @@ func (p *page) login(w http.ResponseWriter, r *http.Request) {
 }
 
 func (p *page) logout(w http.ResponseWriter, r *http.Request) {
-	http.SetCookie(w, &http.Cookie{Name: cookieName, Value: "", Path: "/", HttpOnly: true, SameSite: http.SameSiteStrictMode, MaxAge: -1})
+	http.SetCookie(w, &http.Cookie{Name: cookieName, Value: "", Path: "/", HttpOnly: true, SameSite: http.SameSiteStrictMode, Secure: r.TLS != nil, MaxAge: -1}) //nolint:gosec // Secure follows the connection, as at sign-in
 	http.Redirect(w, r, "/", http.StatusSeeOther)
 }
 

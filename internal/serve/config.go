@@ -220,7 +220,10 @@ func (c *Config) SlackEnabled() bool {
 	return os.Getenv(EnvSlackBotToken) != "" || c.Slack.BotTokenFile != ""
 }
 
-// Environment variables holding the Slack app's credentials.
+// Environment variables holding the Slack app's credentials (their names,
+// not credentials).
+//
+//nolint:gosec // G101: names of environment variables
 const (
 	EnvSlackBotToken      = "HEALER_SLACK_BOT_TOKEN"
 	EnvSlackSigningSecret = "HEALER_SLACK_SIGNING_SECRET"

@@ -440,16 +440,14 @@ func (s *Server) statusLines(context.Context) []string {
 	} else {
 		lines = append(lines, "*Circuit breakers not closed*: "+strings.Join(open, ", "))
 	}
-	switch {
-	case s.budget == nil:
-		lines = append(lines, "*Blast-radius budget*: unknown (Kubernetes not configured): disruptive actions are refused")
-	default:
-		if st, err := s.budget.State(); err != nil {
-			lines = append(lines, "*Blast-radius budget*: unknown: "+err.Error())
-		} else {
-			lines = append(lines, fmt.Sprintf("*Blast-radius budget*: %d of %d nodes out of service, %d in flight, %d allowed, %d available",
-				st.OutOfService, st.TotalNodes, st.InFlight, st.Allowed, st.Available))
-		}
+	if s.budget == nil {
+		return append(lines, "*Blast-radius budget*: unknown (Kubernetes not configured): disruptive actions are refused")
+	}
+	if st, err := s.budget.State(); err != nil {
+		lines = append(lines, "*Blast-radius budget*: unknown: "+err.Error())
+	} else {
+		lines = append(lines, fmt.Sprintf("*Blast-radius budget*: %d of %d nodes out of service, %d in flight, %d allowed, %d available",
+			st.OutOfService, st.TotalNodes, st.InFlight, st.Allowed, st.Available))
 	}
 	return lines
 }
