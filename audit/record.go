@@ -49,6 +49,9 @@ const (
 	// by a human; KindPauseCleared its removal.
 	KindPauseSet     Kind = "pause.set"
 	KindPauseCleared Kind = "pause.cleared"
+	// KindPolicyShadow records that candidate (shadow) policies decided an
+	// event otherwise than the live ones; nothing is acted on because of it.
+	KindPolicyShadow Kind = "policy.shadow"
 )
 
 // Kinds returns every valid kind, in pipeline order.
@@ -56,7 +59,7 @@ func Kinds() []Kind {
 	return []Kind{
 		KindEvent, KindDecision, KindSuppressed, KindApproval,
 		KindActionStarted, KindActionProgress, KindActionFinished, KindActionFailed, KindVerified,
-		KindPolicyLoaded, KindPolicyRefused, KindPauseSet, KindPauseCleared,
+		KindPolicyLoaded, KindPolicyRefused, KindPauseSet, KindPauseCleared, KindPolicyShadow,
 	}
 }
 

@@ -93,10 +93,13 @@ type Notifier interface {
 
 // Deps are the parts the engine works with.
 type Deps struct {
-	JS          jetstream.JetStream
-	Streams     *bus.Streams
-	Trail       *audit.Trail
-	Policies    *policies.Holder
+	JS       jetstream.JetStream
+	Streams  *bus.Streams
+	Trail    *audit.Trail
+	Policies *policies.Holder
+	// Shadow, when set, holds candidate policies decided beside the live
+	// ones; differences are audited, never acted on.
+	Shadow      *policies.Holder
 	Remediators remediators.Set
 	Limiter     guard.Limiter
 	// Budget is nil when Kubernetes is not configured; disruptive actions

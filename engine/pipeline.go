@@ -185,6 +185,7 @@ func (e *Engine) decide(ctx context.Context, r *run) (bool, error) {
 		})); err != nil {
 			return false, err
 		}
+		e.shadow(ctx, r, &in, d)
 		if err := putJSON(ctx, e.Streams.Actions, eventKey(r.ev.ID), eventState{State: "received", Time: e.now(), Decision: digest}); err != nil {
 			return false, err
 		}
@@ -210,6 +211,42 @@ func (e *Engine) decide(ctx context.Context, r *run) (bool, error) {
 		r.undo = true
 	}
 	return false, e.selectStep(ctx, r, 0)
+}
+
+// shadow decides the event with the candidate policies too and audits how
+// their decision differs from the live one. It never changes what the
+// engine does, and its failures only get logged.
+func (e *Engine) shadow(ctx context.Context, r *run, in *policies.Input, live policies.Decision) {
+	if e.Shadow == nil {
+		return
+	}
+	cand := e.Shadow.Current()
+	if cand == nil {
+		return
+	}
+	d, err := cand.Decide(ctx, in)
+	if err == nil {
+		err = d.Validate()
+	}
+	change := policies.ChangeError
+	details := map[string]any{"live": live, "shadow_revision": cand.Revision}
+	if err != nil {
+		details["error"] = err.Error()
+	} else {
+		change = policies.Compare(live, d)
+		details["shadow"] = d
+	}
+	if change == policies.ChangeSame {
+		return
+	}
+	details["change"] = change
+	rec := audit.Record{
+		Kind: audit.KindPolicyShadow, EventID: r.ev.ID, Target: r.ev.Subject, Remediator: d.Remediator,
+		Actor: Actor, PolicyRevision: cand.Revision, Details: audit.DetailsOf(details),
+	}
+	if _, err := e.Trail.Append(ctx, rec); err != nil {
+		e.Log.WarnContext(ctx, "shadow decision not audited", "event_id", r.ev.ID, "err", err)
+	}
 }
 
 // ladder returns the steps this run executes: an undo reverses only the

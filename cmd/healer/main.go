@@ -24,6 +24,7 @@ Usage:
   healer pause   set|list|clear [flags]  hold healer back: pauses, the kill switch, maintenance windows
   healer approve ID [--as NAME]          approve an action waiting for approval (deny ID to refuse it)
   healer approvals                       list approval requests
+  healer replay  --policies DIR [flags]  what candidate policies would have decided for recorded events
   healer demo    [flags]                 replace a killed etcd member, on this machine, in under a minute
   healer version                         print the version
 
@@ -49,6 +50,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		"approve":     approveCmd,
 		"deny":        denyCmd,
 		"approvals":   approvalsCmd,
+		"replay":      replayCmd,
 		"version": func(_ context.Context, _ []string, stdout, _ io.Writer) int {
 			fmt.Fprintln(stdout, "healer", version())
 			return 0

@@ -25,6 +25,7 @@ func serveCmd(ctx context.Context, args []string, _, stderr io.Writer) int {
 		redisURL   = fs.String("redis-url", "", "Redis for rate limits (redis://host:port/db); empty uses an in-process limiter (single replica only)")
 		kubeconfig = fs.String("kubeconfig", "", "kubeconfig of the cluster to heal; default in-cluster, else $KUBECONFIG, else Kubernetes off")
 		policyDir  = fs.String("policies", "", "directory of Rego policies, reloaded on change (default: built-in policies)")
+		shadowDir  = fs.String("shadow-policies", "", "directory of candidate Rego policies evaluated beside the live ones without acting; differences are audited (policy.shadow)")
 		whToken    = fs.String("webhook-token-file", "", "file holding the webhook bearer token (or HEALER_WEBHOOK_TOKEN)")
 		apiToken   = fs.String("api-token-file", "", "file holding the API bearer token (or HEALER_API_TOKEN)")
 		dryRun     = fs.Bool("dry-run", false, "decide and audit, but never act")
@@ -73,6 +74,7 @@ func serveCmd(ctx context.Context, args []string, _, stderr io.Writer) int {
 	set(&cfg.RedisURL, *redisURL)
 	set(&cfg.Kubeconfig, *kubeconfig)
 	set(&cfg.Policies, *policyDir)
+	set(&cfg.ShadowPolicies, *shadowDir)
 	set(&cfg.WebhookTokenFile, *whToken)
 	set(&cfg.APITokenFile, *apiToken)
 	if *dryRun {

@@ -52,6 +52,10 @@ type Config struct {
 	KubeBurst int     `json:"kubeBurst"`
 	// Policies is a directory of Rego files; empty uses the built-in ones.
 	Policies string `json:"policies"`
+	// ShadowPolicies is a directory of candidate Rego policies: each event
+	// is decided by them too, never acted on, and every decision that
+	// differs from the live one is audited (policy.shadow).
+	ShadowPolicies string `json:"shadowPolicies"`
 	// PolicyPollInterval is how often the policy directory is checked.
 	PolicyPollInterval time.Duration `json:"policyPollInterval"`
 	// WebhookTokenFile and APITokenFile hold the bearer tokens. Without
@@ -171,6 +175,13 @@ func (c *Config) Validate() error {
 			errs = append(errs, fmt.Errorf("policies: %w", err))
 		} else if !fi.IsDir() {
 			errs = append(errs, fmt.Errorf("policies %s: not a directory", c.Policies))
+		}
+	}
+	if c.ShadowPolicies != "" {
+		if fi, err := os.Stat(c.ShadowPolicies); err != nil {
+			errs = append(errs, fmt.Errorf("shadowPolicies: %w", err))
+		} else if !fi.IsDir() {
+			errs = append(errs, fmt.Errorf("shadowPolicies %s: not a directory", c.ShadowPolicies))
 		}
 	}
 	if c.PolicyPollInterval < 100*time.Millisecond {

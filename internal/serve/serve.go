@@ -113,6 +113,20 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (s *Server, err er
 		return nil, fmt.Errorf("load policies: %w", err)
 	}
 	s.holder = policies.NewHolder(pol)
+	var shadow *policies.Holder
+	if cfg.ShadowPolicies != "" {
+		sp, err := policies.Load(ctx, cfg.ShadowPolicies)
+		if err != nil {
+			return nil, fmt.Errorf("load shadow policies: %w", err)
+		}
+		shadow = policies.NewHolder(sp)
+		if _, err := s.trail.Append(ctx, audit.Record{
+			Kind: audit.KindPolicyLoaded, Actor: "healer/serve", PolicyRevision: sp.Revision,
+			Details: audit.Details("source", cfg.ShadowPolicies, "files", sp.Files, "at", "startup", "shadow", true),
+		}); err != nil {
+			return nil, fmt.Errorf("audit trail unavailable: %w", err)
+		}
+	}
 	if _, err := s.trail.Append(ctx, audit.Record{
 		Kind: audit.KindPolicyLoaded, Actor: "healer/serve", PolicyRevision: pol.Revision,
 		Details: audit.Details("source", policySource(cfg.Policies), "files", pol.Files, "at", "startup"),
@@ -191,7 +205,7 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (s *Server, err er
 		}
 	})
 	s.engine, err = engine.New(cfg.Engine, engine.Deps{
-		Pauses: pauses, Approver: approver, Notifier: notifier,
+		Pauses: pauses, Approver: approver, Notifier: notifier, Shadow: shadow,
 		JS: s.js, Streams: s.streams, Trail: s.trail, Policies: s.holder, Remediators: rems,
 		Limiter: s.limiter, Budget: s.budget, Breakers: breakers,
 		Metrics: metrics, Log: log,
@@ -259,6 +273,9 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (s *Server, err er
 	go func() { httpDone <- s.http.Serve(ln) }()
 	if cfg.Policies != "" {
 		wg.Go(func() { s.watchPolicies(engineCtx) })
+	}
+	if shadow != nil {
+		wg.Go(func() { s.watchShadow(engineCtx, shadow) })
 	}
 	detectors := []string{"alertmanager"}
 	if s.kube != nil && !cfg.NodeProblem.Disabled {
@@ -344,6 +361,7 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (s *Server, err er
 		"detectors", detectors,
 		"policy_revision", pol.Revision,
 		"policy_source", policySource(cfg.Policies),
+		"shadow_policies", cfg.ShadowPolicies,
 		"approvals", approvalsDesc(broker, slackApp, cfg),
 		"webhook_token", whSrc.String(),
 		"api_token", apiSrc.String(),
@@ -700,6 +718,26 @@ func (s *Server) watchPolicies(ctx context.Context) {
 	})
 	if err != nil && ctx.Err() == nil {
 		s.log.Error("policy watcher stopped", "err", err)
+	}
+}
+
+// watchShadow reloads the shadow policies when their directory changes; a
+// refused candidate keeps the last good one, as for the live policies.
+func (s *Server) watchShadow(ctx context.Context, h *policies.Holder) {
+	w := policies.NewWatcher(s.cfg.ShadowPolicies, s.cfg.PolicyPollInterval, s.log)
+	err := w.Run(ctx, func(p *policies.Policy) {
+		if cur := h.Current(); cur != nil && cur.Revision == p.Revision {
+			return
+		}
+		h.Set(p)
+		s.log.Info("shadow policy loaded", "policy_revision", p.Revision)
+		s.auditPolicy(ctx, audit.KindPolicyLoaded, p.Revision, audit.Details("source", s.cfg.ShadowPolicies, "files", p.Files, "shadow", true))
+	}, func(rev string, err error) {
+		s.log.Error("shadow policy refused; keeping the last good one", "refused_revision", rev, "err", err)
+		s.auditPolicy(ctx, audit.KindPolicyRefused, rev, audit.Details("source", s.cfg.ShadowPolicies, "error", err.Error(), "shadow", true))
+	})
+	if err != nil && ctx.Err() == nil {
+		s.log.Error("shadow policy watcher stopped", "err", err)
 	}
 }
 
