@@ -240,7 +240,7 @@ func TestAuditKinds(t *testing.T) {
 		audit.KindApproval: "approval", audit.KindActionStarted: "action.started", audit.KindActionProgress: "action.progress",
 		audit.KindActionFinished: "action.finished", audit.KindActionFailed: "action.failed",
 		audit.KindVerified: "verified", audit.KindPolicyLoaded: "policy.loaded", audit.KindPolicyRefused: "policy.refused",
-		audit.KindPauseSet: "pause.set", audit.KindPauseCleared: "pause.cleared",
+		audit.KindPauseSet: "pause.set", audit.KindPauseCleared: "pause.cleared", audit.KindPolicyShadow: "policy.shadow",
 	}
 	for k, s := range want {
 		t.Run(s, func(t *testing.T) {

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/selfheal/healer/bus"
 )
@@ -59,6 +60,11 @@ func NewTrail(js jetstream.JetStream, log *slog.Logger) *Trail {
 // record was not stored, or (after a lost acknowledgement) that it is
 // unknown whether it was: callers must then not take the audited step.
 func (t *Trail) Append(ctx context.Context, r Record) (Record, error) {
+	if r.TraceID == "" {
+		if sc := trace.SpanContextFromContext(ctx); sc.IsValid() {
+			r.TraceID = sc.TraceID().String()
+		}
+	}
 	if err := r.normalize(time.Now()); err != nil {
 		return Record{}, err
 	}

@@ -74,6 +74,7 @@ func (c *AgentClient) CallProgress(ctx context.Context, req action.NodeRequest, 
 	msg := nats.NewMsg(subj)
 	msg.Reply = inbox
 	msg.Data = data
+	InjectTrace(ctx, msg.Header)
 	if err := c.nc.PublishMsg(msg); err != nil {
 		return action.Result{}, fmt.Errorf("%w: send %s to node %s: %w", action.ErrAgentUnreachable, req.Verb, req.Node, err)
 	}

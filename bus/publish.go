@@ -54,6 +54,7 @@ func (p *Publisher) Publish(ctx context.Context, events ...*Event) (PublishResul
 		if err != nil {
 			return res, err
 		}
+		InjectTrace(ctx, msg.Header)
 		f, err := p.js.PublishMsgAsync(msg, jetstream.WithMsgID(e.ID))
 		if err != nil {
 			return res, fmt.Errorf("%w: publish event %s: %w", ErrUnavailable, e.ID, err)

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
 
 	"github.com/selfheal/healer/audit"
 	"github.com/selfheal/healer/bus"
@@ -114,7 +116,10 @@ type Deps struct {
 	// Notifier, when set, hears about an exhausted budget.
 	Notifier Notifier
 	Metrics  *Metrics
-	Log      *slog.Logger
+	// Tracer, when set, traces each event (continuing the trace its
+	// message carries), each stage and each remediator step.
+	Tracer trace.Tracer
+	Log    *slog.Logger
 }
 
 // Engine consumes events and runs the pipeline for each.
@@ -154,6 +159,9 @@ func New(cfg Config, deps Deps) (*Engine, error) {
 	}
 	if deps.Metrics == nil {
 		deps.Metrics = NopMetrics()
+	}
+	if deps.Tracer == nil {
+		deps.Tracer = noop.NewTracerProvider().Tracer("")
 	}
 	return &Engine{cfg: cfg, Deps: deps, now: time.Now, instance: newActionID()[4:], recent: map[string][]policies.RecentAction{}}, nil
 }

@@ -11,6 +11,9 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/selfheal/healer/audit"
 	"github.com/selfheal/healer/bus"
@@ -94,6 +97,15 @@ func (e *Engine) handle(ctx context.Context, m jetstream.Msg) {
 		return
 	}
 	r := &run{msg: m, seq: meta.Sequence.Stream, attempt: meta.NumDelivered, ev: ev, outcome: outcomeDone}
+	// The trace the event's message carries (from the webhook) goes on
+	// here: through the stages, the remediator and the node's agent.
+	ctx, span := e.Tracer.Start(bus.ExtractTrace(ctx, m.Headers()), "engine.event", trace.WithSpanKind(trace.SpanKindConsumer),
+		trace.WithAttributes(attribute.String("healer.event_id", ev.ID), attribute.String("healer.target", ev.Subject),
+			attribute.String("healer.event_type", ev.Type), attribute.Int64("healer.attempt", int64(min(r.attempt, 1<<62))))) //nolint:gosec // bounded
+	defer func() {
+		span.SetAttributes(attribute.String("healer.outcome", r.outcome), attribute.String("healer.remediator", r.remName))
+		span.End()
+	}()
 	log := e.Log.With("event_id", ev.ID, "target", ev.Subject, "type", ev.Type, "status", ev.Status, "attempt", r.attempt)
 
 	stopRenew := e.renewLease(ctx, r)
@@ -105,7 +117,13 @@ func (e *Engine) handle(ctx context.Context, m jetstream.Msg) {
 	}()
 
 	for _, st := range e.pipeline() {
-		stop, err := st.run(ctx, r)
+		sctx, sspan := e.Tracer.Start(ctx, "engine."+st.name)
+		stop, err := st.run(sctx, r)
+		if err != nil {
+			sspan.RecordError(err)
+			sspan.SetStatus(codes.Error, err.Error())
+		}
+		sspan.End()
 		if err != nil {
 			e.retry(ctx, r, st.name, err, log)
 			return
@@ -640,6 +658,9 @@ func (e *Engine) actStep(ctx context.Context, r *run) (bool, error) {
 			e.Log.WarnContext(ctx, "audit progress", "action_id", r.actionID, "err", err)
 		}
 	}
+	actCtx, span := e.Tracer.Start(actCtx, "remediate "+name, trace.WithAttributes(
+		attribute.String("healer.action_id", r.actionID), attribute.String("healer.step", step), attribute.String("healer.target", r.ev.Subject)))
+	defer span.End()
 	var res action.Result
 	notNeeded := false
 	err := e.Breakers.Run(name, func() error {
@@ -654,6 +675,10 @@ func (e *Engine) actStep(ctx context.Context, r *run) (bool, error) {
 		}
 		return err
 	})
+	if err != nil {
+		span.RecordError(err)
+		span.SetStatus(codes.Error, err.Error())
+	}
 	switch {
 	case errors.Is(err, guard.ErrBreakerOpen):
 		// It opened between the guard and here: nothing ran. Release the

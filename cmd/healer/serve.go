@@ -75,6 +75,7 @@ func serveCmd(ctx context.Context, args []string, _, stderr io.Writer) int {
 	set(&cfg.Kubeconfig, *kubeconfig)
 	set(&cfg.Policies, *policyDir)
 	set(&cfg.ShadowPolicies, *shadowDir)
+	cfg.Version = version()
 	set(&cfg.WebhookTokenFile, *whToken)
 	set(&cfg.APITokenFile, *apiToken)
 	if *dryRun {

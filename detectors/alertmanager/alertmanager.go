@@ -18,6 +18,11 @@ import (
 	"github.com/prometheus/alertmanager/notify/webhook"
 	"github.com/prometheus/alertmanager/template"
 	"github.com/prometheus/common/model"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
 
 	"github.com/selfheal/healer/bus"
 )
@@ -35,19 +40,31 @@ type Publisher interface {
 
 // Detector converts Alertmanager webhooks into events.
 type Detector struct {
-	cfg Config
-	pub Publisher
-	log *slog.Logger
-	now func() time.Time
+	cfg    Config
+	pub    Publisher
+	log    *slog.Logger
+	now    func() time.Time
+	tracer trace.Tracer
 }
 
+// Option changes how the detector is built.
+type Option func(*Detector)
+
+// WithTracer makes the detector start a span for each webhook; the trace
+// context goes with the events into JetStream.
+func WithTracer(t trace.Tracer) Option { return func(d *Detector) { d.tracer = t } }
+
 // New returns the detector; cfg gets its defaults applied and is validated.
-func New(cfg Config, pub Publisher, log *slog.Logger) (*Detector, error) {
+func New(cfg Config, pub Publisher, log *slog.Logger, opts ...Option) (*Detector, error) {
 	cfg.ApplyDefaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	return &Detector{cfg: cfg, pub: pub, log: log.With("detector", "alertmanager"), now: time.Now}, nil
+	d := &Detector{cfg: cfg, pub: pub, log: log.With("detector", "alertmanager"), now: time.Now, tracer: noop.NewTracerProvider().Tracer("")}
+	for _, o := range opts {
+		o(d)
+	}
+	return d, nil
 }
 
 // Response is the JSON body of a 200 answer.
@@ -67,6 +84,11 @@ func (d *Detector) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "use POST", http.StatusMethodNotAllowed)
 		return
 	}
+	// A caller that traces (a proxy) is the parent; otherwise the trace
+	// begins here.
+	ctx := propagation.TraceContext{}.Extract(r.Context(), propagation.HeaderCarrier(r.Header))
+	ctx, span := d.tracer.Start(ctx, "alertmanager.webhook", trace.WithSpanKind(trace.SpanKindServer))
+	defer span.End()
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, d.cfg.MaxBodyBytes))
 	if err != nil {
 		var tooBig *http.MaxBytesError
@@ -93,14 +115,16 @@ func (d *Detector) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, err.Error(), status)
 		return
 	}
-	res, err := d.pub.Publish(r.Context(), events...)
+	span.SetAttributes(attribute.Int("healer.alerts", len(events)), attribute.String("healer.group_key", msg.GroupKey))
+	res, err := d.pub.Publish(ctx, events...)
 	if err != nil {
-		d.log.WarnContext(r.Context(), "webhook not stored; asking Alertmanager to retry", "alerts", len(events), "err", err)
+		span.SetStatus(codes.Error, err.Error())
+		d.log.WarnContext(ctx, "webhook not stored; asking Alertmanager to retry", "alerts", len(events), "err", err)
 		w.Header().Set("Retry-After", "5")
 		http.Error(w, "event bus unavailable, retry later", http.StatusServiceUnavailable)
 		return
 	}
-	d.log.DebugContext(r.Context(), "webhook stored", "group_key", msg.GroupKey, "alerts", len(events), "stored", res.Stored, "duplicates", res.Duplicates)
+	d.log.DebugContext(ctx, "webhook stored", "group_key", msg.GroupKey, "alerts", len(events), "stored", res.Stored, "duplicates", res.Duplicates)
 	w.Header().Set("Content-Type", "application/json")
 	_ = json.NewEncoder(w).Encode(Response{Received: len(events), Stored: res.Stored, Duplicates: res.Duplicates})
 }

@@ -305,4 +305,3 @@ func TestConfigValidate(t *testing.T) {
 		t.Fatalf("default config: %v, expiry %s", err, ok.Expiry)
 	}
 }
-

@@ -12,6 +12,9 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
 
 	"github.com/selfheal/healer/bus"
 	"github.com/selfheal/healer/remediators/action"
@@ -31,6 +34,7 @@ type Server struct {
 	ttl     time.Duration
 	slots   chan struct{}
 	now     func() time.Time
+	tracer  trace.Tracer
 
 	mu      sync.Mutex
 	replies map[string]*pending // by action id
@@ -52,7 +56,7 @@ func NewServer(node string, nc *nats.Conn, verbs []action.NodeVerb, maxConcurren
 	s := &Server{
 		node: node, nc: nc, verbs: map[string]action.NodeVerb{}, log: log, version: version,
 		ttl: replyTTL, slots: make(chan struct{}, max(1, maxConcurrent)), now: time.Now,
-		replies: map[string]*pending{},
+		replies: map[string]*pending{}, tracer: noop.NewTracerProvider().Tracer(""),
 	}
 	for _, v := range verbs {
 		if _, dup := s.verbs[v.Name()]; dup || v.Name() == VerbPing {
@@ -62,6 +66,10 @@ func NewServer(node string, nc *nats.Conn, verbs []action.NodeVerb, maxConcurren
 	}
 	return s, nil
 }
+
+// SetTracer makes the server trace each request, as a child of the
+// engine's trace that the request carries. Call it before Serve.
+func (s *Server) SetTracer(t trace.Tracer) { s.tracer = t }
 
 // Verbs names the verbs the server answers.
 func (s *Server) Verbs() []string {
@@ -133,11 +141,16 @@ func (s *Server) send(m *nats.Msg, r bus.NodeReply) {
 }
 
 func (s *Server) handle(ctx context.Context, m *nats.Msg) {
+	ctx, span := s.tracer.Start(bus.ExtractTrace(ctx, m.Header), "agent.request", trace.WithSpanKind(trace.SpanKindServer),
+		trace.WithAttributes(attribute.String("healer.node", s.node)))
+	defer span.End()
 	var req action.NodeRequest
 	if err := json.Unmarshal(m.Data, &req); err != nil {
 		s.send(m, bus.NodeReply{Code: bus.CodeInvalidParams, Error: "request does not decode: " + err.Error()})
 		return
 	}
+	span.SetName("agent " + req.Verb)
+	span.SetAttributes(attribute.String("healer.action_id", req.ID), attribute.String("healer.verb", req.Verb))
 	log := s.log.With("action_id", req.ID, "verb", req.Verb, "event_id", req.EventID)
 	switch {
 	case req.ID == "":

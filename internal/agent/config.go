@@ -18,6 +18,7 @@ import (
 	"github.com/selfheal/healer/remediators/certrenew"
 	etcdmember "github.com/selfheal/healer/remediators/etcdmember"
 	"github.com/selfheal/healer/remediators/restart"
+	"github.com/selfheal/healer/internal/telemetry"
 	"github.com/selfheal/healer/remediators/vip"
 )
 
@@ -59,6 +60,9 @@ type Config struct {
 	// agent then keeps their leases and answers vip.acquire, vip.release
 	// and vip.status. Its node is this agent's node.
 	VIP *vip.Config `json:"vip"`
+	// Tracing exports the agent's spans (each request, in the engine's
+	// trace) over OTLP.
+	Tracing telemetry.Config `json:"tracing"`
 }
 
 // RuntimePanicConfig is the runtime-panic detector's configuration with a

@@ -12,10 +12,12 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/vishvananda/netns"
+	"go.opentelemetry.io/otel/attribute"
 
 	"github.com/selfheal/healer/detectors/certexpiry"
 	"github.com/selfheal/healer/detectors/logpipeline"
 	"github.com/selfheal/healer/detectors/runtimepanic"
+	"github.com/selfheal/healer/internal/telemetry"
 	"github.com/selfheal/healer/remediators/action"
 	"github.com/selfheal/healer/remediators/certrenew"
 	etcdmember "github.com/selfheal/healer/remediators/etcdmember"
@@ -140,6 +142,11 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger, deps Deps) (*Agent
 	if err != nil {
 		return nil, err
 	}
+	tp, err := telemetry.New(ctx, cfg.Tracing, "healer-agent", version, attribute.String("healer.node", cfg.Node))
+	if err != nil {
+		return nil, err
+	}
+	a.server.SetTracer(tp.Tracer("github.com/selfheal/healer/internal/agent"))
 	pub, err := NewPublisher(nc, cfg.Node)
 	if err != nil {
 		return nil, err
@@ -207,7 +214,7 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger, deps Deps) (*Agent
 	}
 	log.Info("healer agent running",
 		"nats", nc.ConnectedUrlRedacted(), "connected", nc.IsConnected(),
-		"verbs", a.server.Verbs(), "components", rv.Components(), "detectors", names)
+		"verbs", a.server.Verbs(), "components", rv.Components(), "detectors", names, "tracing", tp.Describe())
 	ok = true
 	go func() {
 		defer close(a.done)
@@ -219,6 +226,9 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger, deps Deps) (*Agent
 		deadline := time.Now().Add(5 * time.Second)
 		for !nc.IsClosed() && time.Now().Before(deadline) {
 			time.Sleep(10 * time.Millisecond)
+		}
+		if err := tp.Shutdown(ctx); err != nil {
+			log.Warn("tracing: flush spans", "err", err)
 		}
 		log.Info("agent stopped")
 	}()

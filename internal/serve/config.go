@@ -18,6 +18,7 @@ import (
 	"github.com/selfheal/healer/detectors/nodeproblem"
 	"github.com/selfheal/healer/engine"
 	"github.com/selfheal/healer/engine/approval"
+	"github.com/selfheal/healer/internal/telemetry"
 	"github.com/selfheal/healer/internal/yamlconfig"
 	etcdrem "github.com/selfheal/healer/remediators/etcdmember"
 	"github.com/selfheal/healer/remediators/vip"
@@ -102,6 +103,13 @@ type Config struct {
 	// interactivity and slash-command requests, when a bot token is
 	// configured (HEALER_SLACK_BOT_TOKEN or slack.botTokenFile).
 	Slack chatops.Config `json:"slack"`
+	// Tracing exports spans over OTLP/gRPC: a trace per alert, from the
+	// webhook through JetStream to the engine, the remediator and the
+	// node's agent. Trace ids are written into audit records either way.
+	Tracing telemetry.Config `json:"tracing"`
+
+	// Version is the binary's version, for telemetry; not configurable.
+	Version string `json:"-"`
 }
 
 // NodeProblemConfig is the node-problem-detector detector's configuration
@@ -216,7 +224,7 @@ func (c *Config) Validate() error {
 	if c.AgentAcceptTimeout <= 0 {
 		errs = append(errs, errors.New("agentAcceptTimeout must be positive"))
 	}
-	errs = append(errs, c.Approvals.Validate())
+	errs = append(errs, c.Approvals.Validate(), c.Tracing.Validate())
 	if c.SlackEnabled() {
 		errs = append(errs, c.Slack.Validate())
 		if len(c.Approvals.Approvers) == 0 && len(c.Approvals.SlackGroups) == 0 {

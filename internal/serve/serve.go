@@ -1,6 +1,7 @@
 package serve
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -21,9 +22,11 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/sony/gobreaker/v2"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/sony/gobreaker/v2"
+	"go.opentelemetry.io/otel/attribute"
 	otelprom "go.opentelemetry.io/otel/exporters/prometheus"
+	"go.opentelemetry.io/otel/metric"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
@@ -41,6 +44,7 @@ import (
 	"github.com/selfheal/healer/engine/approval"
 	"github.com/selfheal/healer/engine/guard"
 	"github.com/selfheal/healer/internal/httpauth"
+	"github.com/selfheal/healer/internal/telemetry"
 	"github.com/selfheal/healer/policies"
 	"github.com/selfheal/healer/remediators"
 	etcdrem "github.com/selfheal/healer/remediators/etcdmember"
@@ -175,6 +179,16 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (s *Server, err er
 	if err != nil {
 		return nil, fmt.Errorf("metrics: %w", err)
 	}
+	tp, err := telemetry.New(ctx, cfg.Tracing, "healer-serve", cmp.Or(cfg.Version, "(unknown)"))
+	if err != nil {
+		return nil, fmt.Errorf("tracing: %w", err)
+	}
+	s.closers = append(s.closers, func() {
+		if err := tp.Shutdown(ctx); err != nil {
+			log.Warn("tracing: flush spans", "err", err)
+		}
+	})
+	tracer := tp.Tracer("github.com/selfheal/healer")
 
 	pauseKV, err := guard.EnsurePauseBucket(ctx, s.js, cfg.Streams.Replicas)
 	if err != nil {
@@ -204,16 +218,19 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (s *Server, err er
 			})
 		}
 	})
+	if err := registerGauges(mp.Meter("github.com/selfheal/healer"), breakers, s.budget); err != nil {
+		return nil, fmt.Errorf("metrics: %w", err)
+	}
 	s.engine, err = engine.New(cfg.Engine, engine.Deps{
 		Pauses: pauses, Approver: approver, Notifier: notifier, Shadow: shadow,
 		JS: s.js, Streams: s.streams, Trail: s.trail, Policies: s.holder, Remediators: rems,
 		Limiter: s.limiter, Budget: s.budget, Breakers: breakers,
-		Metrics: metrics, Log: log,
+		Metrics: metrics, Tracer: tracer, Log: log,
 	})
 	if err != nil {
 		return nil, err
 	}
-	det, err := alertmanager.New(cfg.Alertmanager, bus.NewPublisher(s.js, cfg.Alertmanager.PublishTimeout), log)
+	det, err := alertmanager.New(cfg.Alertmanager, bus.NewPublisher(s.js, cfg.Alertmanager.PublishTimeout), log, alertmanager.WithTracer(tracer))
 	if err != nil {
 		return nil, err
 	}
@@ -363,6 +380,7 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (s *Server, err er
 		"policy_source", policySource(cfg.Policies),
 		"shadow_policies", cfg.ShadowPolicies,
 		"approvals", approvalsDesc(broker, slackApp, cfg),
+		"tracing", tp.Describe(),
 		"webhook_token", whSrc.String(),
 		"api_token", apiSrc.String(),
 	)
@@ -468,6 +486,53 @@ func (s *Server) statusLines(context.Context) []string {
 			st.OutOfService, st.TotalNodes, st.InFlight, st.Allowed, st.Available))
 	}
 	return lines
+}
+
+// registerGauges exports the breakers' states and the blast-radius budget
+// as gauges read at each scrape.
+func registerGauges(meter metric.Meter, breakers *guard.Breakers, budget *guard.Budget) error {
+	states, err := meter.Int64ObservableGauge("healer_breaker_state",
+		metric.WithDescription("Circuit breaker of each remediator: 0 closed, 1 half-open (one trial), 2 open (not run)."))
+	if err != nil {
+		return err
+	}
+	nodes, err := meter.Int64ObservableGauge("healer_budget_nodes",
+		metric.WithDescription("Blast-radius budget: nodes in the cluster, out of service, healer's in flight, allowed out at once and still available."))
+	if err != nil {
+		return err
+	}
+	known, err := meter.Int64ObservableGauge("healer_budget_known",
+		metric.WithDescription("1 when the budget is known; 0 when it is not (disruptive actions are then refused)."))
+	if err != nil {
+		return err
+	}
+	_, err = meter.RegisterCallback(func(_ context.Context, o metric.Observer) error {
+		for _, e := range remediators.Table() {
+			v := int64(0)
+			switch breakers.State(e.Name) {
+			case gobreaker.StateHalfOpen:
+				v = 1
+			case gobreaker.StateOpen:
+				v = 2
+			}
+			o.ObserveInt64(states, v, metric.WithAttributes(attribute.String("remediator", e.Name)))
+		}
+		if budget == nil {
+			o.ObserveInt64(known, 0)
+			return nil
+		}
+		st, err := budget.State()
+		if err != nil {
+			o.ObserveInt64(known, 0)
+			return nil
+		}
+		o.ObserveInt64(known, 1)
+		for k, v := range map[string]int{"total": st.TotalNodes, "out_of_service": st.OutOfService, "in_flight": st.InFlight, "allowed": st.Allowed, "available": st.Available} {
+			o.ObserveInt64(nodes, int64(v), metric.WithAttributes(attribute.String("state", k)))
+		}
+		return nil
+	}, states, nodes, known)
+	return err
 }
 
 // runbookFor is the runbook path of a remediator.
