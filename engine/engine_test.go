@@ -563,3 +563,39 @@ func TestShutdownLosesNoEvents(t *testing.T) {
 		t.Fatalf("acted %d times for %d events", acts, n)
 	}
 }
+
+// waitForever is an approver nobody answers, until ctx ends.
+type waitForever struct{ asked chan string }
+
+func (w waitForever) Approve(ctx context.Context, req ApprovalRequest) (Approval, error) {
+	w.asked <- req.Key
+	<-ctx.Done()
+	return Approval{}, ctx.Err()
+}
+
+// With one worker, an event waiting for people does not hold the others
+// up; and when the engine stops, the wait ends at once (the event is
+// redelivered later) instead of after the shutdown grace.
+func TestApprovalWaitYieldsItsWorker(t *testing.T) {
+	w := waitForever{asked: make(chan string, 4)}
+	h := newHarness(t, Config{Workers: 1, ShutdownGrace: time.Minute}, w)
+	waiting := event("NeedsApproval", "node/w1", bus.StatusFiring)
+	h.publish(waiting, waiting.ID)
+	select {
+	case <-w.asked:
+	case <-time.After(10 * time.Second):
+		t.Fatal("approval never asked")
+	}
+	other := event("Count", "node/w2", bus.StatusFiring)
+	h.publish(other, other.ID)
+	h.waitKinds(other.ID, "event", "decision", "action.started", "action.finished", "verified")
+
+	start := time.Now()
+	h.stop()
+	if took := time.Since(start); took > 10*time.Second {
+		t.Fatalf("shutdown took %s with an approval pending: the wait held it for the grace", took)
+	}
+	if acts, _ := h.rem.counts(); acts != 1 {
+		t.Fatalf("%d actions, want the one that needed no approval", acts)
+	}
+}

@@ -44,8 +44,13 @@ type approvalEnv struct {
 }
 
 // startApprovalHealer runs healer with approvalPolicy and approvers alice,
-// bob and carol, and, with withSlack, the Slack app on a test Slack.
+// bob and carol, and, with withSlack, the Slack app on a test Slack. Five
+// nodes may be out of service at once.
 func startApprovalHealer(t *testing.T, withSlack bool, nodes ...string) *approvalEnv {
+	return startApprovalHealerBudget(t, withSlack, 5, nodes...)
+}
+
+func startApprovalHealerBudget(t *testing.T, withSlack bool, budget int, nodes ...string) *approvalEnv {
 	t.Helper()
 	kube := testenv.StartKube(t)
 	testenv.CreateNodes(t.Context(), t, kube.Client, append([]string{"m1", "m2", "m3", "m4", "m5", "m6", "m7"}, nodes...)...)
@@ -54,7 +59,7 @@ func startApprovalHealer(t *testing.T, withSlack bool, nodes ...string) *approva
 		t.Fatal(err)
 	}
 	cfg := serve.Config{Kubeconfig: kube.KubeconfigPath, Policies: dir}
-	cfg.Engine.Budget.MinNodes, cfg.Engine.Budget.ZoneMinNodes = 5, 5
+	cfg.Engine.Budget.MinNodes, cfg.Engine.Budget.ZoneMinNodes = budget, budget
 	cfg.Approvals = approval.Config{Approvers: []approval.Approver{
 		{Name: "alice", Slack: "UALICE"}, {Name: "bob", Slack: "UBOB"}, {Name: "carol", Slack: "UCAROL"},
 	}}
@@ -235,5 +240,49 @@ func TestCLIApproval(t *testing.T) {
 	votes := h.records(url.Values{"target": {"node/db-1"}, "kind": {"approval"}})
 	if len(votes) != 3 || votes[1].Actor != "cli:bob" || !strings.Contains(string(votes[1].Details), "checked the console") {
 		t.Fatalf("approval records: %s", describe(votes))
+	}
+}
+
+// When the blast-radius budget runs out, the channel hears it once, with
+// the runbook.
+func TestSlackNoticeWhenBudgetExhausted(t *testing.T) {
+	h := startApprovalHealerBudget(t, true, 1, "db-1", "db-2", "db-3")
+	firing := readTestdata(t, "kernel-deadlock-firing.json")
+	if code, body := h.post(alertFor(firing, "db-1", "a100000000000001"), h.srv.WebhookToken); code != http.StatusOK {
+		t.Fatalf("webhook: %d %s", code, body)
+	}
+	h.click("UALICE", chatops.ActionApprove, h.posted("node/db-1"))
+	waitFor(t, 10*time.Second, "db-1 cordoned", func() (bool, string) { return h.cordoned("db-1"), "schedulable" })
+	for i, node := range []string{"db-2", "db-3"} {
+		if code, body := h.post(alertFor(firing, node, "a10000000000000"+string(rune('2'+i))), h.srv.WebhookToken); code != http.StatusOK {
+			t.Fatalf("webhook: %d %s", code, body)
+		}
+	}
+	waitFor(t, 10*time.Second, "db-2 and db-3 held by the budget", func() (bool, string) {
+		recs := h.records(url.Values{"kind": {"suppressed"}})
+		return len(recs) == 2, describe(recs)
+	})
+	var notices []string
+	waitFor(t, 5*time.Second, "the notice", func() (bool, string) {
+		notices = nil
+		for _, m := range h.slack.Posted() {
+			if strings.Contains(m.Get("text"), "budget exhausted") {
+				notices = append(notices, m.Get("blocks"))
+			}
+		}
+		return len(notices) == 1, strings.Join(notices, "\n")
+	})
+	if !strings.Contains(notices[0], "https://healer.example.org/runbooks/node.cordon.md") {
+		t.Fatalf("notice without the runbook: %s", notices[0])
+	}
+	time.Sleep(200 * time.Millisecond) // a second notice would have been posted by now
+	n := 0
+	for _, m := range h.slack.Posted() {
+		if strings.Contains(m.Get("text"), "budget exhausted") {
+			n++
+		}
+	}
+	if n != 1 {
+		t.Fatalf("%d budget notices, want 1 (repeats are held back)", n)
 	}
 }
