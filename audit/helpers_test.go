@@ -7,17 +7,16 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/selfheal/healer/audit"
 	"github.com/selfheal/healer/bus"
+	"github.com/selfheal/healer/bus/bustest"
 )
 
 // testEnv is a real embedded NATS JetStream server with healer's streams.
 type testEnv struct {
-	ns *server.Server
+	*bustest.Server
 	js jetstream.JetStream
 }
 
@@ -26,41 +25,16 @@ type testEnv struct {
 // the end of the test.
 func startJetStream(tb testing.TB) *testEnv {
 	tb.Helper()
-	ns, err := bus.StartEmbedded(bus.EmbeddedConfig{StoreDir: tb.TempDir()}, nil)
-	if err != nil {
-		tb.Fatalf("start embedded nats: %v", err)
-	}
-	tb.Cleanup(func() {
-		ns.Shutdown()
-		ns.WaitForShutdown()
-	})
-	env := &testEnv{ns: ns, js: connect(tb, ns)}
-	ensureStreams(tb, env.js)
-	return env
+	srv := bustest.Start(tb)
+	srv.Streams(tb)
+	return &testEnv{Server: srv, js: srv.JS}
 }
 
-// connect opens a new client connection to ns.
-func connect(tb testing.TB, ns *server.Server) jetstream.JetStream {
+// connect opens another client connection to the server.
+func (e *testEnv) connect(tb testing.TB) jetstream.JetStream {
 	tb.Helper()
-	nc, err := nats.Connect(ns.ClientURL())
-	if err != nil {
-		tb.Fatalf("connect to nats: %v", err)
-	}
-	tb.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		tb.Fatalf("jetstream: %v", err)
-	}
+	_, js := e.Connect(tb)
 	return js
-}
-
-func ensureStreams(tb testing.TB, js jetstream.JetStream) {
-	tb.Helper()
-	var cfg bus.StreamsConfig
-	cfg.ApplyDefaults()
-	if _, err := bus.EnsureStreams(tb.Context(), js, cfg); err != nil {
-		tb.Fatalf("ensure streams: %v", err)
-	}
 }
 
 // appendN appends n records through tr and returns them.
@@ -116,7 +90,11 @@ func rebuildAuditStream(tb testing.TB, js jetstream.JetStream, msgs [][]byte) {
 	if err := js.DeleteStream(ctx, bus.StreamAudit); err != nil {
 		tb.Fatalf("delete audit stream: %v", err)
 	}
-	ensureStreams(tb, js)
+	var cfg bus.StreamsConfig
+	cfg.ApplyDefaults()
+	if _, err := bus.EnsureStreams(ctx, js, cfg); err != nil {
+		tb.Fatalf("ensure streams: %v", err)
+	}
 	for i, m := range msgs {
 		if _, err := js.Publish(ctx, bus.SubjectAudit, m); err != nil {
 			tb.Fatalf("republish message %d: %v", i+1, err)

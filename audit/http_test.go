@@ -13,7 +13,7 @@ import (
 	"time"
 
 	"github.com/selfheal/healer/audit"
-	"github.com/selfheal/healer/bus"
+	"github.com/selfheal/healer/bus/bustest"
 )
 
 const testToken = "s3cr3t-token-value"
@@ -181,13 +181,9 @@ func TestAuditHTTPHandlerEdgeCases(t *testing.T) {
 		}
 	})
 	t.Run("stream unavailable is 503", func(t *testing.T) {
-		ns, err := bus.StartEmbedded(bus.EmbeddedConfig{StoreDir: t.TempDir()}, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
+		bare := bustest.Start(t) // no streams
 		// No EnsureStreams: the audit stream does not exist.
-		srv := httptest.NewServer(audit.NewHandler(audit.NewTrail(connect(t, ns), nil), testToken, nil))
+		srv := httptest.NewServer(audit.NewHandler(audit.NewTrail(bare.JS, nil), testToken, nil))
 		t.Cleanup(srv.Close)
 		req, _ := http.NewRequestWithContext(t.Context(), "GET", srv.URL+"/api/v1/audit", nil)
 		req.Header.Set("Authorization", "Bearer "+testToken)

@@ -16,6 +16,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/selfheal/healer/audit"
+	"github.com/selfheal/healer/bus/bustest"
 	"github.com/selfheal/healer/bus"
 )
 
@@ -79,7 +80,7 @@ func TestAuditAppend(t *testing.T) {
 		}
 	})
 	t.Run("another trail continues the chain", func(t *testing.T) {
-		third, err := audit.NewTrail(connect(t, env.ns), nil).Append(ctx, audit.Record{Kind: audit.KindDecision})
+		third, err := audit.NewTrail(env.connect(t), nil).Append(ctx, audit.Record{Kind: audit.KindDecision})
 		if err != nil {
 			t.Fatalf("append: %v", err)
 		}
@@ -122,7 +123,7 @@ func TestAuditAppendConcurrentWriters(t *testing.T) {
 
 	t.Run("stale tail is retried, not forked", func(t *testing.T) {
 		a := audit.NewTrail(env.js, nil)
-		b := audit.NewTrail(connect(t, env.ns), nil)
+		b := audit.NewTrail(env.connect(t), nil)
 		ra1, err := a.Append(ctx, audit.Record{Kind: audit.KindEvent, Actor: "a"})
 		if err != nil {
 			t.Fatal(err)
@@ -144,7 +145,7 @@ func TestAuditAppendConcurrentWriters(t *testing.T) {
 	})
 
 	t.Run("two trails with several goroutines each keep one chain", func(t *testing.T) {
-		trails := []*audit.Trail{audit.NewTrail(env.js, nil), audit.NewTrail(connect(t, env.ns), nil)}
+		trails := []*audit.Trail{audit.NewTrail(env.js, nil), audit.NewTrail(env.connect(t), nil)}
 		const goroutines, perGoroutine = 4, 40
 		var (
 			wg   sync.WaitGroup
@@ -195,12 +196,8 @@ func TestAuditAppendConcurrentWriters(t *testing.T) {
 
 func TestAuditAppendFailsWithoutStream(t *testing.T) {
 	t.Run("stream missing", func(t *testing.T) {
-		ns, err := bus.StartEmbedded(bus.EmbeddedConfig{StoreDir: t.TempDir()}, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
-		tr := audit.NewTrail(connect(t, ns), nil)
+		bare := bustest.Start(t) // no streams
+		tr := audit.NewTrail(bare.JS, nil)
 		if _, err := tr.Append(t.Context(), audit.Record{Kind: audit.KindEvent}); !errors.Is(err, jetstream.ErrStreamNotFound) {
 			t.Fatalf("Append error = %v, want stream not found", err)
 		}
@@ -209,8 +206,8 @@ func TestAuditAppendFailsWithoutStream(t *testing.T) {
 		env := startJetStream(t)
 		tr := audit.NewTrail(env.js, nil)
 		appendN(t, tr, 1)
-		env.ns.Shutdown()
-		env.ns.WaitForShutdown()
+		env.NS.Shutdown()
+		env.NS.WaitForShutdown()
 		ctx, cancel := context.WithTimeout(t.Context(), 2*time.Second)
 		defer cancel()
 		if _, err := tr.Append(ctx, audit.Record{Kind: audit.KindActionStarted}); err == nil {

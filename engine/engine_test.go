@@ -15,11 +15,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/selfheal/healer/audit"
 	"github.com/selfheal/healer/bus"
+	"github.com/selfheal/healer/bus/bustest"
 	"github.com/selfheal/healer/engine/guard"
 	"github.com/selfheal/healer/policies"
 	"github.com/selfheal/healer/remediators"
@@ -129,23 +129,8 @@ type harness struct {
 
 func newHarness(t *testing.T, cfg Config, approver Approver) *harness {
 	t.Helper()
-	ns, err := bus.StartEmbedded(bus.EmbeddedConfig{StoreDir: t.TempDir()}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
-	nc, err := nats.Connect(ns.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, _ := jetstream.New(nc)
-	sc := bus.StreamsConfig{}
-	sc.ApplyDefaults()
-	streams, err := bus.EnsureStreams(t.Context(), js, sc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	srv := bustest.Start(t)
+	js, streams := srv.JS, srv.Streams(t)
 	dir := t.TempDir()
 	if err := os.WriteFile(filepath.Join(dir, "test.rego"), []byte(testPolicy), 0o600); err != nil {
 		t.Fatal(err)

@@ -7,12 +7,10 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/url"
 	"strings"
 	"text/tabwriter"
 	"time"
 
-	"github.com/selfheal/healer/audit"
 	"github.com/selfheal/healer/engine/approval"
 	"github.com/selfheal/healer/internal/serve"
 )
@@ -32,15 +30,7 @@ requests. Every command also takes --server URL and --token-file F (or
 $HEALER_API_TOKEN).
 `
 
-func approvalsURL(c *auditClient, id string) string {
-	u := *c.endpoint
-	u.Path = strings.TrimSuffix(u.Path, audit.APIPath) + serve.ApprovalsPath
-	if id != "" {
-		u.Path += "/" + url.PathEscape(id)
-	}
-	u.RawQuery = ""
-	return u.String()
-}
+func approvalsURL(c *auditClient, id string) string { return c.apiURL(serve.ApprovalsPath, id) }
 
 func approveCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	return vote(ctx, "healer approve", true, args, stdout, stderr)
@@ -101,13 +91,9 @@ func approvalsCmd(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	var cf clientFlags
 	cf.register(fs)
 	asJSON := fs.Bool("json", false, "print the requests as JSON")
-	if code, ok := parseFlags(fs, args, stderr); !ok {
+	c, code, ok := cf.parse(fs, args, stderr)
+	if !ok {
 		return code
-	}
-	c, err := cf.client()
-	if err != nil {
-		fmt.Fprintln(stderr, "healer approvals:", err)
-		return 2
 	}
 	var reqs []approval.Request
 	if err := c.call(ctx, http.MethodGet, approvalsURL(c, ""), nil, http.StatusOK, &reqs); err != nil {

@@ -91,6 +91,20 @@ func (c *clientFlags) client() (*auditClient, error) {
 	}, nil
 }
 
+// parse parses the command's flags and builds its API client. On failure
+// it has told the user, and returns the exit code with ok false.
+func (c *clientFlags) parse(fs *flag.FlagSet, args []string, stderr io.Writer) (client *auditClient, code int, ok bool) {
+	if code, ok := parseFlags(fs, args, stderr); !ok {
+		return nil, code, false
+	}
+	client, err := c.client()
+	if err != nil {
+		fmt.Fprintf(stderr, "%s: %v\n", fs.Name(), err)
+		return nil, 2, false
+	}
+	return client, 0, true
+}
+
 func newFlagSet(name string, stderr io.Writer) *flag.FlagSet {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(stderr)

@@ -37,9 +37,13 @@ func pauseCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 }
 
 // pausesURL is the pauses API of the audit client's server.
-func pausesURL(c *auditClient, id string) string {
+func pausesURL(c *auditClient, id string) string { return c.apiURL(serve.PausesPath, id) }
+
+// apiURL is the URL of path (an API of the server, such as
+// /api/v1/pauses) and, when id is set, of one item of it.
+func (c *auditClient) apiURL(path, id string) string {
 	u := *c.endpoint
-	u.Path = strings.TrimSuffix(u.Path, audit.APIPath) + serve.PausesPath
+	u.Path = strings.TrimSuffix(u.Path, audit.APIPath) + path
 	if id != "" {
 		u.Path += "/" + url.PathEscape(id)
 	}
@@ -116,13 +120,9 @@ func pauseSet(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	fs.Func("until", "when it ends (RFC 3339)", func(v string) (err error) { body.Until, err = time.Parse(time.RFC3339, v); return err })
 	fs.StringVar(&body.Reason, "reason", "", "why, shown to whoever is held back (required)")
 	fs.StringVar(&body.By, "by", defaultBy(), "who pauses (default $USER)")
-	if code, ok := parseFlags(fs, args, stderr); !ok {
+	c, code, ok := cf.parse(fs, args, stderr)
+	if !ok {
 		return code
-	}
-	c, err := cf.client()
-	if err != nil {
-		fmt.Fprintln(stderr, "healer pause set:", err)
-		return 2
 	}
 	var p guard.Pause
 	if err := c.call(ctx, http.MethodPost, pausesURL(c, ""), body, http.StatusCreated, &p); err != nil {
@@ -148,13 +148,9 @@ func pauseList(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	fs := newFlagSet("healer pause list", stderr)
 	var cf clientFlags
 	cf.register(fs)
-	if code, ok := parseFlags(fs, args, stderr); !ok {
+	c, code, ok := cf.parse(fs, args, stderr)
+	if !ok {
 		return code
-	}
-	c, err := cf.client()
-	if err != nil {
-		fmt.Fprintln(stderr, "healer pause list:", err)
-		return 2
 	}
 	var ps []guard.Pause
 	if err := c.call(ctx, http.MethodGet, pausesURL(c, ""), nil, http.StatusOK, &ps); err != nil {
@@ -184,13 +180,9 @@ func pauseClear(ctx context.Context, args []string, stdout, stderr io.Writer) in
 		return 2
 	}
 	id := args[0]
-	if code, ok := parseFlags(fs, args[1:], stderr); !ok {
+	c, code, ok := cf.parse(fs, args[1:], stderr)
+	if !ok {
 		return code
-	}
-	c, err := cf.client()
-	if err != nil {
-		fmt.Fprintln(stderr, "healer pause clear:", err)
-		return 2
 	}
 	var p guard.Pause
 	if err := c.call(ctx, http.MethodDelete, pausesURL(c, id)+"?by="+url.QueryEscape(*by), nil, http.StatusOK, &p); err != nil {
