@@ -39,10 +39,11 @@ type PendingApproval struct {
 }
 
 // PageApprovals lets the page show the requests waiting for approval and
-// vote on them, with the same rules as Slack and the CLI.
+// vote on them, with the same rules as Slack and the CLI. A vote carries
+// the approver's own token, which names them; Vote returns that name.
 type PageApprovals interface {
 	Pending(ctx context.Context) ([]PendingApproval, error)
-	Vote(ctx context.Context, id, by, digest string, approve bool, reason string) error
+	Vote(ctx context.Context, id, token, digest string, approve bool, reason string) (by string, err error)
 }
 
 // PageOptions are the page's optional parts.
@@ -157,13 +158,19 @@ func (p *page) login(w http.ResponseWriter, r *http.Request) {
 	//nolint:gosec // Secure follows the connection: the dev default is plain HTTP on loopback
 	http.SetCookie(w, &http.Cookie{
 		Name: cookieName, Value: tok, Path: "/", HttpOnly: true,
-		SameSite: http.SameSiteStrictMode, Secure: r.TLS != nil, MaxAge: int((12 * time.Hour).Seconds()),
+		SameSite: http.SameSiteStrictMode, Secure: secure(r), MaxAge: int((12 * time.Hour).Seconds()),
 	})
 	http.Redirect(w, r, next, http.StatusSeeOther)
 }
 
+// secure reports whether the browser reached healer over HTTPS, directly
+// or through a TLS-terminating proxy; the sign-in cookie is then Secure.
+func secure(r *http.Request) bool {
+	return r.TLS != nil || strings.EqualFold(r.Header.Get("X-Forwarded-Proto"), "https")
+}
+
 func (p *page) logout(w http.ResponseWriter, r *http.Request) {
-	http.SetCookie(w, &http.Cookie{Name: cookieName, Value: "", Path: "/", HttpOnly: true, SameSite: http.SameSiteStrictMode, Secure: r.TLS != nil, MaxAge: -1}) //nolint:gosec // Secure follows the connection, as at sign-in
+	http.SetCookie(w, &http.Cookie{Name: cookieName, Value: "", Path: "/", HttpOnly: true, SameSite: http.SameSiteStrictMode, Secure: secure(r), MaxAge: -1}) //nolint:gosec // Secure follows the connection, as at sign-in
 	http.Redirect(w, r, "/", http.StatusSeeOther)
 }
 
@@ -329,14 +336,15 @@ func (p *page) vote(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "form token missing or wrong: reload the page", http.StatusForbidden)
 		return
 	}
-	id, by := r.PathValue("id"), strings.TrimSpace(r.PostFormValue("by"))
+	id := r.PathValue("id")
 	approve := r.PostFormValue("vote") == "approve"
 	if !approve && r.PostFormValue("vote") != "deny" {
 		http.Error(w, "vote must be approve or deny", http.StatusBadRequest)
 		return
 	}
+	by, err := p.opts.Approvals.Vote(r.Context(), id, strings.TrimSpace(r.PostFormValue("token")), r.PostFormValue("digest"), approve, r.PostFormValue("reason"))
 	msg := fmt.Sprintf("%s: %s by %s counted.", id, map[bool]string{true: "approval", false: "denial"}[approve], by)
-	if err := p.opts.Approvals.Vote(r.Context(), id, by, r.PostFormValue("digest"), approve, r.PostFormValue("reason")); err != nil {
+	if err != nil {
 		p.log.WarnContext(r.Context(), "audit page: vote refused", "approval_id", id, "by", by, "err", err)
 		msg = fmt.Sprintf("%s: not counted: %v", id, err)
 	}

@@ -69,8 +69,13 @@ func (s *Slack) verified(w http.ResponseWriter, r *http.Request) ([]byte, bool) 
 		http.Error(w, msg, http.StatusUnauthorized)
 		return nil, false
 	}
-	sum := sha256.Sum256([]byte(r.Header.Get("X-Slack-Request-Timestamp") + ":" + r.Header.Get("X-Slack-Signature")))
-	if _, err := s.Replay.Create(r.Context(), hex.EncodeToString(sum[:]), []byte(r.URL.Path)); err != nil {
+	// The key is what the signature covers (timestamp and body), not the
+	// signature's spelling, which may be re-cased and still verify.
+	h := sha256.New()
+	h.Write([]byte(r.Header.Get("X-Slack-Request-Timestamp") + ":"))
+	h.Write(body)
+	sum := h.Sum(nil)
+	if _, err := s.Replay.Create(r.Context(), hex.EncodeToString(sum), []byte(r.URL.Path)); err != nil {
 		if errors.Is(err, jetstream.ErrKeyExists) {
 			s.Log.WarnContext(r.Context(), "slack: replayed request refused", "path", r.URL.Path, "remote", r.RemoteAddr)
 			http.Error(w, "request already served (replay)", http.StatusUnauthorized)
@@ -136,7 +141,7 @@ func (s *Slack) tell(ctx context.Context, channel, user, text string) {
 // commandUsage is the answer to /healer help and to a command healer does
 // not know.
 const commandUsage = "Usage: `/healer status` · `/healer pause [remediator|target-pattern ...] [for DURATION] [: reason]` · " +
-	"`/healer resume [remediator|target-pattern ...]` · `/healer approve ID` · `/healer deny ID [reason]`"
+	"`/healer resume [remediator|target-pattern ...]` · `/healer approve ID DIGEST` · `/healer deny ID [reason]` (ID and DIGEST are on the request's message)"
 
 // ServeCommands serves CommandsPath: /healer status | pause | resume |
 // approve | deny. The answer is the HTTP response, shown to the caller
@@ -179,10 +184,22 @@ func (s *Slack) command(ctx context.Context, cmd slack.SlashCommand) (text strin
 		if err != nil {
 			return err.Error(), false
 		}
-		// The command names the request the user saw on its message; the
-		// digest binds the vote to that action as it is stored now.
+		reason := strings.Join(args[1:], " ")
+		digest := req.Digest
+		if verb == "approve" {
+			// An approval names the action as the user saw it: the
+			// digest on its message, so that an action changed since
+			// is not approved unseen.
+			if len(args) < 2 || len(args[1]) < 8 {
+				return "Approve what you saw: `/healer approve " + req.ID + " <digest>`, with the digest on the request's message.", false
+			}
+			if !strings.HasPrefix(req.Digest, strings.ToLower(args[1])) {
+				digest = args[1] // refused below: the action changed
+			}
+			reason = strings.Join(args[2:], " ")
+		}
 		req, err = s.Broker.Decide(ctx, req.ID, approval.Ballot{
-			Via: approval.ViaSlack, User: who, Approve: verb == "approve", Digest: req.Digest, Reason: strings.Join(args[1:], " "),
+			Via: approval.ViaSlack, User: who, Approve: verb == "approve", Digest: digest, Reason: reason,
 		})
 		if err != nil {
 			return "Not counted: " + err.Error(), false

@@ -69,7 +69,8 @@ type Slack struct {
 type watched struct {
 	req   approval.Request
 	steps []string
-	done  time.Time
+	since time.Time // when healer began showing it
+	done  time.Time // when its action ended
 }
 
 type groupMembers struct {
@@ -89,10 +90,10 @@ func New(cfg Config, secrets Secrets, deps Deps) (*Slack, error) {
 	if deps.Broker == nil || deps.Trail == nil || deps.Replay == nil || deps.Log == nil {
 		return nil, fmt.Errorf("chatops: Broker, Trail, Replay and Log are required")
 	}
-	opts := []slack.Option{slack.OptionAPIURL(cfg.APIURL)}
-	if deps.HTTPClient != nil {
-		opts = append(opts, slack.OptionHTTPClient(deps.HTTPClient))
+	if deps.HTTPClient == nil {
+		deps.HTTPClient = &http.Client{Timeout: 15 * time.Second}
 	}
+	opts := []slack.Option{slack.OptionAPIURL(cfg.APIURL), slack.OptionHTTPClient(deps.HTTPClient)}
 	s := &Slack{
 		cfg: cfg, secrets: secrets, api: slack.New(secrets.BotToken, opts...), Deps: deps, now: time.Now,
 		watching: map[string]*watched{}, notified: map[string]time.Time{}, groups: map[string]groupMembers{},
@@ -111,7 +112,7 @@ func (s *Slack) Requested(ctx context.Context, r approval.Request) (*approval.Me
 	}
 	r.Message = &approval.MessageRef{Channel: ch, TS: ts}
 	s.mu.Lock()
-	s.watching[r.EventID] = &watched{req: r}
+	s.watching[r.EventID] = &watched{req: r, since: s.now()}
 	s.mu.Unlock()
 	return r.Message, nil
 }
@@ -121,7 +122,7 @@ func (s *Slack) Updated(ctx context.Context, r approval.Request) {
 	s.mu.Lock()
 	w := s.watching[r.EventID]
 	if w == nil {
-		w = &watched{}
+		w = &watched{since: s.now()}
 		s.watching[r.EventID] = w
 	}
 	if r.Message == nil && w.req.Message != nil {
@@ -226,6 +227,13 @@ func (s *Slack) progress(ctx context.Context, rec audit.Record) {
 		return
 	}
 	s.mu.Lock()
+	// Forget messages an hour after their action ended, and any after a
+	// day (an action whose end was never seen).
+	for id, o := range s.watching {
+		if (!o.done.IsZero() && s.now().Sub(o.done) > time.Hour) || s.now().Sub(o.since) > 24*time.Hour {
+			delete(s.watching, id)
+		}
+	}
 	w := s.watching[rec.EventID]
 	if w == nil || w.req.Message == nil {
 		s.mu.Unlock()
@@ -239,12 +247,6 @@ func (s *Slack) progress(ctx context.Context, rec audit.Record) {
 		w.done = s.now()
 	}
 	req, steps := w.req, append([]string(nil), w.steps...)
-	// Forget messages an hour after their action ended.
-	for id, o := range s.watching {
-		if !o.done.IsZero() && s.now().Sub(o.done) > time.Hour {
-			delete(s.watching, id)
-		}
-	}
 	s.mu.Unlock()
 	s.update(ctx, req, steps)
 }

@@ -332,6 +332,14 @@ func TestRequestsNotFromSlackAreRefused(t *testing.T) {
 	if code, msg := a.send(t, InteractionsPath, body, now, signingSecret); code != http.StatusUnauthorized || !strings.Contains(msg, "replay") {
 		t.Errorf("replay: %d %s", code, msg)
 	}
+	// The same request with its signature in upper case still verifies
+	// (hex), and is still a replay.
+	recased, _ := http.NewRequestWithContext(t.Context(), http.MethodPost, a.web.URL+InteractionsPath, strings.NewReader(body))
+	chatopstest.Sign(recased, body, now, signingSecret)
+	recased.Header.Set("X-Slack-Signature", "v0="+strings.ToUpper(strings.TrimPrefix(recased.Header.Get("X-Slack-Signature"), "v0=")))
+	if code, msg := do(t, recased); code != http.StatusUnauthorized || !strings.Contains(msg, "replay") {
+		t.Errorf("replay with a re-cased signature: %d %s", code, msg)
+	}
 	if code, _ := a.send(t, CommandsPath, command("UALICE", "status"), now.Add(-10*time.Minute), signingSecret); code != http.StatusUnauthorized {
 		t.Errorf("stale slash command: %d", code)
 	}
@@ -374,10 +382,16 @@ func TestSlashCommands(t *testing.T) {
 			t.Errorf("status lacks %q: %s", want, m.Text)
 		}
 	}
-	if m := run("UERIN", "approve "+req.ID); !strings.Contains(m.Text, "requester") {
+	if m := run("UBOB", "approve "+req.ID); !strings.Contains(m.Text, "Approve what you saw") {
+		t.Fatalf("approve without the digest: %+v", m)
+	}
+	if m := run("UBOB", "approve "+req.ID+" 00000000"); !strings.Contains(m.Text, "changed since") {
+		t.Fatalf("approve with another action's digest: %+v", m)
+	}
+	if m := run("UERIN", "approve "+req.ID+" "+req.Digest[:12]); !strings.Contains(m.Text, "requester") {
 		t.Fatalf("self-approval by command: %+v", m)
 	}
-	if m := run("UBOB", "approve "+req.ID); !strings.Contains(m.Text, "approved by bob") {
+	if m := run("UBOB", "approve "+req.ID+" "+req.Digest[:12]); !strings.Contains(m.Text, "approved by bob") {
 		t.Fatalf("approve: %+v", m)
 	}
 	if got := <-ch; !got.a.Approved {

@@ -16,18 +16,20 @@ import (
 )
 
 const approveUsage = `Usage:
-  healer approve ID [--as NAME] [--digest PREFIX] [--reason TEXT]
-  healer deny    ID [--as NAME] [--reason TEXT]
+  healer approve ID --token-file MY-TOKEN [--digest PREFIX] [--reason TEXT]
+  healer deny    ID --token-file MY-TOKEN [--reason TEXT]
   healer approvals
 
 approve and deny vote on an action waiting for approval, with the same
-rules as Slack and the web page: NAME must be a configured approver, an
-action needing two approvals needs two different people, the requester
-cannot approve, and a request that has expired is closed. The vote is for
-the action exactly as shown (its digest); --digest PREFIX refuses to vote
-if the action is no longer the one you looked at. approvals lists the
-requests. Every command also takes --server URL and --token-file F (or
-$HEALER_API_TOKEN).
+rules as Slack and the web page. The token is your own approver token
+(approvals.approvers[].tokenFile on the server), which says who you are;
+the shared API token cannot vote. An action needing two approvals needs
+two different people, the requester cannot approve, and a request that has
+expired is closed. The vote is for the action exactly as shown (its
+digest); --digest PREFIX refuses to vote if the action is no longer the
+one you looked at. approvals lists the requests (the API token will do).
+Every command also takes --server URL; the token may come from
+$HEALER_API_TOKEN instead of --token-file.
 `
 
 func approvalsURL(c *auditClient, id string) string { return c.apiURL(serve.ApprovalsPath, id) }
@@ -44,7 +46,6 @@ func vote(ctx context.Context, name string, approve bool, args []string, stdout,
 	fs := newFlagSet(name, stderr)
 	var cf clientFlags
 	cf.register(fs)
-	as := fs.String("as", defaultBy(), "your approver name (default $USER)")
 	reason := fs.String("reason", "", "why (shown in the audit trail)")
 	digest := ""
 	if approve {
@@ -74,7 +75,7 @@ func vote(ctx context.Context, name string, approve bool, args []string, stdout,
 		fmt.Fprintf(stderr, "%s: the action changed: its digest is %s now, not %s…; look at it again\n", name, req.Digest[:12], digest)
 		return 1
 	}
-	body := serve.Vote{Vote: "deny", By: *as, Digest: req.Digest, Reason: *reason}
+	body := serve.Vote{Vote: "deny", Digest: req.Digest, Reason: *reason}
 	if approve {
 		body.Vote = "approve"
 	}

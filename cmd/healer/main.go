@@ -22,7 +22,7 @@ Usage:
   healer policy  test|eval [flags]       test and evaluate Rego policies
   healer remediators list [-o json]      what healer can do, and the permissions it needs
   healer pause   set|list|clear [flags]  hold healer back: pauses, the kill switch, maintenance windows
-  healer approve ID [--as NAME]          approve an action waiting for approval (deny ID to refuse it)
+  healer approve ID --token-file MINE     approve an action waiting for approval (deny ID to refuse it)
   healer approvals                       list approval requests
   healer replay  --policies DIR [flags]  what candidate policies would have decided for recorded events
   healer demo    [flags]                 replace a killed etcd member, on this machine, in under a minute

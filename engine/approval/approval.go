@@ -3,11 +3,13 @@ package approval
 import (
 	"context"
 	"crypto/sha256"
+	"crypto/subtle"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"slices"
 	"strings"
 	"time"
@@ -56,6 +58,9 @@ var (
 	ErrDigestMismatch = errors.New("the action changed since it was shown: look at it again before approving")
 	ErrExpired        = errors.New("the approval request has expired")
 	ErrClosed         = errors.New("the approval request is already decided")
+	// ErrNotAudited means the vote counts but its audit record could not
+	// be written; the engine's own approval record still names the voters.
+	ErrNotAudited = errors.New("vote counted, but the audit trail did not take its record")
 )
 
 // Request is one action waiting for humans, as stored in the bucket.
@@ -159,23 +164,29 @@ func ID(key string) string {
 	return "apr-" + hex.EncodeToString(sum[:5])
 }
 
-// Digest returns the digest an approval of this action is bound to.
-func Digest(eventID, target, remediator string, params map[string]any) string {
+// Digest returns the digest an approval of this action is bound to: the
+// event, target, remediator, params and how many approvals it needs (a
+// policy that comes to need two does not inherit a request needing one).
+func Digest(eventID, target, remediator string, params map[string]any, need int) string {
 	b, _ := json.Marshal(struct {
 		EventID    string         `json:"event_id"`
 		Target     string         `json:"target"`
 		Remediator string         `json:"remediator"`
 		Params     map[string]any `json:"params"`
-	}{eventID, target, remediator, params})
+		Need       int            `json:"need"`
+	}{eventID, target, remediator, params, need})
 	sum := sha256.Sum256(b)
 	return hex.EncodeToString(sum[:])
 }
 
-// Approver is a person allowed to approve, by name (for the CLI and the
-// web page) and, optionally, Slack user id.
+// Approver is a person allowed to approve: through Slack as their Slack
+// user id, and through the CLI and the web page with their own token
+// (TokenFile), which names them. The shared API token names nobody and
+// cannot vote.
 type Approver struct {
-	Name  string `json:"name"`
-	Slack string `json:"slack,omitempty"`
+	Name      string `json:"name"`
+	Slack     string `json:"slack,omitempty"`
+	TokenFile string `json:"tokenFile,omitempty"`
 }
 
 // Config says who may approve and for how long a request stands.
@@ -213,6 +224,9 @@ func (c *Config) Validate() error {
 			errs = append(errs, fmt.Errorf("approvals.approvers[%d]: %q is listed twice", i, a.Name))
 		}
 		seen[a.Name] = true
+		if a.Slack == "" && a.TokenFile == "" {
+			errs = append(errs, fmt.Errorf("approvals.approvers[%d] (%s): give a slack user id or a tokenFile, or they cannot vote", i, a.Name))
+		}
 		if a.Slack != "" {
 			if seen["slack "+a.Slack] {
 				errs = append(errs, fmt.Errorf("approvals.approvers[%d]: Slack user %s is listed twice", i, a.Slack))
@@ -240,6 +254,7 @@ type GroupChecker func(ctx context.Context, group, user string) (bool, error)
 // engine.Approver.
 type Broker struct {
 	cfg      Config
+	tokens   map[string]string // approver name -> personal token
 	kv       jetstream.KeyValue
 	trail    *audit.Trail
 	log      *slog.Logger
@@ -254,7 +269,41 @@ func NewBroker(cfg Config, kv jetstream.KeyValue, trail *audit.Trail, log *slog.
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	return &Broker{cfg: cfg, kv: kv, trail: trail, log: log, now: time.Now}, nil
+	tokens := map[string]string{}
+	seen := map[string]string{}
+	for _, a := range cfg.Approvers {
+		if a.TokenFile == "" {
+			continue
+		}
+		b, err := os.ReadFile(a.TokenFile)
+		if err != nil {
+			return nil, fmt.Errorf("approvals: token of %s: %w", a.Name, err)
+		}
+		tok := strings.TrimSpace(string(b))
+		if len(tok) < 16 {
+			return nil, fmt.Errorf("approvals: token of %s in %s: want at least 16 characters", a.Name, a.TokenFile)
+		}
+		if other, dup := seen[tok]; dup {
+			return nil, fmt.Errorf("approvals: %s and %s have the same token", other, a.Name)
+		}
+		seen[tok] = a.Name
+		tokens[a.Name] = tok
+	}
+	return &Broker{cfg: cfg, tokens: tokens, kv: kv, trail: trail, log: log, now: time.Now}, nil
+}
+
+// TokenOwner returns the approver whose personal token tok is, or "".
+func (b *Broker) TokenOwner(tok string) string {
+	if tok == "" {
+		return ""
+	}
+	owner := ""
+	for name, t := range b.tokens {
+		if subtle.ConstantTimeCompare([]byte(t), []byte(tok)) == 1 {
+			owner = name
+		}
+	}
+	return owner
 }
 
 // SetNotifier makes n show requests (Slack). Call it before the engine
@@ -278,7 +327,7 @@ func (b *Broker) Approve(ctx context.Context, ar engine.ApprovalRequest) (engine
 	if err != nil {
 		return engine.Approval{}, err
 	}
-	req, err = b.wait(ctx, req.ID)
+	req, err = b.wait(ctx, req.ID, req.Digest)
 	if err != nil {
 		return engine.Approval{}, err
 	}
@@ -290,7 +339,7 @@ func (b *Broker) Approve(ctx context.Context, ar engine.ApprovalRequest) (engine
 func (b *Broker) open(ctx context.Context, ar engine.ApprovalRequest) (Request, error) {
 	now := b.now().UTC()
 	req := Request{
-		ID: ID(ar.Key), Digest: Digest(ar.EventID, ar.Target, ar.Remediator, ar.Params),
+		ID: ID(ar.Key), Digest: Digest(ar.EventID, ar.Target, ar.Remediator, ar.Params, max(ar.Approvals, 1)),
 		EventID: ar.EventID, Target: ar.Target, Remediator: ar.Remediator, Params: ar.Params,
 		Reason: ar.Reason, Rule: ar.Rule, Budget: ar.Budget, Runbook: ar.Runbook, Requester: ar.Requester,
 		Need: max(ar.Approvals, 1), Created: now, Expires: now.Add(b.cfg.Expiry), State: StatePending,
@@ -311,7 +360,12 @@ func (b *Broker) open(ctx context.Context, ar engine.ApprovalRequest) (Request, 
 			return Request{}, gerr
 		}
 		if old.Digest == req.Digest {
-			return old, nil // an earlier attempt asked: wait on its votes
+			// An earlier attempt asked: wait on its votes, and show the
+			// request if that attempt never could.
+			if old.State == StatePending && old.Message == nil && b.notifier != nil {
+				b.show(ctx, old)
+			}
+			return old, nil
 		}
 		// The action changed (a new policy decided other params): the old
 		// votes were for something else.
@@ -329,22 +383,43 @@ func (b *Broker) open(ctx context.Context, ar engine.ApprovalRequest) (Request, 
 		return Request{}, err
 	}
 	if b.notifier != nil {
-		ref, err := b.notifier.Requested(ctx, req)
-		if err != nil {
-			// Not fatal: the request can still be approved from the CLI
-			// or the web page.
-			b.log.WarnContext(ctx, "approval request not shown in chat", "approval_id", req.ID, "err", err)
-		} else if ref != nil {
-			if _, err := b.update(ctx, req.ID, func(r *Request) error { r.Message = ref; return nil }); err != nil {
-				b.log.WarnContext(ctx, "approval request: remember its message", "approval_id", req.ID, "err", err)
-			}
-		}
+		b.show(ctx, req)
 	}
 	return req, nil
 }
 
-// wait watches the request until it is decided or expires.
-func (b *Broker) wait(ctx context.Context, id string) (Request, error) {
+// show posts the request to chat and remembers its message. A failure is
+// not fatal: the request can still be approved from the CLI or the web page.
+func (b *Broker) show(ctx context.Context, req Request) {
+	nctx, cancel := context.WithTimeout(ctx, notifyTimeout)
+	defer cancel()
+	ref, err := b.notifier.Requested(nctx, req)
+	if err != nil {
+		b.log.WarnContext(ctx, "approval request not shown in chat", "approval_id", req.ID, "err", err)
+		return
+	}
+	if ref == nil {
+		return
+	}
+	if _, err := b.update(ctx, req.ID, func(r *Request) error {
+		if r.Digest != req.Digest {
+			return errors.New("replaced meanwhile")
+		}
+		r.Message = ref
+		return nil
+	}); err != nil {
+		b.log.WarnContext(ctx, "approval request: remember its message", "approval_id", req.ID, "err", err)
+	}
+}
+
+// notifyTimeout bounds one call to chat, so a hanging Slack never holds up
+// an expiry or a vote.
+const notifyTimeout = 10 * time.Second
+
+// wait watches the request until it is decided or expires. It fails when
+// the request is replaced by another action's (another digest): votes on
+// that one are not votes on this.
+func (b *Broker) wait(ctx context.Context, id, digest string) (Request, error) {
 	w, err := b.kv.Watch(ctx, id)
 	if err != nil {
 		return Request{}, fmt.Errorf("watch approval request %s: %w", id, err)
@@ -356,6 +431,9 @@ func (b *Broker) wait(ctx context.Context, id string) (Request, error) {
 	defer timer.Stop()
 	for {
 		if have {
+			if cur.Digest != digest {
+				return Request{}, fmt.Errorf("approval request %s was replaced by one for another action", id)
+			}
 			if cur.State != StatePending {
 				return cur, nil
 			}
@@ -414,8 +492,9 @@ func (b *Broker) expire(ctx context.Context, id string) (Request, error) {
 
 // Ballot is one person's vote as it arrives.
 type Ballot struct {
-	// Via and User identify the voter: a Slack user id, or the approver
-	// name given on the CLI or the web page.
+	// Via and User identify the voter: for Slack, the Slack user id
+	// (Slack authenticated them); for the CLI and the web page, User is
+	// the approver's personal token, which names them.
 	Via, User string
 	Approve   bool
 	// Digest is the digest of the action the voter was shown.
@@ -444,7 +523,7 @@ func (b *Broker) Decide(ctx context.Context, id string, ballot Ballot) (Request,
 			return nil
 		case ballot.Digest != r.Digest:
 			return ErrDigestMismatch
-		case r.Requester != "" && (person == r.Requester || ballot.User == r.Requester):
+		case r.Requester != "" && b.samePerson(person, ballot, r.Requester):
 			return ErrSelfApproval
 		case slices.ContainsFunc(r.Votes, func(v Vote) bool { return v.Person == person }):
 			return ErrAlreadyVoted
@@ -470,10 +549,15 @@ func (b *Broker) Decide(ctx context.Context, id string, ballot Ballot) (Request,
 	if ballot.Approve {
 		vote = "approve"
 	}
-	if err := b.audit(ctx, r, ballot.Via+":"+ballot.User, vote, audit.Details(
+	actor := ballot.Via + ":" + ballot.User
+	if ballot.Via != ViaSlack {
+		actor = ballot.Via + ":" + person // never the token
+	}
+	if err := b.audit(ctx, r, actor, vote, audit.Details(
 		"approval_id", r.ID, "vote", vote, "person", person, "via", ballot.Via, "reason", ballot.Reason,
 		"approvals", len(r.Approvals()), "need", r.Need, "state", r.State, "digest", r.Digest)); err != nil {
-		return r, fmt.Errorf("vote stored, but not audited: %w", err)
+		b.updated(ctx, r)
+		return r, fmt.Errorf("%w: %w", ErrNotAudited, err)
 	}
 	b.updated(ctx, r)
 	return r, nil
@@ -503,15 +587,27 @@ func (b *Broker) person(ctx context.Context, via, user string) (string, error) {
 			}
 		}
 	case ViaCLI, ViaWeb:
-		for _, a := range b.cfg.Approvers {
-			if a.Name == user {
-				return a.Name, nil
-			}
+		if name := b.TokenOwner(user); name != "" {
+			return name, nil
 		}
+		return "", fmt.Errorf("%w: that is not an approver's own token (the shared API token cannot vote)", ErrNotApprover)
 	default:
 		return "", fmt.Errorf("unknown channel %q", via)
 	}
 	return "", fmt.Errorf("%w: %s user %q", ErrNotApprover, via, user)
+}
+
+// samePerson reports whether the voter is the requester, however the
+// requester is named: an approver's name, their Slack id or slack:<id>.
+func (b *Broker) samePerson(person string, ballot Ballot, requester string) bool {
+	resolved := requester
+	for _, a := range b.cfg.Approvers {
+		if requester == a.Name || (a.Slack != "" && (requester == a.Slack || requester == "slack:"+a.Slack)) {
+			resolved = a.Name
+		}
+	}
+	return person == resolved || person == requester ||
+		(ballot.Via == ViaSlack && (ballot.User == requester || "slack:"+ballot.User == requester))
 }
 
 // IsApprover reports whether the user may approve (and so pause) through via.
@@ -598,7 +694,9 @@ func (b *Broker) update(ctx context.Context, id string, fn func(*Request) error)
 
 func (b *Broker) updated(ctx context.Context, r Request) {
 	if b.notifier != nil {
-		b.notifier.Updated(context.WithoutCancel(ctx), r)
+		nctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), notifyTimeout)
+		defer cancel()
+		b.notifier.Updated(nctx, r)
 	}
 }
 

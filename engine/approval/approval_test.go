@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -23,20 +25,40 @@ type fixture struct {
 
 func newFixture(t *testing.T) *fixture {
 	t.Helper()
-	srv := bustest.Start(t)
-	srv.Streams(t)
-	return &fixture{
-		srv: srv, trail: audit.NewTrail(srv.JS, slog.New(slog.DiscardHandler)),
-		cfg: Config{
-			Approvers:   []Approver{{Name: "alice", Slack: "UALICE"}, {Name: "bob"}, {Name: "carol", Slack: "UCAROL"}},
-			SlackGroups: []string{"SONCALL"},
+	f := newFixtureServer(t)
+	f.cfg = Config{
+		Approvers: []Approver{
+			{Name: "alice", Slack: "UALICE", TokenFile: tokenFile(t, "alice")},
+			{Name: "bob", TokenFile: tokenFile(t, "bob")},
+			{Name: "carol", Slack: "UCAROL", TokenFile: tokenFile(t, "carol")},
 		},
+		SlackGroups: []string{"SONCALL"},
 	}
+	return f
+}
+
+// tok is the personal token of an approver in the tests.
+func tok(name string) string { return "token-of-" + name + "-0123456789abcdef" }
+
+func tokenFile(tb testing.TB, name string) string {
+	tb.Helper()
+	p := filepath.Join(tb.TempDir(), name)
+	if err := os.WriteFile(p, []byte(tok(name)+"\n"), 0o600); err != nil {
+		tb.Fatal(err)
+	}
+	return p
+}
+
+func newFixtureServer(tb testing.TB) *fixture {
+	tb.Helper()
+	srv := bustest.Start(tb)
+	srv.Streams(tb)
+	return &fixture{srv: srv, trail: audit.NewTrail(srv.JS, slog.New(slog.DiscardHandler))}
 }
 
 // broker returns a broker on the shared bucket: each call is another
 // replica.
-func (f *fixture) broker(t *testing.T) *Broker {
+func (f *fixture) broker(t testing.TB) *Broker {
 	t.Helper()
 	kv, err := EnsureBucket(t.Context(), f.srv.JS, 1)
 	if err != nil {
@@ -66,7 +88,7 @@ type answer struct {
 
 // approveAsync runs Approve in the background, as the engine does, and
 // waits until the request is stored.
-func approveAsync(t *testing.T, ctx context.Context, b *Broker, ar engine.ApprovalRequest) (<-chan answer, Request) {
+func approveAsync(t testing.TB, ctx context.Context, b *Broker, ar engine.ApprovalRequest) (<-chan answer, Request) {
 	t.Helper()
 	ch := make(chan answer, 1)
 	go func() {
@@ -77,7 +99,7 @@ func approveAsync(t *testing.T, ctx context.Context, b *Broker, ar engine.Approv
 	deadline := time.Now().Add(5 * time.Second)
 	for {
 		r, err := b.Get(ctx, id)
-		if err == nil && r.Digest == Digest(ar.EventID, ar.Target, ar.Remediator, ar.Params) {
+		if err == nil && r.Digest == Digest(ar.EventID, ar.Target, ar.Remediator, ar.Params, max(ar.Approvals, 1)) {
 			return ch, r
 		}
 		if time.Now().After(deadline) {
@@ -113,7 +135,7 @@ func TestTwoApproversAcrossReplicasAndChannels(t *testing.T) {
 		t.Fatal(err)
 	}
 	// alice again, on another channel, is still one person.
-	if _, err := slackSide.Decide(t.Context(), req.ID, Ballot{Via: ViaCLI, User: "alice", Approve: true, Digest: req.Digest}); !errors.Is(err, ErrAlreadyVoted) {
+	if _, err := slackSide.Decide(t.Context(), req.ID, Ballot{Via: ViaCLI, User: tok("alice"), Approve: true, Digest: req.Digest}); !errors.Is(err, ErrAlreadyVoted) {
 		t.Fatalf("second vote by alice: %v, want ErrAlreadyVoted", err)
 	}
 	select {
@@ -163,21 +185,22 @@ func TestRefusedVotes(t *testing.T) {
 		ballot Ballot
 		want   error
 	}{
-		"unknown CLI user":   {Ballot{Via: ViaCLI, User: "mallory", Approve: true, Digest: req.Digest}, ErrNotApprover},
+		"unknown CLI token":  {Ballot{Via: ViaCLI, User: "mallory", Approve: true, Digest: req.Digest}, ErrNotApprover},
+		"a name, no token":   {Ballot{Via: ViaCLI, User: "alice", Approve: true, Digest: req.Digest}, ErrNotApprover},
 		"unknown Slack user": {Ballot{Via: ViaSlack, User: "UMALLORY", Approve: true, Digest: req.Digest}, ErrNotApprover},
 		"name as Slack id":   {Ballot{Via: ViaSlack, User: "alice", Approve: true, Digest: req.Digest}, ErrNotApprover},
 		"no user":            {Ballot{Via: ViaWeb, Approve: true, Digest: req.Digest}, ErrNotApprover},
-		"requester":          {Ballot{Via: ViaWeb, User: "bob", Approve: true, Digest: req.Digest}, ErrSelfApproval},
-		"other action":       {Ballot{Via: ViaCLI, User: "alice", Approve: true, Digest: Digest("ev-1", "node/worker-2", "node.drain", nil)}, ErrDigestMismatch},
+		"requester":          {Ballot{Via: ViaWeb, User: tok("bob"), Approve: true, Digest: req.Digest}, ErrSelfApproval},
+		"other action":       {Ballot{Via: ViaCLI, User: tok("alice"), Approve: true, Digest: Digest("ev-1", "node/worker-2", "node.drain", nil, 1)}, ErrDigestMismatch},
 	} {
 		if _, err := b.Decide(t.Context(), req.ID, tc.ballot); !errors.Is(err, tc.want) {
 			t.Errorf("%s: %v, want %v", name, err, tc.want)
 		}
 	}
-	if _, err := b.Decide(t.Context(), "apr-0000000000", Ballot{Via: ViaCLI, User: "alice", Approve: true}); !errors.Is(err, ErrNotFound) {
+	if _, err := b.Decide(t.Context(), "apr-0000000000", Ballot{Via: ViaCLI, User: tok("alice"), Approve: true}); !errors.Is(err, ErrNotFound) {
 		t.Errorf("unknown id: %v", err)
 	}
-	if _, err := b.Decide(t.Context(), "../etc", Ballot{Via: ViaCLI, User: "alice", Approve: true}); !errors.Is(err, ErrNotFound) {
+	if _, err := b.Decide(t.Context(), "../etc", Ballot{Via: ViaCLI, User: tok("alice"), Approve: true}); !errors.Is(err, ErrNotFound) {
 		t.Errorf("malformed id: %v", err)
 	}
 	if r, _ := b.Get(t.Context(), req.ID); r.State != StatePending || len(r.Votes) != 0 {
@@ -185,14 +208,14 @@ func TestRefusedVotes(t *testing.T) {
 	}
 
 	// A denial ends it; later votes are refused.
-	if _, err := b.Decide(t.Context(), req.ID, Ballot{Via: ViaCLI, User: "carol", Approve: false, Digest: req.Digest, Reason: "not during the release"}); err != nil {
+	if _, err := b.Decide(t.Context(), req.ID, Ballot{Via: ViaCLI, User: tok("carol"), Approve: false, Digest: req.Digest, Reason: "not during the release"}); err != nil {
 		t.Fatal(err)
 	}
 	a := wait(t, ch)
 	if a.Approved || a.Reason != "denied by carol: not during the release" {
 		t.Fatalf("answer = %+v", a)
 	}
-	if _, err := b.Decide(t.Context(), req.ID, Ballot{Via: ViaCLI, User: "alice", Approve: true, Digest: req.Digest}); !errors.Is(err, ErrClosed) {
+	if _, err := b.Decide(t.Context(), req.ID, Ballot{Via: ViaCLI, User: tok("alice"), Approve: true, Digest: req.Digest}); !errors.Is(err, ErrClosed) {
 		t.Fatalf("vote after denial: %v, want ErrClosed", err)
 	}
 }
@@ -202,14 +225,14 @@ func TestExpiry(t *testing.T) {
 	b := f.broker(t)
 	b.cfg.Expiry = 300 * time.Millisecond
 	ch, req := approveAsync(t, t.Context(), b, request(2))
-	if _, err := b.Decide(t.Context(), req.ID, Ballot{Via: ViaCLI, User: "alice", Approve: true, Digest: req.Digest}); err != nil {
+	if _, err := b.Decide(t.Context(), req.ID, Ballot{Via: ViaCLI, User: tok("alice"), Approve: true, Digest: req.Digest}); err != nil {
 		t.Fatal(err)
 	}
 	a := wait(t, ch)
 	if a.Approved || !strings.Contains(a.Reason, "expired") {
 		t.Fatalf("answer = %+v", a)
 	}
-	if _, err := b.Decide(t.Context(), req.ID, Ballot{Via: ViaCLI, User: "bob", Approve: true, Digest: req.Digest}); !errors.Is(err, ErrClosed) {
+	if _, err := b.Decide(t.Context(), req.ID, Ballot{Via: ViaCLI, User: tok("bob"), Approve: true, Digest: req.Digest}); !errors.Is(err, ErrClosed) {
 		t.Fatalf("vote after expiry: %v, want ErrClosed", err)
 	}
 	recs, _ := f.trail.Query(t.Context(), audit.Filter{Kind: audit.KindApproval})
@@ -226,7 +249,7 @@ func TestLateVoteExpires(t *testing.T) {
 	ch, req := approveAsync(t, t.Context(), b, request(1))
 	other := f.broker(t)
 	other.now = func() time.Time { return time.Now().Add(time.Hour) }
-	if _, err := other.Decide(t.Context(), req.ID, Ballot{Via: ViaCLI, User: "alice", Approve: true, Digest: req.Digest}); !errors.Is(err, ErrExpired) {
+	if _, err := other.Decide(t.Context(), req.ID, Ballot{Via: ViaCLI, User: tok("alice"), Approve: true, Digest: req.Digest}); !errors.Is(err, ErrExpired) {
 		t.Fatalf("late vote: %v, want ErrExpired", err)
 	}
 	if a := wait(t, ch); a.Approved {
@@ -241,7 +264,7 @@ func TestRedeliveryKeepsVotesOfTheSameAction(t *testing.T) {
 	first := f.broker(t)
 	ctx, stop := context.WithCancel(t.Context())
 	ch, req := approveAsync(t, ctx, first, request(2))
-	if _, err := first.Decide(t.Context(), req.ID, Ballot{Via: ViaCLI, User: "alice", Approve: true, Digest: req.Digest}); err != nil {
+	if _, err := first.Decide(t.Context(), req.ID, Ballot{Via: ViaCLI, User: tok("alice"), Approve: true, Digest: req.Digest}); err != nil {
 		t.Fatal(err)
 	}
 	stop() // the engine stops while waiting
@@ -254,7 +277,7 @@ func TestRedeliveryKeepsVotesOfTheSameAction(t *testing.T) {
 	if again.ID != req.ID || len(again.Votes) != 1 {
 		t.Fatalf("redelivered request = %+v", again)
 	}
-	if _, err := second.Decide(t.Context(), req.ID, Ballot{Via: ViaCLI, User: "bob", Approve: true, Digest: req.Digest}); err != nil {
+	if _, err := second.Decide(t.Context(), req.ID, Ballot{Via: ViaCLI, User: tok("bob"), Approve: true, Digest: req.Digest}); err != nil {
 		t.Fatal(err)
 	}
 	if a := wait(t, ch); !a.Approved || len(a.By) != 2 {
@@ -264,7 +287,7 @@ func TestRedeliveryKeepsVotesOfTheSameAction(t *testing.T) {
 	changed := request(2)
 	changed.Key = "act.other"
 	ch2, r1 := approveAsync(t, t.Context(), second, changed)
-	if _, err := second.Decide(t.Context(), r1.ID, Ballot{Via: ViaCLI, User: "alice", Approve: true, Digest: r1.Digest}); err != nil {
+	if _, err := second.Decide(t.Context(), r1.ID, Ballot{Via: ViaCLI, User: tok("alice"), Approve: true, Digest: r1.Digest}); err != nil {
 		t.Fatal(err)
 	}
 	changed.Params = map[string]any{"grace": "5m"}
@@ -274,15 +297,18 @@ func TestRedeliveryKeepsVotesOfTheSameAction(t *testing.T) {
 	if r2.ID != r1.ID || r2.Digest == r1.Digest || len(r2.Votes) != 0 || r2.State != StatePending {
 		t.Fatalf("request for changed params = %+v", r2)
 	}
-	if _, err := second.Decide(t.Context(), r1.ID, Ballot{Via: ViaCLI, User: "bob", Approve: true, Digest: r1.Digest}); !errors.Is(err, ErrDigestMismatch) {
+	if _, err := second.Decide(t.Context(), r1.ID, Ballot{Via: ViaCLI, User: tok("bob"), Approve: true, Digest: r1.Digest}); !errors.Is(err, ErrDigestMismatch) {
 		t.Fatalf("vote for the old params: %v, want ErrDigestMismatch", err)
 	}
-	// The first waiter on the replaced request does not hang: it sees a
-	// pending request and keeps waiting; stop it.
+	// The waiter on the replaced request does not take votes on the new
+	// action for its own: it fails, and its event is retried.
 	select {
 	case a := <-ch2:
-		t.Fatalf("waiter on the replaced request answered: %+v", a)
-	default:
+		if a.err == nil || !strings.Contains(a.err.Error(), "replaced") {
+			t.Fatalf("waiter on the replaced request: %+v", a)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("waiter on the replaced request still waiting")
 	}
 }
 
@@ -293,15 +319,44 @@ func TestConfigValidate(t *testing.T) {
 		"twice":          {Approvers: []Approver{{Name: "a"}, {Name: "a"}}},
 		"slack twice":    {Approvers: []Approver{{Name: "a", Slack: "U1"}, {Name: "b", Slack: "U1"}}},
 		"reserved names": {Approvers: []Approver{{Name: "slack:U1"}}},
+		"cannot vote":    {Approvers: []Approver{{Name: "a"}}},
 	} {
 		c.ApplyDefaults()
 		if c.Validate() == nil {
 			t.Errorf("%s: valid", name)
 		}
 	}
-	ok := Config{Approvers: []Approver{{Name: "a"}, {Name: "b"}}}
+	ok := Config{Approvers: []Approver{{Name: "a", Slack: "U1"}, {Name: "b", TokenFile: "/etc/healer/b-token"}}}
 	ok.ApplyDefaults()
 	if err := ok.Validate(); err != nil || ok.Expiry != 15*time.Minute {
 		t.Fatalf("default config: %v, expiry %s", err, ok.Expiry)
+	}
+}
+
+// The requester named by their Slack id cannot approve from the CLI; a
+// policy that comes to need two approvals does not inherit a request
+// approved by one.
+func TestRequesterAndNeedAcrossChannels(t *testing.T) {
+	f := newFixture(t)
+	b := f.broker(t)
+	ar := request(1)
+	ar.Requester = "UALICE"
+	ch, req := approveAsync(t, t.Context(), b, ar)
+	if _, err := b.Decide(t.Context(), req.ID, Ballot{Via: ViaCLI, User: tok("alice"), Approve: true, Digest: req.Digest}); !errors.Is(err, ErrSelfApproval) {
+		t.Fatalf("requester (by Slack id) approving from the CLI: %v", err)
+	}
+	if _, err := b.Decide(t.Context(), req.ID, Ballot{Via: ViaCLI, User: tok("bob"), Approve: true, Digest: req.Digest}); err != nil {
+		t.Fatal(err)
+	}
+	if a := <-ch; !a.a.Approved {
+		t.Fatalf("answer %+v", a)
+	}
+	// The event comes again under a policy that needs two.
+	ar.Approvals = 2
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	_, again := approveAsync(t, ctx, b, ar)
+	if again.State != StatePending || again.Need != 2 || len(again.Votes) != 0 {
+		t.Fatalf("request under the stricter policy: %+v", again)
 	}
 }

@@ -43,6 +43,15 @@ func Valid(want []byte, r *http.Request) bool {
 	return subtle.ConstantTimeCompare([]byte(strings.TrimSpace(got)), want) == 1
 }
 
+// BearerToken returns the bearer token r carries, or "".
+func BearerToken(r *http.Request) string {
+	scheme, got, ok := strings.Cut(r.Header.Get("Authorization"), " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") {
+		return ""
+	}
+	return strings.TrimSpace(got)
+}
+
 // Source says where a token came from, for the start-up log line.
 type Source struct {
 	// From is "env", "file" or "generated".

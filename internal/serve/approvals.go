@@ -11,30 +11,45 @@ import (
 
 	"github.com/selfheal/healer/audit"
 	"github.com/selfheal/healer/engine/approval"
+	"github.com/selfheal/healer/internal/httpauth"
 )
 
 // ApprovalsPath is the API of approvals: GET lists the requests, GET
 // <path>/<id> shows one, POST <path>/<id> votes on it.
 const ApprovalsPath = "/api/v1/approvals"
 
-// Vote is the body of a vote through the API (the CLI).
+// Vote is the body of a vote through the API (the CLI). The voter is the
+// approver whose personal token the request carries.
 type Vote struct {
 	// Vote is "approve" or "deny".
 	Vote string `json:"vote"`
-	// By is the approver's configured name.
-	By string `json:"by"`
 	// Digest is the digest of the request as the voter saw it.
 	Digest string `json:"digest"`
 	Reason string `json:"reason,omitempty"`
 }
 
+// approvalsHandler serves ApprovalsPath. Reading takes the API token or an
+// approver's own token; voting takes an approver's own token, which says
+// who votes (the shared API token names nobody).
 type approvalsHandler struct {
-	broker *approval.Broker
-	log    *slog.Logger
+	broker   *approval.Broker
+	apiToken string
+	log      *slog.Logger
 }
 
 func (h *approvalsHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	id := strings.TrimPrefix(strings.TrimPrefix(r.URL.Path, ApprovalsPath), "/")
+	tok := httpauth.BearerToken(r)
+	owner := h.broker.TokenOwner(tok)
+	if owner == "" && !httpauth.Valid([]byte(h.apiToken), r) {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="healer"`)
+		http.Error(w, "missing or invalid bearer token: the API token, or an approver's own token", http.StatusUnauthorized)
+		return
+	}
+	if r.Method == http.MethodPost && owner == "" {
+		http.Error(w, "voting needs an approver's own token (approvals.approvers[].tokenFile); the API token names nobody", http.StatusForbidden)
+		return
+	}
 	switch {
 	case r.Method == http.MethodGet && id == "":
 		reqs, err := h.broker.List(r.Context())
@@ -51,13 +66,13 @@ func (h *approvalsHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		writeJSON(w, http.StatusOK, req)
 	case r.Method == http.MethodPost && id != "":
-		h.vote(w, r, id)
+		h.vote(w, r, id, tok, owner)
 	default:
 		http.Error(w, "GET "+ApprovalsPath+"[/<id>], POST "+ApprovalsPath+"/<id>", http.StatusMethodNotAllowed)
 	}
 }
 
-func (h *approvalsHandler) vote(w http.ResponseWriter, r *http.Request, id string) {
+func (h *approvalsHandler) vote(w http.ResponseWriter, r *http.Request, id, tok, owner string) {
 	var v Vote
 	dec := json.NewDecoder(io.LimitReader(r.Body, 16<<10))
 	dec.DisallowUnknownFields()
@@ -74,14 +89,14 @@ func (h *approvalsHandler) vote(w http.ResponseWriter, r *http.Request, id strin
 		return
 	}
 	req, err := h.broker.Decide(r.Context(), id, approval.Ballot{
-		Via: approval.ViaCLI, User: v.By, Approve: v.Vote == "approve", Digest: v.Digest, Reason: v.Reason,
+		Via: approval.ViaCLI, User: tok, Approve: v.Vote == "approve", Digest: v.Digest, Reason: v.Reason,
 	})
 	if err != nil {
-		h.log.WarnContext(r.Context(), "vote refused", "approval_id", id, "by", v.By, "err", err)
+		h.log.WarnContext(r.Context(), "vote refused", "approval_id", id, "by", owner, "err", err)
 		http.Error(w, err.Error(), ApprovalStatus(err))
 		return
 	}
-	h.log.InfoContext(r.Context(), "vote", "approval_id", id, "by", v.By, "vote", v.Vote, "state", req.State)
+	h.log.InfoContext(r.Context(), "vote", "approval_id", id, "by", owner, "vote", v.Vote, "state", req.State)
 	writeJSON(w, http.StatusOK, req)
 }
 
@@ -96,6 +111,8 @@ func ApprovalStatus(err error) int {
 		return http.StatusGone
 	case errors.Is(err, approval.ErrClosed), errors.Is(err, approval.ErrAlreadyVoted), errors.Is(err, approval.ErrDigestMismatch):
 		return http.StatusConflict
+	case errors.Is(err, approval.ErrNotAudited):
+		return http.StatusInternalServerError
 	default:
 		return http.StatusServiceUnavailable
 	}
@@ -123,7 +140,7 @@ func (p pageApprovals) Pending(ctx context.Context) ([]audit.PendingApproval, er
 	return out, nil
 }
 
-func (p pageApprovals) Vote(ctx context.Context, id, by, digest string, approve bool, reason string) error {
-	_, err := p.b.Decide(ctx, id, approval.Ballot{Via: approval.ViaWeb, User: by, Approve: approve, Digest: digest, Reason: reason})
-	return err
+func (p pageApprovals) Vote(ctx context.Context, id, token, digest string, approve bool, reason string) (string, error) {
+	_, err := p.b.Decide(ctx, id, approval.Ballot{Via: approval.ViaWeb, User: token, Approve: approve, Digest: digest, Reason: reason})
+	return p.b.TokenOwner(token), err
 }

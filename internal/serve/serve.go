@@ -241,9 +241,9 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (s *Server, err er
 	mux.Handle(PausesPath, httpauth.Bearer(s.APIToken, ph))
 	mux.Handle(PausesPath+"/", httpauth.Bearer(s.APIToken, ph))
 	if broker != nil {
-		ah := &approvalsHandler{broker: broker, log: log}
-		mux.Handle(ApprovalsPath, httpauth.Bearer(s.APIToken, ah))
-		mux.Handle(ApprovalsPath+"/", httpauth.Bearer(s.APIToken, ah))
+		ah := &approvalsHandler{broker: broker, apiToken: s.APIToken, log: log}
+		mux.Handle(ApprovalsPath, ah)
+		mux.Handle(ApprovalsPath+"/", ah)
 	}
 	if slackApp != nil {
 		// Slack's signature is these endpoints' authentication.

@@ -61,7 +61,9 @@ func startApprovalHealerBudget(t *testing.T, withSlack bool, budget int, nodes .
 	cfg := serve.Config{Kubeconfig: kube.KubeconfigPath, Policies: dir}
 	cfg.Engine.Budget.MinNodes, cfg.Engine.Budget.ZoneMinNodes = budget, budget
 	cfg.Approvals = approval.Config{Approvers: []approval.Approver{
-		{Name: "alice", Slack: "UALICE"}, {Name: "bob", Slack: "UBOB"}, {Name: "carol", Slack: "UCAROL"},
+		{Name: "alice", Slack: "UALICE", TokenFile: approverTokenFile(t, "alice")},
+		{Name: "bob", Slack: "UBOB", TokenFile: approverTokenFile(t, "bob")},
+		{Name: "carol", Slack: "UCAROL", TokenFile: approverTokenFile(t, "carol")},
 	}}
 	ae := &approvalEnv{kube: kube}
 	if withSlack {
@@ -73,6 +75,14 @@ func startApprovalHealerBudget(t *testing.T, withSlack bool, budget int, nodes .
 	}
 	ae.env = startHealer(t, cfg)
 	return ae
+}
+
+// approverToken is the personal token of an approver in these tests.
+func approverToken(name string) string { return "e2e-approver-token-of-" + name }
+
+func approverTokenFile(t *testing.T, name string) string {
+	t.Helper()
+	return writeFile(t, name+"-token", approverToken(name))
 }
 
 func (e *approvalEnv) cordoned(node string) bool {
@@ -193,7 +203,8 @@ func TestSlackApprovalsGateACordon(t *testing.T) {
 }
 
 // Without Slack, `healer approvals` lists the request and `healer approve`
-// approves it (the rules are the broker's: an unknown name is refused).
+// approves it with the approver's own token; the shared API token and a
+// made-up token cannot vote.
 func TestCLIApproval(t *testing.T) {
 	bin, err := buildOnce()
 	if err != nil {
@@ -204,15 +215,15 @@ func TestCLIApproval(t *testing.T) {
 	if code, body := h.post(alertFor(firing, "db-1", "e000000000000001"), h.srv.WebhookToken); code != http.StatusOK {
 		t.Fatalf("webhook: %d %s", code, body)
 	}
-	tokenFile := writeFile(t, "cli-token", h.srv.APIToken)
-	cli := func(args ...string) (string, error) {
+	apiToken := writeFile(t, "cli-token", h.srv.APIToken)
+	cli := func(tokenFile string, args ...string) (string, error) {
 		cmd := exec.CommandContext(t.Context(), bin, append(args, "--server", h.srv.URL(), "--token-file", tokenFile)...)
 		out, err := cmd.CombinedOutput()
 		return string(out), err
 	}
 	var id string
 	waitFor(t, 10*time.Second, "the request listed", func() (bool, string) {
-		out, _ := cli("approvals")
+		out, _ := cli(apiToken, "approvals")
 		for _, line := range strings.Split(out, "\n") {
 			if strings.Contains(line, "node/db-1") && strings.Contains(line, "pending") {
 				id = strings.Fields(line)[0]
@@ -220,21 +231,25 @@ func TestCLIApproval(t *testing.T) {
 		}
 		return id != "", out
 	})
-	if out, err := cli("approve", id, "--as", "mallory"); err == nil || !strings.Contains(out, "not a configured approver") {
-		t.Fatalf("approve as mallory: %v\n%s", err, out)
+	bob := writeFile(t, "bob-cli-token", approverToken("bob"))
+	if out, err := cli(apiToken, "approve", id); err == nil || !strings.Contains(out, "approver's own token") {
+		t.Fatalf("approve with the shared API token: %v\n%s", err, out)
 	}
-	if out, err := cli("approve", id, "--as", "bob", "--digest", "0000"); err == nil || !strings.Contains(out, "the action changed") {
+	if out, err := cli(writeFile(t, "mallory-token", "mallory-guessed-a-token"), "approve", id); err == nil || !strings.Contains(out, "401") {
+		t.Fatalf("approve with a made-up token: %v\n%s", err, out)
+	}
+	if out, err := cli(bob, "approve", id, "--digest", "0000"); err == nil || !strings.Contains(out, "the action changed") {
 		t.Fatalf("approve with a stale digest: %v\n%s", err, out)
 	}
 	if h.cordoned("db-1") {
 		t.Fatal("db-1 cordoned before approval")
 	}
-	out, err := cli("approve", id, "--as", "bob", "--reason", "checked the console")
+	out, err := cli(bob, "approve", id, "--reason", "checked the console")
 	if err != nil || !strings.Contains(out, "counted: approved by bob") || !strings.Contains(out, "node.cordon on node/db-1") {
 		t.Fatalf("approve: %v\n%s", err, out)
 	}
 	waitFor(t, 10*time.Second, "db-1 cordoned", func() (bool, string) { return h.cordoned("db-1"), describe(h.records(nil)) })
-	if out, err := cli("deny", id, "--as", "alice"); err == nil || !strings.Contains(out, "already decided") {
+	if out, err := cli(writeFile(t, "alice-cli-token", approverToken("alice")), "deny", id); err == nil || !strings.Contains(out, "already decided") {
 		t.Fatalf("deny after approval: %v\n%s", err, out)
 	}
 	votes := h.records(url.Values{"target": {"node/db-1"}, "kind": {"approval"}})

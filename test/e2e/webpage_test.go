@@ -87,7 +87,7 @@ func TestAuditPageInChromium(t *testing.T) {
 	// Approve as alice; the page comes back with the outcome, and the
 	// action's records arrive without a reload.
 	do("approve",
-		chromedp.SendKeys(`div.approval input[name=by]`, "alice"),
+		chromedp.SendKeys(`div.approval input[name=token]`, approverToken("alice")),
 		chromedp.Click(`div.approval button.approve`),
 		chromedp.WaitVisible(`#flash`))
 	if flash := text(`#flash`); !strings.Contains(flash, "approval by alice counted") {
