@@ -200,6 +200,7 @@ func TestSlackApprovalsGateACordon(t *testing.T) {
 	if err != nil || !res.OK {
 		t.Fatalf("audit chain: %+v %v", res, err)
 	}
+	h.noSecretsLogged("xoxb-e2e", slackSecret, approverToken("alice"), h.srv.APIToken, h.srv.WebhookToken)
 }
 
 // Without Slack, `healer approvals` lists the request and `healer approve`
@@ -252,6 +253,7 @@ func TestCLIApproval(t *testing.T) {
 	if out, err := cli(writeFile(t, "alice-cli-token", approverToken("alice")), "deny", id); err == nil || !strings.Contains(out, "already decided") {
 		t.Fatalf("deny after approval: %v\n%s", err, out)
 	}
+	h.noSecretsLogged(approverToken("alice"), approverToken("bob"), "mallory-guessed-a-token", h.srv.APIToken)
 	votes := h.records(url.Values{"target": {"node/db-1"}, "kind": {"approval"}})
 	if len(votes) != 3 || votes[1].Actor != "cli:bob" || !strings.Contains(string(votes[1].Details), "checked the console") {
 		t.Fatalf("approval records: %s", describe(votes))

@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -24,6 +25,7 @@ type env struct {
 	t      testing.TB
 	srv    *serve.Server
 	cancel context.CancelFunc
+	logs   *logBuffer // everything the server logged
 }
 
 // startHealer runs `healer serve` in-process with cfg (data dir, listen
@@ -53,13 +55,14 @@ func startHealerTB(t testing.TB, cfg serve.Config) *env {
 	if _, bench := t.(*testing.B); bench {
 		level = slog.LevelWarn // a benchmark's log should not cost time
 	}
-	log := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: level}))
+	logs := &logBuffer{}
+	log := slog.New(slog.NewTextHandler(io.MultiWriter(testWriter{t}, logs), &slog.HandlerOptions{Level: level}))
 	srv, err := serve.Start(ctx, cfg, log)
 	if err != nil {
 		cancel()
 		t.Fatalf("start healer: %v", err)
 	}
-	e := &env{t: t, srv: srv, cancel: cancel}
+	e := &env{t: t, srv: srv, cancel: cancel, logs: logs}
 	t.Cleanup(e.stop)
 	return e
 }
@@ -78,6 +81,39 @@ func writeFile(t testing.TB, name, content string) string {
 		t.Fatal(err)
 	}
 	return p
+}
+
+// logBuffer keeps a server's log, for tests that look for what must never
+// be logged.
+type logBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (l *logBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.Write(p)
+}
+
+func (l *logBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.String()
+}
+
+// noSecretsLogged fails the test if the server logged any of secrets.
+func (e *env) noSecretsLogged(secrets ...string) {
+	e.t.Helper()
+	logs := e.logs.String()
+	if len(logs) == 0 {
+		e.t.Fatal("no log captured")
+	}
+	for _, s := range secrets {
+		if strings.Contains(logs, s) {
+			e.t.Errorf("a secret (%.4s…) is in the log", s)
+		}
+	}
 }
 
 // testWriter sends the server's log to the test log.
