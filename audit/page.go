@@ -79,8 +79,10 @@ func NewPage(t *Trail, apiToken string, log *slog.Logger, opts PageOptions) http
 	mux.HandleFunc("GET /runbooks/{name}", p.auth(p.runbook))
 	mux.HandleFunc("POST /login", p.login)
 	mux.HandleFunc("POST /logout", p.logout)
-	assets, _ := fs.Sub(webFiles, "web")
-	mux.Handle("GET /assets/", http.StripPrefix("/assets/", http.FileServerFS(assets)))
+	// Even the stylesheet and script need the token: nothing but health
+	// and metrics is served without one (the sign-in form is plain).
+	mux.HandleFunc("GET /assets/style.css", p.auth(p.asset("web/style.css", "text/css; charset=utf-8")))
+	mux.HandleFunc("GET /assets/live.js", p.auth(p.asset("web/live.js", "text/javascript; charset=utf-8")))
 	return securityHeaders(mux)
 }
 
@@ -161,6 +163,19 @@ func (p *page) login(w http.ResponseWriter, r *http.Request) {
 		SameSite: http.SameSiteStrictMode, Secure: secure(r), MaxAge: int((12 * time.Hour).Seconds()),
 	})
 	http.Redirect(w, r, next, http.StatusSeeOther)
+}
+
+// asset serves one embedded file.
+func (p *page) asset(name, contentType string) http.HandlerFunc {
+	b, err := webFiles.ReadFile(name)
+	if err != nil {
+		panic(fmt.Sprintf("audit page: embedded %s: %v", name, err)) // the embed directive includes it
+	}
+	return func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", contentType)
+		w.Header().Set("Cache-Control", "private, max-age=300")
+		_, _ = w.Write(b)
+	}
 }
 
 // secure reports whether the browser reached healer over HTTPS, directly
