@@ -210,14 +210,7 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (s *Server, err er
 	if slackApp != nil {
 		notifier = slackApp
 	}
-	breakers := guard.NewBreakers(cfg.Engine.Breaker, log, func(name string, _, to gobreaker.State) {
-		if notifier != nil && to == gobreaker.StateOpen {
-			notifier.Notify(context.WithoutCancel(ctx), engine.Notice{
-				Kind: engine.NoticeBreakerOpen, Remediator: name, Runbook: runbookFor(name),
-				Text: fmt.Sprintf("%s failed %d times in a row: healer stops running it for %s, then tries once.", name, cfg.Engine.Breaker.ConsecutiveFailures, cfg.Engine.Breaker.OpenFor),
-			})
-		}
-	})
+	breakers := guard.NewBreakers(cfg.Engine.Breaker, log, breakerNotices(ctx, notifier, cfg.Engine.Breaker))
 	if err := registerGauges(mp.Meter("github.com/selfheal/healer"), breakers, s.budget); err != nil {
 		return nil, fmt.Errorf("metrics: %w", err)
 	}
@@ -486,6 +479,20 @@ func (s *Server) statusLines(context.Context) []string {
 			st.OutOfService, st.TotalNodes, st.InFlight, st.Allowed, st.Available))
 	}
 	return lines
+}
+
+// breakerNotices tells people when a remediator's breaker opens.
+func breakerNotices(ctx context.Context, n engine.Notifier, cfg guard.BreakerConfig) func(string, gobreaker.State, gobreaker.State) {
+	cfg.ApplyDefaults()
+	return func(name string, _, to gobreaker.State) {
+		if n == nil || to != gobreaker.StateOpen {
+			return
+		}
+		n.Notify(context.WithoutCancel(ctx), engine.Notice{
+			Kind: engine.NoticeBreakerOpen, Remediator: name, Runbook: runbookFor(name),
+			Text: fmt.Sprintf("%s failed %d times in a row: healer stops running it for %s, then tries it once.", name, cfg.ConsecutiveFailures, cfg.OpenFor),
+		})
+	}
 }
 
 // registerGauges exports the breakers' states and the blast-radius budget
