@@ -62,6 +62,8 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzVerifyChain -fuzztime $(FUZZTIME) ./audit/
 	$(GO) test -run '^$$' -fuzz FuzzDecideDefault -fuzztime $(FUZZTIME) ./policies/
 	$(GO) test -run '^$$' -fuzz FuzzAppendJSON -fuzztime $(FUZZTIME) ./bus/
+	$(GO) test -run '^$$' -fuzz FuzzInteractionPayload -fuzztime $(FUZZTIME) ./chatops/
+	$(GO) test -run '^$$' -fuzz FuzzSlashScope -fuzztime $(FUZZTIME) ./chatops/
 
 ## lint: golangci-lint with the linters in .golangci.yml.
 lint:

@@ -96,36 +96,55 @@ func (s *Slack) ServeInteractions(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
+	clicks, err := parseClicks(body)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	for _, c := range clicks {
+		req, err := s.Broker.Decide(r.Context(), c.id, approval.Ballot{
+			Via: approval.ViaSlack, User: c.user, Approve: c.approve, Digest: c.digest,
+		})
+		if err != nil {
+			s.Log.WarnContext(r.Context(), "slack: vote refused", "approval_id", c.id, "user", c.user, "err", err)
+			s.tell(r.Context(), c.channel, c.user, "Your vote on "+c.id+" did not count: "+err.Error())
+			continue
+		}
+		s.Log.InfoContext(r.Context(), "slack: vote", "approval_id", c.id, "user", c.user, "approve", c.approve, "state", req.State)
+	}
+	w.WriteHeader(http.StatusOK)
+}
+
+// press is a press of Approve or Deny on an approval message.
+type press struct {
+	id, digest, user, channel string
+	approve                   bool
+}
+
+// parseClicks reads the Approve and Deny presses of an interaction body
+// (a form whose payload field is the interaction as JSON). Other
+// interactions have none; a body that is not an interaction is an error.
+func parseClicks(body []byte) ([]press, error) {
 	form, err := url.ParseQuery(string(body))
 	if err != nil {
-		http.Error(w, "body is not a form", http.StatusBadRequest)
-		return
+		return nil, errors.New("body is not a form")
 	}
 	var cb slack.InteractionCallback
 	if err := json.Unmarshal([]byte(form.Get("payload")), &cb); err != nil {
-		http.Error(w, "payload is not an interaction", http.StatusBadRequest)
-		return
+		return nil, errors.New("payload is not an interaction")
 	}
 	if cb.Type != slack.InteractionTypeBlockActions {
-		w.WriteHeader(http.StatusOK) // nothing else is asked of healer
-		return
+		return nil, nil // nothing else is asked of healer
 	}
+	var out []press
 	for _, a := range cb.ActionCallback.BlockActions {
 		if a == nil || (a.ActionID != ActionApprove && a.ActionID != ActionDeny) {
 			continue
 		}
 		id, digest, _ := strings.Cut(a.Value, ":")
-		req, err := s.Broker.Decide(r.Context(), id, approval.Ballot{
-			Via: approval.ViaSlack, User: cb.User.ID, Approve: a.ActionID == ActionApprove, Digest: digest,
-		})
-		if err != nil {
-			s.Log.WarnContext(r.Context(), "slack: vote refused", "approval_id", id, "user", cb.User.ID, "err", err)
-			s.tell(r.Context(), cb.Channel.ID, cb.User.ID, "Your vote on "+id+" did not count: "+err.Error())
-			continue
-		}
-		s.Log.InfoContext(r.Context(), "slack: vote", "approval_id", id, "user", cb.User.ID, "action", a.ActionID, "state", req.State)
+		out = append(out, press{id: id, digest: digest, user: cb.User.ID, channel: cb.Channel.ID, approve: a.ActionID == ActionApprove})
 	}
-	w.WriteHeader(http.StatusOK)
+	return out, nil
 }
 
 // tell shows one user a message only they see.
