@@ -172,7 +172,7 @@ func (r *Replace) Check(ctx context.Context, req action.Request) error {
 		}
 		return checkResume(s, j)
 	}
-	if j != nil && !j.done() {
+	if j != nil && j.holds(time.Now()) {
 		return fmt.Errorf("%w: membership change in flight: replacement of %s by action %s since %s is at phase %q (see the runbook to finish or clear it)",
 			action.ErrUnsafe, j.Member, j.ActionID, j.Began.Format(time.RFC3339), j.Phase)
 	}
