@@ -140,7 +140,11 @@ func (v *Verbs) start(ctx context.Context, spec MemberSpec, progress action.Prog
 		}
 		progress(ctx, "provision", map[string]any{"member": spec.Name, "message": "manifest moved out; waiting for the old member to stop", "held": v.held()})
 	}
-	if err := waitStopped(ctx, spec.ClientURLs, v.cfg.StopTimeout); err != nil {
+	db := ""
+	if !ours {
+		db = filepath.Join(dataDir, "member", "snap", "db")
+	}
+	if err := waitStopped(ctx, spec.ClientURLs, db, v.cfg.StopTimeout); err != nil {
 		if rerr := os.Rename(v.held(), v.cfg.Manifest); rerr != nil {
 			err = errors.Join(err, fmt.Errorf("put the etcd manifest back: %w", rerr))
 		}
@@ -215,8 +219,11 @@ func setFlag(args *[]string, name, value string) {
 	*args = append(*args, "--"+name+"="+value)
 }
 
-// waitStopped waits until nothing accepts connections at the client URLs.
-func waitStopped(ctx context.Context, urls []string, timeout time.Duration) error {
+// waitStopped waits until the old member has stopped: when nothing accepts connections on its
+// client URLs and, when db is set, no process holds its database (a
+// crash-looping container that kubelet restarts between two probes of the
+// port still holds it while it runs).
+func waitStopped(ctx context.Context, urls []string, db string, timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)
 	for {
 		listening := ""
@@ -235,10 +242,20 @@ func waitStopped(ctx context.Context, urls []string, timeout time.Duration) erro
 				break
 			}
 		}
-		if listening == "" {
+		inUse := false
+		if listening == "" && db != "" {
+			var err error
+			if inUse, err = dbInUse(db); err != nil {
+				return err
+			}
+		}
+		if listening == "" && !inUse {
 			return nil
 		}
 		if time.Now().After(deadline) {
+			if inUse {
+				return fmt.Errorf("a process still has the old etcd's database %s open %s after its manifest was moved out", db, timeout)
+			}
 			return fmt.Errorf("the old etcd still accepts connections at %s %s after its manifest was moved out", listening, timeout)
 		}
 		select {

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -175,6 +176,39 @@ func TestAgentProvisionerRefuses(t *testing.T) {
 		}
 		if _, err := os.Stat(filepath.Join(dataDir, "member", "old")); err != nil {
 			t.Fatal("the data dir was touched")
+		}
+	})
+	t.Run("the port is closed but a process still holds the database", func(t *testing.T) {
+		manifest, dataDir := manifestDir(t)
+		verbs := NewVerbs(VerbsConfig{Manifest: manifest, StopTimeout: 500 * time.Millisecond}, testLogger(t))
+		db := filepath.Join(dataDir, "member", "snap", "db")
+		if err := os.MkdirAll(filepath.Dir(db), 0o700); err != nil {
+			t.Fatal(err)
+		}
+		f, err := os.Create(db)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		// As bbolt does while etcd runs.
+		if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+			t.Fatal(err)
+		}
+		before, _ := os.ReadFile(manifest)
+		_, err = verbs.start(t.Context(), testSpec("http://"+closedAddr(t)), (&recorder{}).progress)
+		if !errors.Is(err, action.ErrUnsafe) || !strings.Contains(err.Error(), "database") {
+			t.Fatalf("start = %v, want ErrUnsafe (database in use)", err)
+		}
+		if after, err := os.ReadFile(manifest); err != nil || string(after) != string(before) {
+			t.Fatalf("manifest not put back as it was: %v", err)
+		}
+		if _, err := os.Stat(db); err != nil {
+			t.Fatal("the data dir was touched")
+		}
+		// Released, the same request goes ahead.
+		_ = syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
+		if _, err := verbs.start(t.Context(), testSpec("http://"+closedAddr(t)), (&recorder{}).progress); err != nil {
+			t.Fatalf("start after the database was released: %v", err)
 		}
 	})
 	t.Run("bad params", func(t *testing.T) {
