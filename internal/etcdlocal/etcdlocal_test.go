@@ -2,7 +2,10 @@ package etcdlocal
 
 import (
 	"context"
+	"fmt"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -97,5 +100,61 @@ func TestSpecValidate(t *testing.T) {
 				t.Fatalf("Validate() = %v, want ok %v", err, tc.ok)
 			}
 		})
+	}
+}
+
+// The pid file names a process by pid and start time: a live process
+// with another start time (a reused pid) is not the member, a zombie is
+// not, and a process healer may not signal still is.
+func TestRunningReadsThePIDFile(t *testing.T) {
+	s := Spec{Name: "m", DataDir: filepath.Join(t.TempDir(), "m")}
+	write := func(content string) {
+		t.Helper()
+		if err := os.WriteFile(PIDFile(s), []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	self := os.Getpid()
+	start, err := procStart(self)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, tc := range map[string]struct {
+		content string
+		want    bool
+	}{
+		"this process, its start time":     {fmt.Sprintf("%d %s\n", self, start), true},
+		"this process, pid only (old)":     {fmt.Sprintf("%d\n", self), true},
+		"the pid reused by another":        {fmt.Sprintf("%d 1\n", self), false},
+		"init, which healer cannot signal": {"1\n", true},
+		"no such process":                  {"2147483646\n", false},
+		"garbage":                          {"x y\n", false},
+		"empty":                            {"", false},
+	} {
+		write(tc.content)
+		if _, got := Running(s); got != tc.want {
+			t.Errorf("%s: Running = %v, want %v", name, got, tc.want)
+		}
+	}
+	// A child that exited and was not reaped yet.
+	child := exec.Command("true")
+	if err := child.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = child.Wait() }()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		if st, _, err := procState(child.Process.Pid); err == nil && st == "Z" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the child did not become a zombie")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	zstart, _ := procStart(child.Process.Pid)
+	write(fmt.Sprintf("%d %s\n", child.Process.Pid, zstart))
+	if _, got := Running(s); got {
+		t.Error("a zombie counts as running")
 	}
 }

@@ -67,7 +67,10 @@ func StartProcess(command []string, s Spec) (*Process, error) {
 		p.err = cmd.Wait()
 		close(p.done)
 	}()
-	if err := os.WriteFile(PIDFile(s), []byte(strconv.Itoa(p.PID)+"\n"), 0o600); err != nil {
+	// The pid and the process's start time: a pid the kernel has given to
+	// another process since is not this member.
+	start, _ := procStart(p.PID)
+	if err := os.WriteFile(PIDFile(s), []byte(strconv.Itoa(p.PID)+" "+start+"\n"), 0o600); err != nil {
 		_ = p.Kill()
 		return nil, fmt.Errorf("etcd member %s pid file: %w", s.Name, err)
 	}
@@ -81,25 +84,62 @@ func PIDFile(s Spec) string { return strings.TrimRight(s.DataDir, "/") + ".pid" 
 // Running reports whether the process written to the member's pid file is
 // alive, so that a second provisioner (healer restarted) does not start a
 // member twice.
+// A process that exists but may not be signalled (EPERM) counts as
+// running: starting a second member is the worse mistake. A zombie, or a
+// process whose start time differs from the one recorded (the pid was
+// reused), does not.
 func Running(s Spec) (int, bool) {
 	b, err := os.ReadFile(PIDFile(s))
 	if err != nil {
 		return 0, false
 	}
-	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	fields := strings.Fields(string(b))
+	if len(fields) == 0 {
+		return 0, false
+	}
+	pid, err := strconv.Atoi(fields[0])
 	if err != nil || pid <= 0 {
 		return 0, false
 	}
-	if err := syscall.Kill(pid, 0); err != nil {
+	if err := syscall.Kill(pid, 0); err != nil && !errors.Is(err, syscall.EPERM) {
 		return pid, false
 	}
-	// A zombie answers signal 0; its state in /proc says it is dead.
-	if st, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat"); err == nil {
-		if f := strings.Fields(string(st)); len(f) > 2 && f[2] == "Z" {
-			return pid, false
-		}
+	state, start, err := procState(pid)
+	if err != nil {
+		return pid, true // alive, and /proc cannot say more
+	}
+	if state == "Z" || (len(fields) > 1 && fields[1] != "" && fields[1] != start) {
+		return pid, false
 	}
 	return pid, true
+}
+
+// procStart returns the start time of process pid (clock ticks since
+// boot, as /proc/<pid>/stat gives it).
+func procStart(pid int) (string, error) {
+	_, start, err := procState(pid)
+	return start, err
+}
+
+// procState reads the state and start time of process pid from
+// /proc/<pid>/stat. The command name is in parentheses and may hold
+// spaces and parentheses itself, so the fields are counted from the last
+// ')'.
+func procState(pid int) (state, start string, err error) {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return "", "", err
+	}
+	i := strings.LastIndexByte(string(b), ')')
+	if i < 0 {
+		return "", "", fmt.Errorf("/proc/%d/stat: no command name", pid)
+	}
+	f := strings.Fields(string(b[i+1:]))
+	// After the name: state (field 3 of stat), ..., starttime (field 22).
+	if len(f) < 20 {
+		return "", "", fmt.Errorf("/proc/%d/stat: %d fields after the name", pid, len(f))
+	}
+	return f[0], f[19], nil
 }
 
 // Exited is closed when the process has exited.
