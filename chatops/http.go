@@ -160,7 +160,7 @@ func (s *Slack) tell(ctx context.Context, channel, user, text string) {
 // commandUsage is the answer to /healer help and to a command healer does
 // not know.
 const commandUsage = "Usage: `/healer status` · `/healer pause [remediator|target-pattern ...] [for DURATION] [: reason]` · " +
-	"`/healer resume [remediator|target-pattern ...]` · `/healer approve ID DIGEST` · `/healer deny ID [reason]` (ID and DIGEST are on the request's message)"
+	"`/healer resume [remediator|target-pattern ...]` · `/healer approve ID [DIGEST]` · `/healer deny ID [reason]` (ID and DIGEST are on the request's message)"
 
 // ServeCommands serves CommandsPath: /healer status | pause | resume |
 // approve | deny. The answer is the HTTP response, shown to the caller
@@ -206,16 +206,19 @@ func (s *Slack) command(ctx context.Context, cmd slack.SlashCommand) (text strin
 		reason := strings.Join(args[1:], " ")
 		digest := req.Digest
 		if verb == "approve" {
-			// An approval names the action as the user saw it: the
-			// digest on its message, so that an action changed since
-			// is not approved unseen.
-			if len(args) < 2 || len(args[1]) < 8 {
-				return "Approve what you saw: `/healer approve " + req.ID + " <digest>`, with the digest on the request's message.", false
+			// An approval is for the action as the user saw it. With the
+			// digest from the message, that is checked; without it, it is
+			// taken as the only version ever posted, and refused if the
+			// action has changed since it was first posted.
+			switch {
+			case len(args) >= 2 && len(args[1]) >= 8 && isHex(args[1]):
+				if !strings.HasPrefix(req.Digest, strings.ToLower(args[1])) {
+					digest = args[1] // refused below: the action changed
+				}
+				reason = strings.Join(args[2:], " ")
+			case req.Replaced > 0:
+				return "The action of " + req.ID + " changed since it was first posted: approve what you saw, `/healer approve " + req.ID + " <digest>`, with the digest on its latest message.", false
 			}
-			if !strings.HasPrefix(req.Digest, strings.ToLower(args[1])) {
-				digest = args[1] // refused below: the action changed
-			}
-			reason = strings.Join(args[2:], " ")
 		}
 		req, err = s.Broker.Decide(ctx, req.ID, approval.Ballot{
 			Via: approval.ViaSlack, User: who, Approve: verb == "approve", Digest: digest, Reason: reason,
@@ -370,3 +373,8 @@ func (s *Slack) status(ctx context.Context) string {
 }
 
 func urlQueryEscape(s string) string { return url.QueryEscape(s) }
+
+func isHex(s string) bool {
+	_, err := hex.DecodeString(strings.ToLower(s) + strings.Repeat("0", len(s)%2))
+	return err == nil
+}

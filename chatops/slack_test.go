@@ -382,9 +382,6 @@ func TestSlashCommands(t *testing.T) {
 			t.Errorf("status lacks %q: %s", want, m.Text)
 		}
 	}
-	if m := run("UBOB", "approve "+req.ID); !strings.Contains(m.Text, "Approve what you saw") {
-		t.Fatalf("approve without the digest: %+v", m)
-	}
 	if m := run("UBOB", "approve "+req.ID+" 00000000"); !strings.Contains(m.Text, "changed since") {
 		t.Fatalf("approve with another action's digest: %+v", m)
 	}
@@ -396,6 +393,40 @@ func TestSlashCommands(t *testing.T) {
 	}
 	if got := <-ch; !got.a.Approved {
 		t.Fatalf("answer = %+v", got)
+	}
+
+	// "approve ID" alone approves the only version ever posted; once the
+	// action has changed, it must name the digest.
+	other := drainRequest(1)
+	other.Key, other.EventID = "act.k2", "ev-2"
+	ch2, r2 := a.ask(t, other)
+	if m := run("UBOB", "approve "+r2.ID+" because it is stuck"); !strings.Contains(m.Text, "approved by bob") {
+		t.Fatalf("approve without a digest: %+v", m)
+	}
+	<-ch2
+	third := drainRequest(1)
+	third.Key, third.EventID = "act.k3", "ev-3"
+	ctx3, stop3 := context.WithCancel(t.Context())
+	ask3 := func(params map[string]any) approval.Request {
+		t.Helper()
+		third.Params = params
+		go func() { _, _ = a.broker.Approve(ctx3, third) }()
+		var r approval.Request
+		eventually(t, "the request stored", func() bool {
+			got, err := a.broker.Get(t.Context(), approval.ID(third.Key))
+			r = got
+			return err == nil && got.Params["grace"] == params["grace"]
+		})
+		return r
+	}
+	ask3(map[string]any{"grace": "60s"})
+	r3 := ask3(map[string]any{"grace": "5m"})
+	stop3()
+	if r3.Replaced != 1 {
+		t.Fatalf("replaced request = %+v", r3)
+	}
+	if m := run("UBOB", "approve "+r3.ID); !strings.Contains(m.Text, "changed since it was first posted") {
+		t.Fatalf("approve a changed action without its digest: %+v", m)
 	}
 
 	if m := run("UALICE", "resume node.drain node/worker-*"); m.ResponseType != slack.ResponseTypeInChannel || !strings.Contains(m.Text, "resumed") {

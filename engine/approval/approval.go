@@ -92,6 +92,10 @@ type Request struct {
 	Decided time.Time `json:"decided,omitzero"`
 	// Message is the chat message showing the request, once posted.
 	Message *MessageRef `json:"message,omitempty"`
+	// Replaced counts how often the request was replaced by another
+	// version of the action (a new policy decided other params): a vote
+	// that does not name the digest is refused once it has been.
+	Replaced int `json:"replaced,omitempty"`
 }
 
 // Vote is one person's approval or denial.
@@ -369,6 +373,7 @@ func (b *Broker) open(ctx context.Context, ar engine.ApprovalRequest) (Request, 
 		}
 		// The action changed (a new policy decided other params): the old
 		// votes were for something else.
+		req.Replaced = old.Replaced + 1
 		if _, err := b.kv.Update(ctx, req.ID, mustJSON(req), rev); err != nil {
 			if isWrongRevision(err) {
 				continue
