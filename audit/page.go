@@ -78,7 +78,7 @@ func NewPage(t *Trail, apiToken string, log *slog.Logger, opts PageOptions) http
 	mux.HandleFunc("POST /approvals/{id}", p.auth(p.vote))
 	mux.HandleFunc("GET /runbooks/{name}", p.auth(p.runbook))
 	mux.HandleFunc("POST /login", p.login)
-	mux.HandleFunc("POST /logout", p.logout)
+	mux.HandleFunc("POST /logout", p.auth(p.logout))
 	// Even the stylesheet and script need the token: nothing but health
 	// and metrics is served without one (the sign-in form is plain).
 	mux.HandleFunc("GET /assets/style.css", p.auth(p.asset("web/style.css", "text/css; charset=utf-8")))
