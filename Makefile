@@ -53,6 +53,7 @@ bench: testenv
 	$(GO) test -run '^$$' -bench Failover -benchtime 5x ./remediators/vip/
 	$(GO) test -run '^$$' -bench EtcdMemberReplaced -benchtime 5x ./test/e2e/
 	$(GO) test -run '^$$' -bench VoteToAnswer -benchtime 1000x ./engine/approval/
+	$(GO) test -run '^$$' -bench PipelineDryRun -benchtime 10000x ./engine/
 	$(GO) run ./test/load -duration 10s -concurrency 32 -alerts 10
 
 ## fuzz: each fuzz target for FUZZTIME (their seed corpora in testdata/fuzz also run in `make test`).

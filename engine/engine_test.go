@@ -117,7 +117,7 @@ func (s *second) Info() action.Info {
 }
 
 type harness struct {
-	t       *testing.T
+	t       testing.TB
 	js      jetstream.JetStream
 	streams *bus.Streams
 	trail   *audit.Trail
@@ -127,7 +127,7 @@ type harness struct {
 	done    chan error
 }
 
-func newHarness(t *testing.T, cfg Config, approver Approver) *harness {
+func newHarness(t testing.TB, cfg Config, approver Approver) *harness {
 	t.Helper()
 	srv := bustest.Start(t)
 	js, streams := srv.JS, srv.Streams(t)
