@@ -338,12 +338,16 @@ func (t *Trail) scan(ctx context.Context, cfg jetstream.OrderedConsumerConfig, f
 		// Nothing would be delivered, and the scan would never see last.
 		return nil
 	}
-	// The consumer is ephemeral; the server removes it soon after the scan.
-	cfg.InactiveThreshold = 30 * time.Second
+	// The consumer is ephemeral and deleted when the scan ends; should
+	// that fail, the server removes it once inactive. Left to linger,
+	// frequent queries (a page or a CLI polling) would pile consumers up
+	// to the server's limit and fail.
+	cfg.InactiveThreshold = 10 * time.Second
 	cons, err := stream.OrderedConsumer(ctx, cfg)
 	if err != nil {
 		return fmt.Errorf("create ordered consumer: %w", err)
 	}
+	defer deleteConsumer(ctx, stream, cons)
 	it, err := cons.Messages(jetstream.PullMaxMessages(512))
 	if err != nil {
 		return fmt.Errorf("consume: %w", err)
@@ -368,6 +372,17 @@ func (t *Trail) scan(ctx context.Context, cfg jetstream.OrderedConsumerConfig, f
 	}
 }
 
+// deleteConsumer removes an ordered consumer healer is done with.
+func deleteConsumer(ctx context.Context, stream jetstream.Stream, cons jetstream.Consumer) {
+	info := cons.CachedInfo()
+	if info == nil {
+		return
+	}
+	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+	defer cancel()
+	_ = stream.DeleteConsumer(dctx, info.Name)
+}
+
 // Follow delivers every record stored after stream sequence after, in
 // order, to fn as it is appended, until ctx ends (nil) or the stream
 // cannot be read (an error). Unreadable messages are skipped. It is the
@@ -384,6 +399,7 @@ func (t *Trail) Follow(ctx context.Context, after uint64, fn func(Record)) error
 	if err != nil {
 		return fmt.Errorf("audit: follow: create ordered consumer: %w", err)
 	}
+	defer deleteConsumer(ctx, stream, cons)
 	it, err := cons.Messages(jetstream.PullMaxMessages(256))
 	if err != nil {
 		return fmt.Errorf("audit: follow: consume: %w", err)

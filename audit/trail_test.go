@@ -445,3 +445,27 @@ func TestAuditQueryShowsUnreadableMessages(t *testing.T) {
 		}
 	}
 }
+
+// Queries do not leave consumers behind: a page or a CLI polling the
+// trail would otherwise pile them up to the server's limit.
+func TestQueriesLeaveNoConsumers(t *testing.T) {
+	env := startJetStream(t)
+	tr := audit.NewTrail(env.js, nil)
+	appendN(t, tr, 5)
+	for range 200 {
+		if _, err := tr.Query(t.Context(), audit.Filter{Target: "node/worker-1"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	stream, err := env.js.Stream(t.Context(), bus.StreamAudit)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := stream.Info(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.State.Consumers > 2 {
+		t.Fatalf("%d consumers left on the audit stream after 200 queries", info.State.Consumers)
+	}
+}
