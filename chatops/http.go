@@ -372,8 +372,6 @@ func (s *Slack) status(ctx context.Context) string {
 	return strings.TrimSpace(b.String())
 }
 
-func urlQueryEscape(s string) string { return url.QueryEscape(s) }
-
 func isHex(s string) bool {
 	_, err := hex.DecodeString(strings.ToLower(s) + strings.Repeat("0", len(s)%2))
 	return err == nil

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"strings"
 	"sync"
 	"time"
@@ -361,7 +362,7 @@ func (s *Slack) links(runbook, target string) string {
 		parts = append(parts, "<"+base+"/"+strings.TrimPrefix(runbook, "/")+"|Runbook>")
 	}
 	if target != "" {
-		parts = append(parts, "<"+base+"/?target="+urlQueryEscape(target)+"|Audit trail>")
+		parts = append(parts, "<"+base+"/?target="+url.QueryEscape(target)+"|Audit trail>")
 	}
 	return strings.Join(parts, " · ")
 }

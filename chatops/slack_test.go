@@ -363,7 +363,9 @@ func TestSlashCommands(t *testing.T) {
 	if m := run("UALICE", "pause node.drain node/worker-* for 2h : kernel upgrade"); m.ResponseType != slack.ResponseTypeInChannel || !strings.Contains(m.Text, "paused node.drain on node/worker-*") {
 		t.Fatalf("pause: %+v", m)
 	}
-	ps := a.pauses.List()
+	// Stored in the bucket; this replica's view follows the watch.
+	var ps []guard.Pause
+	eventually(t, "the pause seen", func() bool { ps = a.pauses.List(); return len(ps) > 0 })
 	if len(ps) != 1 || ps[0].Remediator != "node.drain" || ps[0].Target != "node/worker-*" || ps[0].Reason != "kernel upgrade" ||
 		time.Until(ps[0].Until) < 119*time.Minute || !strings.Contains(ps[0].By, "UALICE") {
 		t.Fatalf("pauses = %+v", ps)

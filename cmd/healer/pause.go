@@ -104,15 +104,7 @@ func pauseSet(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	fs := newFlagSet("healer pause set", stderr)
 	var cf clientFlags
 	cf.register(fs)
-	var body struct {
-		Remediator string    `json:"remediator,omitempty"`
-		Target     string    `json:"target,omitempty"`
-		For        string    `json:"for,omitempty"`
-		From       time.Time `json:"from,omitzero"`
-		Until      time.Time `json:"until,omitzero"`
-		Reason     string    `json:"reason"`
-		By         string    `json:"by"`
-	}
+	var body serve.PauseRequest
 	fs.StringVar(&body.Remediator, "remediator", "", "only this remediator (default: all)")
 	fs.StringVar(&body.Target, "target", "", "only targets matching this pattern, for example node/worker-* (default: all)")
 	fs.StringVar(&body.For, "for", "", "how long, for example 2h (default: until cleared)")

@@ -317,9 +317,6 @@ func (b *Broker) SetNotifier(n Notifier) { b.notifier = n }
 // SetGroupChecker lets members of the configured Slack groups approve.
 func (b *Broker) SetGroupChecker(g GroupChecker) { b.inGroup = g }
 
-// Config returns the broker's configuration, defaults applied.
-func (b *Broker) Config() Config { return b.cfg }
-
 var _ engine.Approver = (*Broker)(nil)
 
 // Approve stores a request for the action (or finds the one stored by an

@@ -19,15 +19,15 @@ import (
 // windows: GET lists them, POST sets one, DELETE <path>/<id> clears one.
 const PausesPath = "/api/v1/pauses"
 
-// pauseRequest is the body of a POST: a pause for the remediator and
+// PauseRequest is the body of a POST: a pause for the remediator and
 // target pattern (both optional: neither is the kill switch), either for
 // a duration from now or as a window from..until.
-type pauseRequest struct {
-	Remediator string    `json:"remediator"`
-	Target     string    `json:"target"`
-	For        string    `json:"for"`
-	From       time.Time `json:"from"`
-	Until      time.Time `json:"until"`
+type PauseRequest struct {
+	Remediator string    `json:"remediator,omitempty"`
+	Target     string    `json:"target,omitempty"`
+	For        string    `json:"for,omitempty"`
+	From       time.Time `json:"from,omitzero"`
+	Until      time.Time `json:"until,omitzero"`
 	Reason     string    `json:"reason"`
 	By         string    `json:"by"`
 }
@@ -56,7 +56,7 @@ func (h *pausesHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 func (h *pausesHandler) set(w http.ResponseWriter, r *http.Request) {
-	var req pauseRequest
+	var req PauseRequest
 	dec := json.NewDecoder(io.LimitReader(r.Body, 64<<10))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&req); err != nil {
