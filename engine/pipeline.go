@@ -68,6 +68,7 @@ type run struct {
 	tookOut    bool
 	outcome    string
 	lease      atomic.Pointer[lease] // the action this run holds, renewed while it runs
+	target     *targetLease          // the target's lease, held while the current step acts and verifies
 	decided    string                // digest of the decision already audited for this event
 	approvers  []string              // the humans who approved this action, if any
 	stepDoneAt time.Time             // when an earlier attempt finished the current step
@@ -110,6 +111,13 @@ func (e *Engine) handle(ctx context.Context, m jetstream.Msg) {
 
 	stopRenew := e.renewLease(ctx, r)
 	defer stopRenew()
+	defer func() {
+		if r.state == "claimed" || r.state == "started" {
+			r.leaveTarget() // the redelivery resumes the action and takes the lease back
+		} else {
+			e.releaseTarget(ctx, r)
+		}
+	}()
 	defer func() {
 		if r.reserved != nil {
 			r.reserved.Release(r.tookOut)
@@ -345,6 +353,9 @@ func (e *Engine) act(ctx context.Context, r *run) (bool, error) {
 					return false, err
 				}
 			}
+			// Acted and verified: the target is free for other actions
+			// while this ladder waits for the problem to clear.
+			e.releaseTarget(ctx, r)
 			finishedAt = e.now()
 		}
 		if len(steps) == 1 && steps[0].Wait == 0 && steps[0].Escalate == "" {
@@ -467,6 +478,11 @@ func (e *Engine) guard(ctx context.Context, r *run) (bool, error) {
 			return true, e.suppress(ctx, r, outcomeSuppressed, err.Error(), "budget", st)
 		}
 		r.reserved = res
+	}
+	// Another action on the target: wait for it before using up rate
+	// limits (acting takes the lease for real).
+	if err := e.targetFree(ctx, r); err != nil {
+		return false, err
 	}
 	if r.state == "" { // a resumed action already passed its rate limits
 		limits := make([]guard.Limit, 0, 2)
@@ -611,6 +627,11 @@ func (e *Engine) actStep(ctx context.Context, r *run) (bool, error) {
 	} else if cleared {
 		return true, e.settleWithoutActing(ctx, r, step, why)
 	}
+	// One action at a time per target, across replicas: the re-check and
+	// the act happen under the target's lease.
+	if err := e.holdTarget(ctx, r); err != nil {
+		return false, err
+	}
 	req := r.request()
 	if !r.undo {
 		// Re-check on a fresh read just before acting.
@@ -650,8 +671,14 @@ func (e *Engine) actStep(ctx context.Context, r *run) (bool, error) {
 		}
 	}
 
+	// The last word before acting: is the lease still this engine's?
+	if err := e.confirmTarget(ctx, r); err != nil {
+		return false, err
+	}
 	actCtx, cancel := context.WithTimeoutCause(ctx, e.cfg.ActionTimeout, fmt.Errorf("%s on %s: timed out after %s", name, r.ev.Subject, e.cfg.ActionTimeout))
 	defer cancel()
+	actCtx, unfence := r.fenced(actCtx)
+	defer unfence()
 	progress := func(ctx context.Context, what string, details map[string]any) {
 		details["step"] = what
 		if err := e.audit(ctx, r, audit.KindActionProgress, audit.DetailsOf(details)); err != nil {
@@ -687,7 +714,13 @@ func (e *Engine) actStep(ctx context.Context, r *run) (bool, error) {
 			return false, fmt.Errorf("%w: release claim %s: %w", errTransient, r.actionID, derr)
 		}
 		r.lease.Store(nil)
+		r.state = ""
 		return true, e.suppress(ctx, r, outcomeSuppressed, fmt.Sprintf("circuit breaker open for %s; nothing was done", name))
+	case err != nil && r.target != nil && context.Cause(r.target.lost) != nil:
+		// Fenced: the lease passed on while acting. The action stays
+		// open; its redelivery resumes it once the lease is free again.
+		e.Metrics.Action(ctx, name, step, "fenced")
+		return false, fmt.Errorf("%w: %s %s stopped: %w", errTransient, name, step, context.Cause(r.target.lost))
 	case err != nil:
 		e.Metrics.Action(ctx, name, step, "error")
 		retryable := !errors.Is(err, action.ErrUnsafe) && !errors.Is(err, action.ErrInvalidParams) && !errors.Is(err, action.ErrBlocked)
@@ -728,6 +761,7 @@ func (e *Engine) settleWithoutActing(ctx context.Context, r *run, step, why stri
 			return fmt.Errorf("%w: release claim %s: %w", errTransient, r.actionID, err)
 		}
 		r.lease.Store(nil)
+		r.state = ""
 	}
 	return e.suppress(ctx, r, outcome, why)
 }
@@ -838,6 +872,14 @@ func (e *Engine) fail(ctx context.Context, r *run, step string, cause error) err
 // retry hands the event back for redelivery with a growing delay, or, after
 // MaxAttempts, audits giving up and terminates it.
 func (e *Engine) retry(ctx context.Context, r *run, stage string, err error, log *slog.Logger) {
+	if errors.Is(err, errTargetBusy) && ctx.Err() == nil {
+		// Waiting for another action on the target is not a failure: the
+		// holder finishes or its lease runs out, so it uses no attempts.
+		delay := min(e.cfg.RetryDelay*time.Duration(min(r.attempt, 1000)), 5*time.Second) //nolint:gosec // bounded above
+		log.InfoContext(ctx, "target busy; event waits", "stage", stage, "retry_in", delay, "why", err)
+		_ = r.msg.NakWithDelay(delay)
+		return
+	}
 	if errors.Is(err, errTransient) && r.attempt < uint64(e.cfg.MaxAttempts) && ctx.Err() == nil { //nolint:gosec // MaxAttempts is validated positive
 		delay := min(e.cfg.RetryDelay*time.Duration(min(r.attempt, 1000)), 30*time.Second) //nolint:gosec // bounded above
 		log.WarnContext(ctx, "event will be retried", "stage", stage, "retry_in", delay, "err", err)
