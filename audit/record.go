@@ -9,7 +9,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"strconv"
 	"strings"
 	"time"
@@ -209,71 +208,73 @@ func detailsJSON(raw json.RawMessage) (json.RawMessage, error) {
 // canonicalJSON re-encodes the JSON value raw without insignificant
 // whitespace, with strings escaped by appendString, object members in their
 // original order and numbers as their literal text.
+//
+// It runs for every record appended, so it is one pass over the bytes
+// after json.Valid: structure and literals are copied, whitespace dropped,
+// and only strings that are not already in appendString's form are
+// decoded and encoded again.
 func canonicalJSON(raw json.RawMessage) (json.RawMessage, error) {
-	trimmed := bytes.TrimSpace(raw)
-	dec := json.NewDecoder(bytes.NewReader(trimmed))
-	dec.UseNumber()
-	type frame struct {
-		object bool
-		n      int // values (and keys, in an object) written so far
+	in := bytes.TrimSpace(raw)
+	if len(in) == 0 {
+		return nil, errors.New("unexpected end of JSON input")
 	}
-	var (
-		out   = make([]byte, 0, len(trimmed))
-		stack []frame
-		done  bool
-	)
-	prefix := func() {
-		if len(stack) == 0 {
-			return
-		}
-		top := &stack[len(stack)-1]
-		switch {
-		case top.object && top.n%2 == 1:
-			out = append(out, ':')
-		case top.n > 0:
-			out = append(out, ',')
-		}
-		top.n++
-	}
-	for {
-		tok, err := dec.Token()
-		if errors.Is(err, io.EOF) {
-			if !done {
-				return nil, errors.New("unexpected end of JSON input")
-			}
-			return out, nil
-		}
-		if err != nil {
+	if !json.Valid(in) {
+		// Let the decoder say what is wrong.
+		var v any
+		if err := json.Unmarshal(in, &v); err != nil {
 			return nil, err
 		}
-		if done {
-			return nil, errors.New("unexpected data after the JSON value")
-		}
-		switch v := tok.(type) {
-		case json.Delim:
-			switch v {
-			case '{', '[':
-				prefix()
-				stack = append(stack, frame{object: v == '{'})
-			default:
-				stack = stack[:len(stack)-1]
-			}
-			out = append(out, byte(v)) //nolint:gosec // a json.Delim is one of {}[]
-		case string:
-			prefix()
-			out = appendString(out, v)
-		case json.Number:
-			prefix()
-			out = append(out, v...)
-		case bool:
-			prefix()
-			out = strconv.AppendBool(out, v)
-		case nil:
-			prefix()
-			out = append(out, "null"...)
-		}
-		done = len(stack) == 0
+		return nil, errors.New("invalid JSON")
 	}
+	out := make([]byte, 0, len(in))
+	for i := 0; i < len(in); {
+		switch c := in[i]; c {
+		case ' ', '\t', '\n', '\r':
+			i++
+		case '"':
+			end := stringEnd(in, i)
+			seg := in[i : end+1]
+			if plainString(seg) {
+				out = append(out, seg...)
+			} else {
+				var str string
+				if err := json.Unmarshal(seg, &str); err != nil {
+					return nil, err
+				}
+				out = appendString(out, str)
+			}
+			i = end + 1
+		default:
+			out = append(out, c)
+			i++
+		}
+	}
+	return out, nil
+}
+
+// stringEnd returns the index of the quote closing the string that opens
+// at in[start], in valid JSON.
+func stringEnd(in []byte, start int) int {
+	for i := start + 1; i < len(in); i++ {
+		switch in[i] {
+		case '\\':
+			i++
+		case '"':
+			return i
+		}
+	}
+	return len(in) - 1 // unreachable after json.Valid
+}
+
+// plainString reports whether the quoted JSON string seg is already what
+// appendString writes for its value: printable ASCII without escapes.
+func plainString(seg []byte) bool {
+	for _, c := range seg[1 : len(seg)-1] {
+		if c < 0x20 || c >= utf8.RuneSelf || c == '"' || c == '\\' {
+			return false
+		}
+	}
+	return true
 }
 
 // canonicalDetails returns details in canonical form and checks that they

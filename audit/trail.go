@@ -32,7 +32,12 @@ type Trail struct {
 	js  jetstream.JetStream
 	log *slog.Logger
 
-	// mu serializes appends and guards the cached tail.
+	// qmu guards the appends waiting for the committer.
+	qmu        sync.Mutex
+	queue      []*pendingAppend
+	committing bool
+
+	// mu serializes commits and guards the cached tail.
 	mu       sync.Mutex
 	tailOK   bool
 	tailSeq  uint64
@@ -54,11 +59,15 @@ func NewTrail(js jetstream.JetStream, log *slog.Logger) *Trail {
 // kind or details that are not a JSON object are refused with
 // ErrInvalidRecord.
 //
-// Append publishes with an expected-last-sequence check against the tail
-// it has cached, so the hot path is a single publish. When another writer
-// got there first it re-reads the tail and retries. An error means the
-// record was not stored, or (after a lost acknowledgement) that it is
-// unknown whether it was: callers must then not take the audited step.
+// Appends made at the same time are committed together: one committer
+// chains the waiting records on the tail it has cached and publishes them
+// back to back, each with an expected-last-sequence check on the one
+// before, then waits for their acknowledgements. A batch costs about one
+// round trip however many records it holds. When another writer got there
+// first the committer re-reads the tail and retries what did not land.
+// An error means the record was not stored, or (after a lost
+// acknowledgement, or when ctx ends first) that it is unknown whether it
+// was: callers must then not take the audited step.
 func (t *Trail) Append(ctx context.Context, r Record) (Record, error) {
 	if r.TraceID == "" {
 		if sc := trace.SpanContextFromContext(ctx); sc.IsValid() {
@@ -68,51 +77,190 @@ func (t *Trail) Append(ctx context.Context, r Record) (Record, error) {
 	if err := r.normalize(time.Now()); err != nil {
 		return Record{}, err
 	}
+	p := &pendingAppend{rec: r, done: make(chan struct{})}
+	t.qmu.Lock()
+	t.queue = append(t.queue, p)
+	if !t.committing {
+		t.committing = true
+		go t.commitLoop()
+	}
+	t.qmu.Unlock()
+	select {
+	case <-p.done:
+		return p.out, p.err
+	case <-ctx.Done():
+		return Record{}, fmt.Errorf("audit: append %s record %s: %w (it may still be appended)", r.Kind, r.ID, context.Cause(ctx))
+	}
+}
+
+// pendingAppend is a record waiting for the committer, and its result.
+type pendingAppend struct {
+	rec  Record
+	done chan struct{} // closed when out or err is set
+	out  Record
+	err  error
+}
+
+func (p *pendingAppend) finish(out Record, err error) {
+	p.out, p.err = out, err
+	close(p.done)
+}
+
+// Commit batches: at most maxBatch records, each batch given appendTimeout.
+const (
+	maxBatch      = 256
+	appendTimeout = 10 * time.Second
+)
+
+// commitLoop commits what is queued, batch after batch, and ends when the
+// queue is empty (the next Append starts another).
+func (t *Trail) commitLoop() {
+	for {
+		t.qmu.Lock()
+		if len(t.queue) == 0 {
+			t.committing = false
+			t.qmu.Unlock()
+			return
+		}
+		n := min(len(t.queue), maxBatch)
+		batch := make([]*pendingAppend, n)
+		copy(batch, t.queue)
+		t.queue = append(t.queue[:0], t.queue[n:]...)
+		t.qmu.Unlock()
+		t.commit(batch)
+	}
+}
+
+// commit appends batch in order, retrying the part that did not land when
+// another writer extended the trail first, and finishes every pending
+// append of it.
+func (t *Trail) commit(batch []*pendingAppend) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	for attempt := 1; ; attempt++ {
+	ctx, cancel := context.WithTimeout(context.Background(), appendTimeout)
+	defer cancel()
+	failRest := func(err error) {
+		for _, p := range batch {
+			p.finish(Record{}, fmt.Errorf("audit: append %s record %s: %w", p.rec.Kind, p.rec.ID, err))
+		}
+	}
+	for attempt := 1; len(batch) > 0; attempt++ {
 		if !t.tailOK {
 			if err := t.loadTail(ctx); err != nil {
-				return Record{}, fmt.Errorf("audit: append %s record %s: %w", r.Kind, r.ID, err)
+				failRest(err)
+				return
 			}
 		}
-		rec := r
-		rec.Seq = t.tailSeq + 1
-		rec.PrevHash = t.tailHash
-		rec.Hash = rec.ComputeHash()
-		ack, err := t.js.Publish(ctx, bus.SubjectAudit, rec.appendCanonical(nil, true),
-			jetstream.WithExpectStream(bus.StreamAudit),
-			jetstream.WithExpectLastSequence(t.tailSeq))
+		recs, err := t.publishChained(ctx, batch)
+		ok := len(recs)
+		for i := range ok {
+			batch[i].finish(recs[i], nil)
+		}
+		if ok > 0 {
+			t.tailSeq, t.tailHash = recs[ok-1].Seq, recs[ok-1].Hash
+		}
+		batch = batch[ok:]
 		if err == nil {
-			if ack.Sequence != rec.Seq {
-				// Unreachable while the expected-last-sequence check holds.
-				t.tailOK = false
-				return Record{}, fmt.Errorf("audit: append %s record %s: stored at stream sequence %d, chained as %d", rec.Kind, rec.ID, ack.Sequence, rec.Seq)
-			}
-			t.tailSeq, t.tailHash = rec.Seq, rec.Hash
-			t.log.DebugContext(ctx, "audit record appended", "seq", rec.Seq, "kind", rec.Kind, "target", rec.Target, "id", rec.ID)
-			return rec, nil
+			return
 		}
 		// Whatever happened, the cached tail may now be stale.
 		t.tailOK = false
 		if !isWrongLastSequence(err) {
-			return Record{}, fmt.Errorf("audit: append %s record %s to stream %s: %w", rec.Kind, rec.ID, bus.StreamAudit, err)
+			failRest(fmt.Errorf("to stream %s: %w", bus.StreamAudit, err))
+			return
 		}
 		if attempt >= maxAppendAttempts {
-			return Record{}, fmt.Errorf("audit: append %s record %s: gave up after %d attempts, other writers kept extending the trail: %w", rec.Kind, rec.ID, attempt, err)
+			failRest(fmt.Errorf("gave up after %d attempts, other writers kept extending the trail: %w", attempt, err))
+			return
 		}
-		t.log.DebugContext(ctx, "audit tail moved, retrying append", "expected_last_seq", t.tailSeq, "attempt", attempt)
+		t.log.Debug("audit tail moved, retrying append", "expected_last_seq", t.tailSeq, "records", len(batch), "attempt", attempt)
 		if attempt > 2 {
 			// Several lost races in a row: back off a little, randomly,
 			// so that competing writers do not keep colliding.
 			wait := rand.N(time.Duration(attempt) * time.Millisecond) //nolint:gosec // jitter, not a secret
 			select {
 			case <-ctx.Done():
-				return Record{}, fmt.Errorf("audit: append %s record %s: %w", rec.Kind, rec.ID, ctx.Err())
+				failRest(ctx.Err())
+				return
 			case <-time.After(wait):
 			}
 		}
 	}
+}
+
+// publishChained chains batch on the cached tail, publishes it without
+// waiting in between, and returns the records that landed (a prefix of the
+// batch, since each one expects the one before) with the error that
+// stopped the rest. After an error other than another writer's, the stream
+// is read back to learn which records landed although their
+// acknowledgement was lost.
+func (t *Trail) publishChained(ctx context.Context, batch []*pendingAppend) ([]Record, error) {
+	recs := make([]Record, 0, len(batch))
+	futures := make([]jetstream.PubAckFuture, 0, len(batch))
+	seq, hash := t.tailSeq, t.tailHash
+	prevID := "" // the cached tail is known to be at seq: the check on seq suffices for the first
+	var sendErr error
+	for _, p := range batch {
+		rec := p.rec
+		rec.Seq, rec.PrevHash = seq+1, hash
+		rec.Hash = rec.ComputeHash()
+		opts := []jetstream.PublishOpt{jetstream.WithExpectStream(bus.StreamAudit), jetstream.WithExpectLastSequence(seq), jetstream.WithMsgID(rec.ID)}
+		if prevID != "" {
+			// The sequence alone is not enough here: had the record
+			// before this one lost its place to another writer's, this
+			// one would land on top of that record, chained to the wrong
+			// hash. The previous message must be ours.
+			opts = append(opts, jetstream.WithExpectLastMsgID(prevID))
+		}
+		f, err := t.js.PublishAsync(bus.SubjectAudit, rec.appendCanonical(nil, true), opts...)
+		if err != nil {
+			sendErr = err
+			break
+		}
+		recs, futures = append(recs, rec), append(futures, f)
+		seq, hash, prevID = rec.Seq, rec.Hash, rec.ID
+	}
+	for i, f := range futures {
+		var err error
+		select {
+		case ack := <-f.Ok():
+			if ack.Sequence != recs[i].Seq {
+				// Unreachable while the expected-last-sequence check holds.
+				err = fmt.Errorf("stored at stream sequence %d, chained as %d", ack.Sequence, recs[i].Seq)
+			}
+		case err = <-f.Err():
+		case <-ctx.Done():
+			err = ctx.Err()
+		}
+		if err == nil {
+			continue
+		}
+		if isWrongLastSequence(err) {
+			return recs[:i], err
+		}
+		return recs[:i+t.landed(ctx, recs[i:])], err
+	}
+	return recs, sendErr
+}
+
+// landed returns how many of recs, in order, are in the stream with the
+// hashes they were given: records whose acknowledgement was lost.
+func (t *Trail) landed(ctx context.Context, recs []Record) int {
+	stream, err := t.js.Stream(ctx, bus.StreamAudit)
+	if err != nil {
+		return 0
+	}
+	for i, rec := range recs {
+		msg, err := stream.GetMsg(ctx, rec.Seq)
+		if err != nil {
+			return i
+		}
+		var stored Record
+		if json.Unmarshal(msg.Data, &stored) != nil || stored.Hash != rec.Hash {
+			return i
+		}
+	}
+	return len(recs)
 }
 
 // loadTail reads the last record of the stream into the cached tail.
@@ -157,8 +305,13 @@ func isWrongLastSequence(err error) bool {
 		return false
 	}
 	return apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
-		apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant
+		apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant ||
+		apiErr.ErrorCode == errCodeWrongLastMsgID
 }
+
+// errCodeWrongLastMsgID is the server's "wrong last msg ID" (10070): the
+// record before one of a batch lost its place to another writer's.
+const errCodeWrongLastMsgID jetstream.ErrorCode = 10070
 
 // Default and maximum number of records Query returns.
 const (

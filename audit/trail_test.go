@@ -146,7 +146,7 @@ func TestAuditAppendConcurrentWriters(t *testing.T) {
 
 	t.Run("two trails with several goroutines each keep one chain", func(t *testing.T) {
 		trails := []*audit.Trail{audit.NewTrail(env.js, nil), audit.NewTrail(env.connect(t), nil)}
-		const goroutines, perGoroutine = 4, 40
+		const goroutines, perGoroutine = 32, 25 // enough at once that appends are committed in batches
 		var (
 			wg   sync.WaitGroup
 			mu   sync.Mutex

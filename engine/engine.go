@@ -166,6 +166,10 @@ func New(cfg Config, deps Deps) (*Engine, error) {
 	return &Engine{cfg: cfg, Deps: deps, now: time.Now, instance: newActionID()[4:], recent: map[string][]policies.RecentAction{}}, nil
 }
 
+// Instance names this engine among the replicas sharing the work: it is
+// the holder written into action and target leases.
+func (e *Engine) Instance() string { return e.instance }
+
 // Run consumes events until ctx ends. It then stops taking new events,
 // gives the ones in hand up to ShutdownGrace to finish, and hands the rest
 // back to JetStream for redelivery, so no event is lost.

@@ -30,8 +30,9 @@ import (
 // idempotency for that: node.drain's marks carry the action id, and
 // etcd.replace-member holds its cluster's journal lock.
 
-// targetHold is the value of a target's lease.
-type targetHold struct {
+// TargetHold is the value of a target's lease: which action of which
+// engine may act on the target now.
+type TargetHold struct {
 	ActionID string `json:"action_id"`
 	// Key is the action's idempotency key, so another engine can see
 	// whether the holder's action is still open.
@@ -47,7 +48,7 @@ type targetLease struct {
 	target string
 
 	mu   sync.Mutex
-	hold targetHold
+	hold TargetHold
 	rev  uint64 // fencing token: the bucket revision this engine last wrote
 
 	// lost is cancelled, with the reason, when the lease is lost; the
@@ -64,6 +65,14 @@ var errTargetBusy = errors.New("target busy")
 
 func targetKey(target string) string { return hashKey("tgt.", target) }
 
+// TargetLease returns the lease of target in the actions bucket, or nil
+// when no action holds it (a lease past its term is still returned: see
+// Renewed).
+func TargetLease(ctx context.Context, actions jetstream.KeyValue, target string) (*TargetHold, error) {
+	h, _, err := getJSON[TargetHold](ctx, actions, targetKey(target))
+	return h, err
+}
+
 // holdTarget takes the lease of the run's target for its current action,
 // or returns an error wrapping errTargetBusy while another action holds it.
 // A lease left by this same action (an earlier attempt, on any engine) is
@@ -75,7 +84,7 @@ func (e *Engine) holdTarget(ctx context.Context, r *run) error {
 	e.releaseTarget(ctx, r)
 	key := targetKey(r.ev.Subject)
 	now := e.now()
-	hold := targetHold{ActionID: r.actionID, Key: r.idemKey, Remediator: r.remName, Holder: e.instance, Renewed: now}
+	hold := TargetHold{ActionID: r.actionID, Key: r.idemKey, Remediator: r.remName, Holder: e.instance, Renewed: now}
 	b, err := json.Marshal(hold)
 	if err != nil {
 		return err
@@ -109,7 +118,7 @@ func (e *Engine) takeTarget(ctx context.Context, r *run, key string, b []byte, n
 	if err != nil {
 		return 0, err
 	}
-	var cur targetHold
+	var cur TargetHold
 	if err := json.Unmarshal(entry.Value(), &cur); err != nil {
 		return 0, fmt.Errorf("decode lease of %s: %w", r.ev.Subject, err)
 	}
@@ -274,7 +283,7 @@ func (e *Engine) targetFree(ctx context.Context, r *run) error {
 	if err != nil {
 		return fmt.Errorf("%w: lease of %s: %w", errTransient, r.ev.Subject, err)
 	}
-	var cur targetHold
+	var cur TargetHold
 	if json.Unmarshal(entry.Value(), &cur) != nil {
 		return nil // holdTarget reports it
 	}

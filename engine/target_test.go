@@ -150,14 +150,14 @@ func TestLostTargetLeaseStopsTheAction(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var held targetHold
+	var held TargetHold
 	if err := json.Unmarshal(entry.Value(), &held); err != nil {
 		t.Fatal(err)
 	}
 	if held.Holder != h.eng.instance || held.Remediator != "test.count" || held.ActionID == "" {
 		t.Fatalf("lease %+v is not the acting engine's", held)
 	}
-	thief := targetHold{ActionID: "act-thief", Holder: "other-engine", Renewed: time.Now()}
+	thief := TargetHold{ActionID: "act-thief", Holder: "other-engine", Renewed: time.Now()}
 	b, _ := json.Marshal(thief)
 	if _, err := h.streams.Actions.Update(t.Context(), key, b, entry.Revision()); err != nil {
 		t.Fatal(err)
@@ -192,7 +192,7 @@ func TestTargetLeaseOfAnOpenActionWaitsForItsResume(t *testing.T) {
 	ctx := t.Context()
 	// An engine died while acting on node/w: its action is open and its
 	// lease ran out long ago.
-	dead := targetHold{ActionID: "act-dead", Key: "act.dead", Remediator: "test.count", Holder: "dead-engine", Renewed: time.Now().Add(-10 * time.Second)}
+	dead := TargetHold{ActionID: "act-dead", Key: "act.dead", Remediator: "test.count", Holder: "dead-engine", Renewed: time.Now().Add(-10 * time.Second)}
 	b, _ := json.Marshal(dead)
 	if _, err := h.streams.Actions.Put(ctx, targetKey("node/w"), b); err != nil {
 		t.Fatal(err)

@@ -338,9 +338,38 @@ func jsonValue(b []byte) (ast.Value, error) {
 	}
 	v, err := ast.InterfaceToValue(x)
 	if err != nil {
+		// A number Rego cannot hold (1E100000) is valid JSON: keep it as
+		// its text rather than leave the event without a decision.
+		v, err = ast.InterfaceToValue(oversizeNumbersAsText(x))
+	}
+	if err != nil {
 		return nil, fmt.Errorf("convert JSON to Rego value: %w", err)
 	}
 	return v, nil
+}
+
+// oversizeNumbersAsText replaces, in a decoded JSON value, each number
+// that Rego cannot represent with its text.
+func oversizeNumbersAsText(x any) any {
+	switch v := x.(type) {
+	case json.Number:
+		if _, err := ast.InterfaceToValue(v); err != nil {
+			return string(v)
+		}
+		return v
+	case map[string]any:
+		for k, e := range v {
+			v[k] = oversizeNumbersAsText(e)
+		}
+		return v
+	case []any:
+		for i, e := range v {
+			v[i] = oversizeNumbersAsText(e)
+		}
+		return v
+	default:
+		return x
+	}
 }
 
 // timeTerm formats t as encoding/json does.

@@ -364,6 +364,7 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (s *Server, err er
 
 	log.Info("healer serving",
 		"listen", s.addr.String(),
+		"engine_instance", s.engine.Instance(),
 		"nats", natsDesc,
 		"rate_limits", s.limiter.Describe(),
 		"kubernetes", kubeDesc,

@@ -45,19 +45,28 @@ type proc struct {
 	mu   sync.Mutex
 	log  bytes.Buffer
 	addr string
-	done chan error
+	// instance is the engine's name in action and target leases.
+	instance string
+	done     chan error
 }
 
-var listenRE = regexp.MustCompile(`msg="healer serving" listen=(\S+)`)
+var listenRE = regexp.MustCompile(`msg="healer serving" listen=(\S+) engine_instance=(\S+)`)
 
 func startBinary(t *testing.T, dataDir string) *proc {
+	t.Helper()
+	return startBinaryWith(t, dataDir, []string{"--nats-listen", "127.0.0.1:-1"}, []string{"KUBECONFIG=", "KUBERNETES_SERVICE_HOST="})
+}
+
+// startBinaryWith starts `healer serve` on dataDir and a free port, with
+// more flags and environment variables.
+func startBinaryWith(t *testing.T, dataDir string, args, env []string) *proc {
 	t.Helper()
 	bin, err := buildOnce()
 	if err != nil {
 		t.Fatalf("build healer: %v", err)
 	}
-	cmd := exec.Command(bin, "serve", "--data-dir", dataDir, "--listen", "127.0.0.1:0", "--nats-listen", "127.0.0.1:-1")
-	cmd.Env = append(os.Environ(), "KUBECONFIG=", "KUBERNETES_SERVICE_HOST=")
+	cmd := exec.Command(bin, append([]string{"serve", "--data-dir", dataDir, "--listen", "127.0.0.1:0"}, args...)...) //nolint:gosec // the binary this test built
+	cmd.Env = append(os.Environ(), env...)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -66,7 +75,7 @@ func startBinary(t *testing.T, dataDir string) *proc {
 		t.Fatal(err)
 	}
 	p := &proc{cmd: cmd, done: make(chan error, 1)}
-	found := make(chan string, 1)
+	found := make(chan []string, 1)
 	go func() {
 		sc := bufio.NewScanner(stderr)
 		for sc.Scan() {
@@ -75,7 +84,7 @@ func startBinary(t *testing.T, dataDir string) *proc {
 			p.log.WriteString(line + "\n")
 			p.mu.Unlock()
 			if m := listenRE.FindStringSubmatch(line); m != nil {
-				found <- m[1]
+				found <- m[1:]
 			}
 		}
 		p.done <- cmd.Wait()
@@ -87,7 +96,8 @@ func startBinary(t *testing.T, dataDir string) *proc {
 		}
 	})
 	select {
-	case p.addr = <-found:
+	case m := <-found:
+		p.addr, p.instance = m[0], m[1]
 	case <-time.After(60 * time.Second):
 		t.Fatalf("healer did not start:\n%s", p.logText())
 	}
