@@ -9,7 +9,7 @@ ETCD_VERSION ?= v3.6.7
 GOLANGCI_LINT_VERSION ?= v2.15.0
 export K8S_VERSION ETCD_VERSION
 
-.PHONY: all build run demo test e2e testenv bench lint policy-test fuzz fmt vet clean
+.PHONY: all build run demo test e2e testenv bench lint policy-test fuzz fmt vet clean manifests
 
 all: build
 
@@ -65,6 +65,10 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzAppendJSON -fuzztime $(FUZZTIME) ./bus/
 	$(GO) test -run '^$$' -fuzz FuzzInteractionPayload -fuzztime $(FUZZTIME) ./chatops/
 	$(GO) test -run '^$$' -fuzz FuzzSlashScope -fuzztime $(FUZZTIME) ./chatops/
+
+## manifests: deploy/'s RBAC template from the remediator registry, and deploy/manifests/healer.yaml from the Helm chart.
+manifests:
+	$(GO) run ./deploy/gen
 
 ## lint: golangci-lint with the linters in .golangci.yml.
 lint:

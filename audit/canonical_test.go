@@ -79,7 +79,6 @@ func canonicalJSONTokens(raw json.RawMessage) (json.RawMessage, error) {
 	}
 }
 
-
 // FuzzCanonicalJSON checks the one-pass canonical form against the
 // token-based one: the same bytes for every valid input, an error for
 // every invalid one.

@@ -82,7 +82,7 @@ func (t *Trail) Append(ctx context.Context, r Record) (Record, error) {
 	t.queue = append(t.queue, p)
 	if !t.committing {
 		t.committing = true
-		go t.commitLoop()
+		go t.commitLoop() //nolint:contextcheck // commits for every waiting caller, not under one caller's context
 	}
 	t.qmu.Unlock()
 	select {

@@ -16,8 +16,8 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/selfheal/healer/audit"
-	"github.com/selfheal/healer/bus/bustest"
 	"github.com/selfheal/healer/bus"
+	"github.com/selfheal/healer/bus/bustest"
 )
 
 func TestAuditAppend(t *testing.T) {

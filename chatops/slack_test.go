@@ -39,12 +39,16 @@ func eventually(t *testing.T, what string, cond func() bool) {
 // memPauses stores pauses in the real pause bucket, without audit.
 type memPauses struct{ ps *guard.Pauses }
 
-func (m memPauses) SetPause(ctx context.Context, p *guard.Pause, _ string) error { return m.ps.Set(ctx, p) }
+func (m memPauses) SetPause(ctx context.Context, p *guard.Pause, _ string) error {
+	return m.ps.Set(ctx, p)
+}
 func (m memPauses) ClearPause(ctx context.Context, id, _ string) (guard.Pause, error) {
 	return m.ps.Clear(ctx, id)
 }
-func (m memPauses) List() []guard.Pause          { return m.ps.List() }
-func (m memPauses) Known(remediator string) bool { return remediator == "node.drain" || remediator == "node.cordon" }
+func (m memPauses) List() []guard.Pause { return m.ps.List() }
+func (m memPauses) Known(remediator string) bool {
+	return remediator == "node.drain" || remediator == "node.cordon"
+}
 
 type app struct {
 	slack  *Slack

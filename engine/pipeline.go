@@ -716,11 +716,11 @@ func (e *Engine) actStep(ctx context.Context, r *run) (bool, error) {
 		r.lease.Store(nil)
 		r.state = ""
 		return true, e.suppress(ctx, r, outcomeSuppressed, fmt.Sprintf("circuit breaker open for %s; nothing was done", name))
-	case err != nil && r.target != nil && context.Cause(r.target.lost) != nil:
+	case err != nil && r.target != nil && r.target.lostBecause() != nil:
 		// Fenced: the lease passed on while acting. The action stays
 		// open; its redelivery resumes it once the lease is free again.
 		e.Metrics.Action(ctx, name, step, "fenced")
-		return false, fmt.Errorf("%w: %s %s stopped: %w", errTransient, name, step, context.Cause(r.target.lost))
+		return false, fmt.Errorf("%w: %s %s stopped: %w", errTransient, name, step, r.target.lostBecause())
 	case err != nil:
 		e.Metrics.Action(ctx, name, step, "error")
 		retryable := !errors.Is(err, action.ErrUnsafe) && !errors.Is(err, action.ErrInvalidParams) && !errors.Is(err, action.ErrBlocked)

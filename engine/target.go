@@ -102,7 +102,7 @@ func (e *Engine) holdTarget(ctx context.Context, r *run) error {
 	lost, cancel := context.WithCancelCause(context.Background())
 	tl := &targetLease{key: key, target: r.ev.Subject, hold: hold, rev: rev, lost: lost, cancel: cancel, stop: make(chan struct{})}
 	r.target = tl
-	go e.keepTarget(tl)
+	go e.keepTarget(tl) //nolint:gosec,contextcheck // G118: the keeper lives as long as the lease, which outlives this call; it stops on release
 	return nil
 }
 
@@ -159,10 +159,15 @@ func (e *Engine) confirmTarget(ctx context.Context, r *run) error {
 	if err := e.renewTarget(ctx, tl); err != nil {
 		return fmt.Errorf("%w: lease of %s before acting: %w", errTransient, r.ev.Subject, err)
 	}
-	if err := context.Cause(tl.lost); err != nil {
+	if err := tl.lostBecause(); err != nil {
 		return fmt.Errorf("%w: %w", errTransient, err)
 	}
 	return nil
+}
+
+// lostBecause says why the lease was lost, or nil while it is held.
+func (tl *targetLease) lostBecause() error {
+	return context.Cause(tl.lost) //nolint:contextcheck // the lease's own state, not a request's context
 }
 
 // renewTarget writes the lease again on the revision last written. A

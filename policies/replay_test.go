@@ -18,18 +18,20 @@ func TestCompare(t *testing.T) {
 		then, now Decision
 		want      string
 	}{
-		"same":              {cordon, with(func(d *Decision) { d.Reason, d.Rule = "other words", "renamed" }), ChangeSame},
-		"both nothing":      {nothing, Decision{Reason: "other"}, ChangeSame},
-		"approval unset":    {with(func(d *Decision) { d.Approval = "" }), cordon, ChangeSame},
-		"more":              {nothing, cordon, ChangeMore},
-		"less":              {cordon, nothing, ChangeLess},
-		"dry-run now":       {cordon, with(func(d *Decision) { d.DryRun = true }), ChangeLess},
-		"dry-run then":      {with(func(d *Decision) { d.DryRun = true }), cordon, ChangeMore},
-		"other remediator":  {cordon, with(func(d *Decision) { d.Remediator = "node.drain" }), ChangeDifferent},
-		"other params":      {cordon, with(func(d *Decision) { d.Params["reason"] = "x" }), ChangeDifferent},
-		"approval":          {cordon, with(func(d *Decision) { d.Approval = ApprovalTwo }), ChangeDifferent},
-		"rate limit":        {cordon, with(func(d *Decision) { d.RateLimit = &RateLimit{Key: "k", Max: 1, Per: time.Hour} }), ChangeDifferent},
-		"ladder":            {cordon, with(func(d *Decision) { d.Steps = []Step{{Remediator: "node.cordon"}, {Remediator: "node.drain", Wait: time.Minute}} }), ChangeDifferent},
+		"same":             {cordon, with(func(d *Decision) { d.Reason, d.Rule = "other words", "renamed" }), ChangeSame},
+		"both nothing":     {nothing, Decision{Reason: "other"}, ChangeSame},
+		"approval unset":   {with(func(d *Decision) { d.Approval = "" }), cordon, ChangeSame},
+		"more":             {nothing, cordon, ChangeMore},
+		"less":             {cordon, nothing, ChangeLess},
+		"dry-run now":      {cordon, with(func(d *Decision) { d.DryRun = true }), ChangeLess},
+		"dry-run then":     {with(func(d *Decision) { d.DryRun = true }), cordon, ChangeMore},
+		"other remediator": {cordon, with(func(d *Decision) { d.Remediator = "node.drain" }), ChangeDifferent},
+		"other params":     {cordon, with(func(d *Decision) { d.Params["reason"] = "x" }), ChangeDifferent},
+		"approval":         {cordon, with(func(d *Decision) { d.Approval = ApprovalTwo }), ChangeDifferent},
+		"rate limit":       {cordon, with(func(d *Decision) { d.RateLimit = &RateLimit{Key: "k", Max: 1, Per: time.Hour} }), ChangeDifferent},
+		"ladder": {cordon, with(func(d *Decision) {
+			d.Steps = []Step{{Remediator: "node.cordon"}, {Remediator: "node.drain", Wait: time.Minute}}
+		}), ChangeDifferent},
 		"numbers from JSON": {with(func(d *Decision) { d.Params["grace"] = float64(30) }), with(func(d *Decision) { d.Params["grace"] = 30 }), ChangeSame},
 	} {
 		if got := Compare(tc.then, tc.now); got != tc.want {

@@ -14,11 +14,11 @@ import (
 	"github.com/selfheal/healer/detectors/certexpiry"
 	"github.com/selfheal/healer/detectors/logpipeline"
 	"github.com/selfheal/healer/detectors/runtimepanic"
+	"github.com/selfheal/healer/internal/telemetry"
 	"github.com/selfheal/healer/internal/yamlconfig"
 	"github.com/selfheal/healer/remediators/certrenew"
 	etcdmember "github.com/selfheal/healer/remediators/etcdmember"
 	"github.com/selfheal/healer/remediators/restart"
-	"github.com/selfheal/healer/internal/telemetry"
 	"github.com/selfheal/healer/remediators/vip"
 )
 

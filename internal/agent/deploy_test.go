@@ -13,27 +13,31 @@ import (
 	"github.com/selfheal/healer/internal/agent"
 )
 
-// TestDeployManifest checks the agent's manifest in deploy/: its
-// configurations are valid agent configurations, and its pods hold no
-// privilege beyond those its header documents.
+// TestDeployManifest checks the agent's part of the plain manifest that
+// deploy/ renders from its Helm chart: its configurations are valid agent
+// configurations, and its pods hold no privilege beyond those deploy/README.md
+// documents.
 func TestDeployManifest(t *testing.T) {
-	raw, err := os.ReadFile("../../deploy/agent/healer-agent.yaml")
+	raw, err := os.ReadFile("../../deploy/manifests/healer.yaml")
 	if err != nil {
 		t.Fatal(err)
 	}
 	var cm corev1.ConfigMap
 	var daemonSets []appsv1.DaemonSet
-	for _, doc := range strings.Split(string(raw), "\n---\n") {
-		var meta struct{ Kind string }
+	for doc := range strings.SplitSeq("\n"+string(raw), "\n---\n") {
+		var meta struct {
+			Kind     string
+			Metadata struct{ Name string }
+		}
 		if err := yaml.Unmarshal([]byte(doc), &meta); err != nil {
 			t.Fatal(err)
 		}
-		switch meta.Kind {
-		case "ConfigMap":
+		switch {
+		case meta.Kind == "ConfigMap" && meta.Metadata.Name == "healer-agent":
 			if err := yaml.UnmarshalStrict([]byte(doc), &cm); err != nil {
 				t.Fatal(err)
 			}
-		case "DaemonSet":
+		case meta.Kind == "DaemonSet" && (meta.Metadata.Name == "healer-agent" || meta.Metadata.Name == "healer-agent-master"):
 			var ds appsv1.DaemonSet
 			if err := yaml.UnmarshalStrict([]byte(doc), &ds); err != nil {
 				t.Fatal(err)
@@ -61,7 +65,7 @@ func TestDeployManifest(t *testing.T) {
 			}
 		})
 	}
-	readme, err := os.ReadFile("../../deploy/agent/README.md")
+	readme, err := os.ReadFile("../../deploy/README.md")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -71,7 +75,7 @@ func TestDeployManifest(t *testing.T) {
 			// Every host path the pod sees is documented, with why.
 			for _, v := range spec.Volumes {
 				if v.HostPath != nil && !strings.Contains(string(readme), "`"+v.HostPath.Path) {
-					t.Errorf("hostPath %s is not documented in deploy/agent/README.md", v.HostPath.Path)
+					t.Errorf("hostPath %s is not documented in deploy/README.md", v.HostPath.Path)
 				}
 			}
 			if spec.AutomountServiceAccountToken == nil || *spec.AutomountServiceAccountToken {

@@ -105,7 +105,7 @@ func TestShadowPoliciesAndReplay(t *testing.T) {
 	}
 	out, code = replay("--policies", dir, "--since", "1h", "--json")
 	var res struct {
-		Events  []policies.Replayed   `json:"events"`
+		Events  []policies.Replayed    `json:"events"`
 		Summary policies.ReplaySummary `json:"summary"`
 	}
 	if code != 0 || json.Unmarshal([]byte(out), &res) != nil || res.Summary.Less != 1 || len(res.Events) != 3 {

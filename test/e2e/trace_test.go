@@ -4,10 +4,10 @@ import (
 	"context"
 	"encoding/hex"
 	"io"
-	"net/http"
-	"regexp"
 	"net"
+	"net/http"
 	"net/url"
+	"regexp"
 	"slices"
 	"strings"
 	"sync"
@@ -170,4 +170,3 @@ func metricsText(t *testing.T, base string) string {
 	b, _ := io.ReadAll(resp.Body)
 	return string(b)
 }
-

@@ -1,0 +1,891 @@
+package deploy_test
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nkeys"
+	"helm.sh/helm/v4/pkg/chart/v2/lint"
+	"helm.sh/helm/v4/pkg/chart/v2/lint/support"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	policyv1 "k8s.io/api/policy/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/serializer"
+	"k8s.io/client-go/kubernetes/scheme"
+	"sigs.k8s.io/yaml"
+
+	"github.com/selfheal/healer/bus"
+	"github.com/selfheal/healer/deploy/render"
+	"github.com/selfheal/healer/internal/agent"
+	"github.com/selfheal/healer/internal/serve"
+	"github.com/selfheal/healer/internal/testenv"
+	"github.com/selfheal/healer/remediators"
+)
+
+// root is the module root, seen from this package's directory.
+const root = ".."
+
+// values is a tree of chart values.
+type values = map[string]any
+
+// everything turns on every optional part of the chart at once.
+func everything() values {
+	return values{
+		"nats":  values{"tls": values{"secretName": "healer-nats-tls"}},
+		"slack": values{"secretName": "healer-slack"},
+		"serve": values{
+			"config": values{
+				"certExpiry": values{"secrets": values{"namespaces": []any{"ingress", "monitoring"}}},
+				"slack":      values{"channel": "C0123456"},
+				"approvals":  values{"slackGroups": []any{"S0123456"}},
+			},
+			"policies": values{"configMap": "healer-policies"},
+			"extraEnv": []any{values{"name": "HEALER_LOG_LEVEL", "value": "debug"}},
+		},
+		"networkPolicy": values{
+			"nodeCIDRs":        []any{"10.20.0.0/16"},
+			"serveIngressFrom": []any{values{"namespaceSelector": values{"matchLabels": values{"kubernetes.io/metadata.name": "monitoring"}}}},
+			"egress": values{
+				"enabled":        true,
+				"apiServerCIDRs": []any{"10.20.0.10/32"},
+				"extraRules":     []any{values{"ports": []any{values{"port": 2379}}, "to": []any{values{"ipBlock": values{"cidr": "10.20.0.0/24"}}}}},
+			},
+		},
+		"agent": values{"masters": values{"certRenew": false, "etcdMember": false}},
+	}
+}
+
+// renderChart renders the chart with v over its defaults.
+func renderChart(t *testing.T, v values) string {
+	t.Helper()
+	out, err := render.Chart(t.Context(), filepath.Join(root, render.ChartDir), v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+var strict = serializer.NewCodecFactory(scheme.Scheme, serializer.EnableStrict).UniversalDeserializer()
+
+// decode decodes every document of a rendered manifest strictly into its
+// typed Kubernetes object: an unknown or duplicated field fails the test.
+func decode(t *testing.T, manifest string) []runtime.Object {
+	t.Helper()
+	var objs []runtime.Object
+	for _, doc := range render.Documents(manifest) {
+		obj, gvk, err := strict.Decode([]byte(doc), nil, nil)
+		if err != nil {
+			t.Fatalf("decode strictly: %v\n%s", err, doc)
+		}
+		if gvk.Kind == "" {
+			t.Fatalf("document without a kind:\n%s", doc)
+		}
+		objs = append(objs, obj)
+	}
+	return objs
+}
+
+// ofType returns the objects of type T.
+func ofType[T runtime.Object](objs []runtime.Object) []T {
+	var out []T
+	for _, o := range objs {
+		if v, ok := o.(T); ok {
+			out = append(out, v)
+		}
+	}
+	return out
+}
+
+// named returns the one object of type T with the name.
+func named[T interface {
+	runtime.Object
+	GetName() string
+}](t *testing.T, objs []runtime.Object, name string) T {
+	t.Helper()
+	var found []T
+	for _, o := range ofType[T](objs) {
+		if o.GetName() == name {
+			found = append(found, o)
+		}
+	}
+	if len(found) != 1 {
+		var zero T
+		t.Fatalf("want one %T named %s, found %d", zero, name, len(found))
+	}
+	return found[0]
+}
+
+func names[T interface{ GetName() string }](objs []T) []string {
+	var out []string
+	for _, o := range objs {
+		out = append(out, o.GetName())
+	}
+	slices.Sort(out)
+	return out
+}
+
+// TestManifestsCurrent fails when the committed RBAC template or plain
+// manifest differ from what `make manifests` writes now: a remediator added
+// to the registry cannot ship without its RBAC.
+func TestManifestsCurrent(t *testing.T) {
+	rbac, err := render.RBACTemplate(remediators.Infos())
+	if err != nil {
+		t.Fatal(err)
+	}
+	manifest, err := render.Manifest(t.Context(), root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for path, want := range map[string][]byte{render.RBACTemplatePath: rbac, render.ManifestPath: manifest} {
+		got, err := os.ReadFile(filepath.Join(root, path))
+		if err != nil {
+			t.Fatalf("%v: run make manifests", err)
+		}
+		if !bytes.Equal(got, want) {
+			t.Errorf("%s is not what the generator writes now: run make manifests", path)
+		}
+	}
+}
+
+// TestChartLint runs `helm lint`'s rules on the chart, with the defaults and
+// with every option on: warnings fail.
+func TestChartLint(t *testing.T) {
+	for name, v := range map[string]values{"defaults": nil, "everything": everything()} {
+		t.Run(name, func(t *testing.T) {
+			res := lint.RunAll(filepath.Join(root, render.ChartDir), v, render.Namespace)
+			for _, m := range res.Messages {
+				if m.Severity >= support.WarningSev {
+					t.Error(m)
+				} else {
+					t.Log(m)
+				}
+			}
+		})
+	}
+}
+
+// TestChartDecodesStrictly decodes every rendered document as its typed
+// object, with the defaults and with every option on, and checks where each
+// lives and that the chart makes no Secret.
+func TestChartDecodesStrictly(t *testing.T) {
+	for name, v := range map[string]values{"defaults": nil, "everything": everything()} {
+		t.Run(name, func(t *testing.T) {
+			objs := decode(t, renderChart(t, v))
+			if len(objs) < 20 {
+				t.Fatalf("only %d objects rendered", len(objs))
+			}
+			for _, o := range objs {
+				m, err := metaOf(o)
+				if err != nil {
+					t.Fatal(err)
+				}
+				kind := fmt.Sprintf("%T %s", o, m.GetName())
+				switch o.(type) {
+				case *corev1.Secret:
+					t.Errorf("%s: the chart must not make Secrets", kind)
+				case *rbacv1.ClusterRole, *rbacv1.ClusterRoleBinding:
+					if m.GetNamespace() != "" {
+						t.Errorf("%s: cluster-scoped object with a namespace", kind)
+					}
+				case *rbacv1.Role, *rbacv1.RoleBinding:
+					if !slices.Contains([]string{"ingress", "monitoring"}, m.GetNamespace()) {
+						t.Errorf("%s in namespace %q: only the listed secrets namespaces get Roles", kind, m.GetNamespace())
+					}
+				default:
+					if m.GetNamespace() != render.Namespace {
+						t.Errorf("%s in namespace %q, want %s", kind, m.GetNamespace(), render.Namespace)
+					}
+				}
+			}
+		})
+	}
+}
+
+func metaOf(o runtime.Object) (metav1.Object, error) {
+	m, ok := o.(metav1.Object)
+	if !ok {
+		return nil, fmt.Errorf("%T has no object metadata", o)
+	}
+	return m, nil
+}
+
+// TestChartServe checks serve's Deployment, Service, PodDisruptionBudget and
+// configuration.
+func TestChartServe(t *testing.T) {
+	objs := decode(t, renderChart(t, nil))
+	d := named[*appsv1.Deployment](t, objs, "healer")
+	if d.Spec.Replicas == nil || *d.Spec.Replicas < 2 {
+		t.Errorf("serve replicas %v, want at least 2", d.Spec.Replicas)
+	}
+	pod := d.Spec.Template.Spec
+	if pod.ServiceAccountName != "healer" || pod.AutomountServiceAccountToken == nil || !*pod.AutomountServiceAccountToken {
+		t.Error("serve talks to the API server: it runs as healer with its token mounted")
+	}
+	if a := pod.Affinity; a == nil || a.PodAntiAffinity == nil || len(a.PodAntiAffinity.PreferredDuringSchedulingIgnoredDuringExecution) != 1 ||
+		a.PodAntiAffinity.PreferredDuringSchedulingIgnoredDuringExecution[0].PodAffinityTerm.TopologyKey != "kubernetes.io/hostname" {
+		t.Error("serve's replicas are spread over nodes (preferred anti-affinity by hostname)")
+	} else if sel := a.PodAntiAffinity.PreferredDuringSchedulingIgnoredDuringExecution[0].PodAffinityTerm.LabelSelector; !selects(sel.MatchLabels, d.Spec.Template.Labels) {
+		t.Error("serve's anti-affinity does not select serve's pods")
+	}
+	if psc := pod.SecurityContext; psc == nil || psc.RunAsNonRoot == nil || !*psc.RunAsNonRoot || psc.SeccompProfile == nil || psc.SeccompProfile.Type != corev1.SeccompProfileTypeRuntimeDefault {
+		t.Error("serve's pod: want runAsNonRoot and seccomp RuntimeDefault")
+	}
+	if len(pod.Containers) != 1 {
+		t.Fatalf("serve: %d containers", len(pod.Containers))
+	}
+	c := pod.Containers[0]
+	checkRestricted(t, c)
+	if want := []string{"serve", "--listen", "0.0.0.0:8080", "--config", "/etc/healer/serve.yaml", "--log-format", "json"}; !slices.Equal(c.Args, want) {
+		t.Errorf("serve args %q, want %q", c.Args, want)
+	}
+	if p := c.LivenessProbe; p == nil || p.HTTPGet == nil || p.HTTPGet.Path != "/healthz" || p.HTTPGet.Port.String() != "http" {
+		t.Error("serve's liveness probe: want GET /healthz on http")
+	}
+	if p := c.ReadinessProbe; p == nil || p.HTTPGet == nil || p.HTTPGet.Path != "/readyz" || p.HTTPGet.Port.String() != "http" {
+		t.Error("serve's readiness probe: want GET /readyz on http")
+	}
+	if len(c.Ports) != 1 || c.Ports[0].Name != "http" || c.Ports[0].ContainerPort != 8080 {
+		t.Errorf("serve's ports %v, want http 8080", c.Ports)
+	}
+	svc := named[*corev1.Service](t, objs, "healer")
+	if svc.Spec.Type != corev1.ServiceTypeClusterIP || len(svc.Spec.Ports) != 1 || svc.Spec.Ports[0].Port != 8080 || !selects(svc.Spec.Selector, d.Spec.Template.Labels) {
+		t.Errorf("Service healer: want ClusterIP 8080 selecting serve, got %+v", svc.Spec)
+	}
+	pdb := named[*policyv1.PodDisruptionBudget](t, objs, "healer")
+	if pdb.Spec.MinAvailable == nil || pdb.Spec.MinAvailable.IntValue() != 1 || !selects(pdb.Spec.Selector.MatchLabels, d.Spec.Template.Labels) {
+		t.Error("serve's PodDisruptionBudget: want minAvailable 1 over serve's pods")
+	}
+
+	// The passwords are expanded from their Secrets by Kubernetes, never
+	// written into the Deployment or the ConfigMap.
+	env := map[string]corev1.EnvVar{}
+	for _, e := range c.Env {
+		env[e.Name] = e
+	}
+	for name, want := range map[string]string{
+		"HEALER_REDIS_URL": "redis://:$(REDIS_PASSWORD)@redis.healer.svc:6379/0",
+		"HEALER_NATS_URL":  "nats://healer-serve:$(NATS_PASSWORD)@nats.healer.svc:4222",
+	} {
+		if env[name].Value != want {
+			t.Errorf("%s = %q, want %q", name, env[name].Value, want)
+		}
+	}
+	for name, secret := range map[string]string{"REDIS_PASSWORD": "healer-redis", "NATS_PASSWORD": "healer-nats-auth"} {
+		if ref := env[name].ValueFrom; ref == nil || ref.SecretKeyRef == nil || ref.SecretKeyRef.Name != secret {
+			t.Errorf("%s must come from the Secret %s", name, secret)
+		}
+	}
+
+	cm := named[*corev1.ConfigMap](t, objs, "healer")
+	text := cm.Data["serve.yaml"]
+	if strings.Contains(text, "redis://") || strings.Contains(text, "nats://") {
+		t.Errorf("serve.yaml holds a URL that carries a password:\n%s", text)
+	}
+	cfg := loadServeConfig(t, text)
+	cfg.RedisURL = strings.ReplaceAll(env["HEALER_REDIS_URL"].Value, "$(REDIS_PASSWORD)", "secret")
+	cfg.NATSURL = strings.ReplaceAll(env["HEALER_NATS_URL"].Value, "$(NATS_PASSWORD)", "secret")
+	if err := cfg.Validate(); err != nil {
+		t.Fatalf("serve's configuration with the Deployment's URLs: %v", err)
+	}
+	if cfg.Streams.Replicas != 3 {
+		t.Errorf("streams.replicas %d, want 3 on the chart's three NATS servers", cfg.Streams.Replicas)
+	}
+	mounts := map[string]string{}
+	for _, m := range c.VolumeMounts {
+		mounts[m.MountPath] = m.Name
+	}
+	if mounts[cfg.DataDir] == "" || mounts["/etc/healer"] == "" {
+		t.Errorf("serve's mounts %v: want the data dir %s and /etc/healer", mounts, cfg.DataDir)
+	}
+	var tokens []string
+	for _, v := range pod.Volumes {
+		if v.Name == mounts[cfg.DataDir] && v.EmptyDir == nil {
+			t.Error("serve's data dir is an emptyDir")
+		}
+		if v.Projected == nil {
+			continue
+		}
+		for _, s := range v.Projected.Sources {
+			if s.Secret != nil && s.Secret.Name == "healer-tokens" {
+				for _, it := range s.Secret.Items {
+					tokens = append(tokens, filepath.Join("/etc/healer", it.Path))
+				}
+			}
+		}
+	}
+	slices.Sort(tokens)
+	if want := []string{cfg.APITokenFile, cfg.WebhookTokenFile}; !slices.Equal(tokens, want) {
+		t.Errorf("token files mounted from healer-tokens %q, configured %q", tokens, want)
+	}
+
+	t.Run("everything", func(t *testing.T) {
+		objs := decode(t, renderChart(t, everything()))
+		cfg := loadServeConfig(t, named[*corev1.ConfigMap](t, objs, "healer").Data["serve.yaml"])
+		if cfg.Policies != "/etc/healer-policies" || cfg.Slack.BotTokenFile != "/etc/healer/slack/bot-token" || cfg.Slack.Channel != "C0123456" {
+			t.Errorf("serve.config is not merged over the chart's defaults: %+v", cfg)
+		}
+		cfg.Policies = "" // a directory of the pod
+		if err := cfg.Validate(); err != nil {
+			t.Fatal(err)
+		}
+		c := named[*appsv1.Deployment](t, objs, "healer").Spec.Template.Spec.Containers[0]
+		if !slices.ContainsFunc(c.Env, func(e corev1.EnvVar) bool { return e.Name == "HEALER_NATS_URL" && strings.HasPrefix(e.Value, "tls://") }) ||
+			!slices.ContainsFunc(c.Env, func(e corev1.EnvVar) bool { return e.Name == "SSL_CERT_DIR" && e.Value == "/etc/healer/nats-ca" }) {
+			t.Error("with nats.tls serve dials tls:// and trusts the NATS CA")
+		}
+	})
+
+	t.Run("refused", func(t *testing.T) {
+		for name, v := range map[string]values{
+			"external NATS without a URL":  {"nats": values{"enabled": false}},
+			"external Redis without a URL": {"redis": values{"enabled": false}},
+			"egress without the API":       {"networkPolicy": values{"egress": values{"enabled": true}}},
+		} {
+			if _, err := render.Chart(t.Context(), filepath.Join(root, render.ChartDir), v); err == nil {
+				t.Errorf("%s: rendered", name)
+			}
+		}
+	})
+}
+
+// loadServeConfig loads serve.yaml as serve does, and validates it.
+func loadServeConfig(t *testing.T, text string) *serve.Config {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "serve.yaml")
+	if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var cfg serve.Config
+	if err := cfg.LoadFile(path); err != nil {
+		t.Fatalf("serve.yaml: %v\n%s", err, text)
+	}
+	cfg.ApplyDefaults()
+	if cfg.Policies == "" {
+		if err := cfg.Validate(); err != nil {
+			t.Fatalf("serve.yaml: %v\n%s", err, text)
+		}
+	}
+	return &cfg
+}
+
+func selects(selector, labels map[string]string) bool {
+	if len(selector) == 0 {
+		return false
+	}
+	for k, v := range selector {
+		if labels[k] != v {
+			return false
+		}
+	}
+	return true
+}
+
+// checkRestricted checks a container of serve, NATS or Redis: no privilege
+// escalation, a read-only root, no capabilities, seccomp.
+func checkRestricted(t *testing.T, c corev1.Container) {
+	t.Helper()
+	sc := c.SecurityContext
+	if sc == nil || sc.AllowPrivilegeEscalation == nil || *sc.AllowPrivilegeEscalation ||
+		sc.ReadOnlyRootFilesystem == nil || !*sc.ReadOnlyRootFilesystem ||
+		sc.Capabilities == nil || !slices.Equal(sc.Capabilities.Drop, []corev1.Capability{"ALL"}) || len(sc.Capabilities.Add) > 0 ||
+		sc.SeccompProfile == nil || sc.SeccompProfile.Type != corev1.SeccompProfileTypeRuntimeDefault ||
+		sc.Privileged != nil && *sc.Privileged {
+		t.Errorf("container %s: want no privilege escalation, a read-only root, all capabilities dropped and seccomp RuntimeDefault", c.Name)
+	}
+}
+
+// TestChartNATSAndRedis checks the NATS cluster, Redis and the
+// NetworkPolicies between them.
+func TestChartNATSAndRedis(t *testing.T) {
+	objs := decode(t, renderChart(t, nil))
+	sts := named[*appsv1.StatefulSet](t, objs, "nats")
+	if sts.Spec.Replicas == nil || *sts.Spec.Replicas != 3 {
+		t.Errorf("NATS replicas %v, want 3", sts.Spec.Replicas)
+	}
+	if sts.Spec.ServiceName != "nats-headless" || sts.Spec.PodManagementPolicy != appsv1.ParallelPodManagement {
+		t.Error("NATS: want the headless Service and parallel pod management")
+	}
+	if len(sts.Spec.VolumeClaimTemplates) != 1 || sts.Spec.VolumeClaimTemplates[0].Name != "data" {
+		t.Error("NATS: the file store is on a PersistentVolumeClaim per server")
+	}
+	nc := sts.Spec.Template.Spec.Containers[0]
+	checkRestricted(t, nc)
+	for what, p := range map[string]*corev1.Probe{"liveness": nc.LivenessProbe, "readiness": nc.ReadinessProbe} {
+		if p == nil || p.HTTPGet == nil || p.HTTPGet.Path != "/healthz?js-enabled-only=true" || p.HTTPGet.Port.String() != "monitor" {
+			t.Errorf("NATS %s probe: want /healthz?js-enabled-only=true on the monitoring port", what)
+		}
+	}
+	if headless := named[*corev1.Service](t, objs, "nats-headless"); headless.Spec.ClusterIP != corev1.ClusterIPNone || !headless.Spec.PublishNotReadyAddresses {
+		t.Error("nats-headless: want a headless Service publishing not-ready servers (for the routes)")
+	}
+	if client := named[*corev1.Service](t, objs, "nats"); len(client.Spec.Ports) != 1 || client.Spec.Ports[0].Port != 4222 {
+		t.Error("Service nats: want the client port 4222 only")
+	}
+	pdb := named[*policyv1.PodDisruptionBudget](t, objs, "nats")
+	if pdb.Spec.MaxUnavailable == nil || pdb.Spec.MaxUnavailable.IntValue() != 1 || !selects(pdb.Spec.Selector.MatchLabels, sts.Spec.Template.Labels) {
+		t.Error("NATS's PodDisruptionBudget: want maxUnavailable 1 over the NATS pods")
+	}
+
+	redis := named[*appsv1.Deployment](t, objs, "redis")
+	rc := redis.Spec.Template.Spec.Containers[0]
+	checkRestricted(t, rc)
+	if !slices.Contains(rc.Args, "--requirepass") || !slices.Contains(rc.Args, "$(REDIS_PASSWORD)") {
+		t.Errorf("redis args %q: want --requirepass $(REDIS_PASSWORD)", rc.Args)
+	}
+	if redisSvc := named[*corev1.Service](t, objs, "redis"); redisSvc.Spec.Ports[0].Port != 6379 {
+		t.Error("Service redis: want 6379")
+	}
+
+	serveLabels := named[*appsv1.Deployment](t, objs, "healer").Spec.Template.Labels
+	policies := ofType[*networkingv1.NetworkPolicy](objs)
+	if got, want := names(policies), []string{"healer-default-deny-ingress", "healer-nats", "healer-redis", "healer-serve"}; !slices.Equal(got, want) {
+		t.Fatalf("NetworkPolicies %q, want %q", got, want)
+	}
+	deny := named[*networkingv1.NetworkPolicy](t, objs, "healer-default-deny-ingress")
+	if len(deny.Spec.PodSelector.MatchLabels) != 0 || len(deny.Spec.Ingress) != 0 || !slices.Equal(deny.Spec.PolicyTypes, []networkingv1.PolicyType{networkingv1.PolicyTypeIngress}) {
+		t.Error("healer-default-deny-ingress must deny ingress to every pod")
+	}
+	rp := named[*networkingv1.NetworkPolicy](t, objs, "healer-redis")
+	if len(rp.Spec.Ingress) != 1 || len(rp.Spec.Ingress[0].From) != 1 || !selects(rp.Spec.Ingress[0].From[0].PodSelector.MatchLabels, serveLabels) ||
+		rp.Spec.Ingress[0].Ports[0].Port.IntValue() != 6379 {
+		t.Error("healer-redis: want 6379 from serve's pods only")
+	}
+	np := named[*networkingv1.NetworkPolicy](t, objs, "healer-nats")
+	var ports []int
+	for _, r := range np.Spec.Ingress {
+		for _, p := range r.Ports {
+			ports = append(ports, p.Port.IntValue())
+		}
+	}
+	if !slices.Equal(ports, []int{4222, 6222}) {
+		t.Errorf("healer-nats admits ports %v, want 4222 and 6222 (8222 is for the probes)", ports)
+	}
+
+	t.Run("nodeCIDRs", func(t *testing.T) {
+		objs := decode(t, renderChart(t, everything()))
+		np := named[*networkingv1.NetworkPolicy](t, objs, "healer-nats")
+		from := np.Spec.Ingress[0].From
+		if len(from) != 2 || from[0].PodSelector == nil || from[1].IPBlock == nil || from[1].IPBlock.CIDR != "10.20.0.0/16" {
+			t.Errorf("healer-nats 4222 from %+v: want serve's pods and the node CIDR", from)
+		}
+		eg := named[*networkingv1.NetworkPolicy](t, objs, "healer-serve-egress")
+		if len(eg.Spec.Egress) != 6 {
+			t.Errorf("healer-serve-egress has %d rules, want DNS, NATS, Redis, the API server, HTTPS and the extra rule", len(eg.Spec.Egress))
+		}
+	})
+}
+
+// TestChartAgents checks the agents' switches: without the masters'
+// DaemonSet, and with cert.renew and etcd.replace-member taken off the
+// masters (their read-write mounts go with their configuration), the
+// configurations still validate. internal/agent's TestDeployManifest checks
+// the default ones.
+func TestChartAgents(t *testing.T) {
+	objs := decode(t, renderChart(t, nil))
+	if got := names(ofType[*appsv1.DaemonSet](objs)); !slices.Equal(got, []string{"healer-agent", "healer-agent-master"}) {
+		t.Fatalf("DaemonSets %q", got)
+	}
+	objs = decode(t, renderChart(t, values{"agent": values{"masters": values{"enabled": false}}}))
+	if got := names(ofType[*appsv1.DaemonSet](objs)); !slices.Equal(got, []string{"healer-agent"}) {
+		t.Errorf("agent.masters.enabled false: DaemonSets %q", got)
+	}
+	if _, ok := named[*corev1.ConfigMap](t, objs, "healer-agent").Data["agent-master.yaml"]; ok {
+		t.Error("agent.masters.enabled false: the masters' configuration is still rendered")
+	}
+
+	objs = decode(t, renderChart(t, everything()))
+	ds := named[*appsv1.DaemonSet](t, objs, "healer-agent-master")
+	for _, v := range ds.Spec.Template.Spec.Volumes {
+		if v.HostPath != nil && (v.HostPath.Path == "/etc/kubernetes/pki" || v.HostPath.Path == "/var/lib/etcd") {
+			t.Errorf("certRenew and etcdMember off: %s is still mounted", v.HostPath.Path)
+		}
+	}
+	cm := named[*corev1.ConfigMap](t, objs, "healer-agent")
+	for key, text := range cm.Data {
+		path := filepath.Join(t.TempDir(), key)
+		if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		var cfg agent.Config
+		if err := cfg.LoadFile(path); err != nil {
+			t.Fatalf("%s: %v", key, err)
+		}
+		cfg.Node = "node-1"
+		cfg.ApplyDefaults()
+		if err := cfg.Validate(); err != nil {
+			t.Errorf("%s: %v", key, err)
+		}
+		if cfg.NATS.URL != "tls://nats.healer.svc:4222" || cfg.NATS.CAFile != "/etc/healer-agent/ca.crt" || cfg.NATS.NKeyFile != "/etc/healer-agent/nats.nk" {
+			t.Errorf("%s: with nats.tls the agents dial tls:// with the CA: %+v", key, cfg.NATS)
+		}
+		if key == "agent-master.yaml" && (cfg.EtcdMember != nil || cfg.CertRenew.KubeadmPKI != "") {
+			t.Errorf("%s: certRenew and etcdMember off, still configured", key)
+		}
+	}
+}
+
+// TestChartNATSConfig starts a NATS server from the rendered configuration,
+// with an auth file as deploy/README.md tells how to write, and connects as
+// serve (the Deployment's URL) and as a node's agent (its nkey).
+func TestChartNATSConfig(t *testing.T) {
+	agentKey, err := nkeys.CreateUser()
+	if err != nil {
+		t.Fatal(err)
+	}
+	agentPub, err := agentKey.PublicKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	agentSeed, err := agentKey.Seed()
+	if err != nil {
+		t.Fatal(err)
+	}
+	perms, err := bus.AgentPermissions("worker-1", bus.AgentPermissionsOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	quote := func(s []string) string { return `"` + strings.Join(s, `", "`) + `"` }
+	auth := fmt.Sprintf(`authorization {
+  users: [
+    {user: healer-serve, password: "serve-secret"}
+    {
+      nkey: %q
+      permissions: {
+        publish: { allow: [%s] }
+        subscribe: { allow: [%s] }
+        allow_responses: { max: %d, expires: %q }
+      }
+    }
+  ]
+}
+`, agentPub, quote(perms.Publish.Allow), quote(perms.Subscribe.Allow), perms.Response.MaxMsgs, perms.Response.Expires.String())
+
+	start := func(t *testing.T, v values, tls bool) *server.Options {
+		t.Helper()
+		objs := decode(t, renderChart(t, v))
+		conf := named[*corev1.ConfigMap](t, objs, "nats").Data["nats.conf"]
+		dir := t.TempDir()
+		if tls {
+			ca, cert, key := testenv.ServingPKI(t)
+			conf = strings.NewReplacer("/etc/nats/tls/ca.crt", ca, "/etc/nats/tls/tls.crt", cert, "/etc/nats/tls/tls.key", key).Replace(conf)
+		}
+		for path, text := range map[string]string{"config/nats.conf": conf, "auth/auth.conf": auth} {
+			if err := os.MkdirAll(filepath.Join(dir, filepath.Dir(path)), 0o700); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(filepath.Join(dir, path), []byte(text), 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}
+		t.Setenv("POD_NAME", "nats-1")
+		opts, err := server.ProcessConfigFile(filepath.Join(dir, "config/nats.conf"))
+		if err != nil {
+			t.Fatalf("NATS refuses the rendered configuration: %v\n%s", err, conf)
+		}
+		if opts.ServerName != "nats-1" || opts.Port != 4222 || opts.HTTPPort != 8222 || !opts.JetStream ||
+			opts.Cluster.Name != "healer" || opts.Cluster.Port != 6222 || len(opts.Routes) != 3 {
+			t.Errorf("rendered NATS configuration: server %q port %d monitoring %d jetstream %v cluster %q:%d routes %d",
+				opts.ServerName, opts.Port, opts.HTTPPort, opts.JetStream, opts.Cluster.Name, opts.Cluster.Port, len(opts.Routes))
+		}
+		if len(opts.Users) != 1 || len(opts.Nkeys) != 1 {
+			t.Errorf("the auth file's users were not included: %d users, %d nkeys", len(opts.Users), len(opts.Nkeys))
+		}
+		if tls != (opts.TLSConfig != nil) || tls != (opts.Cluster.TLSConfig != nil) {
+			t.Errorf("TLS for clients %v, routes %v; want %v", opts.TLSConfig != nil, opts.Cluster.TLSConfig != nil, tls)
+		}
+		return opts
+	}
+
+	t.Run("tls", func(t *testing.T) {
+		start(t, values{"nats": values{"tls": values{"secretName": "healer-nats-tls"}}}, true)
+	})
+
+	opts := start(t, nil, false)
+	// One server on free ports, without the cluster the configuration asks
+	// for (its peers do not exist here).
+	opts.Port, opts.HTTPPort = -1, 0
+	opts.Cluster, opts.Routes = server.ClusterOpts{}, nil
+	opts.StoreDir = t.TempDir()
+	opts.PidFile, opts.NoLog, opts.NoSigs = "", true, true
+	ns, err := server.NewServer(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ns.Start()
+	t.Cleanup(ns.Shutdown)
+	if !ns.ReadyForConnections(10 * time.Second) {
+		t.Fatal("NATS did not start")
+	}
+	host := strings.TrimPrefix(ns.ClientURL(), "nats://")
+
+	serveURL := strings.NewReplacer("$(NATS_PASSWORD)", "serve-secret", "nats.healer.svc:4222", host).Replace(
+		"nats://healer-serve:$(NATS_PASSWORD)@nats.healer.svc:4222")
+	nc, err := nats.Connect(serveURL)
+	if err != nil {
+		t.Fatalf("serve cannot connect: %v", err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := js.AccountInfo(t.Context()); err != nil {
+		t.Fatalf("serve has no JetStream: %v", err)
+	}
+	if bad, err := nats.Connect("nats://healer-serve:wrong@" + host); err == nil {
+		bad.Close()
+		t.Error("a wrong password is accepted")
+	}
+	seedFile := filepath.Join(t.TempDir(), "nats.nk")
+	if err := os.WriteFile(seedFile, agentSeed, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	opt, err := nats.NkeyOptionFromSeed(seedFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	denied := make(chan error, 1)
+	agentConn, err := nats.Connect("nats://"+host, opt, nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+		select {
+		case denied <- err:
+		default:
+		}
+	}))
+	if err != nil {
+		t.Fatalf("the agent cannot connect with its nkey: %v", err)
+	}
+	defer agentConn.Close()
+	// Its user is confined to its node: another node's subject is refused.
+	if err := agentConn.Publish("healer.agent.worker-2.events", []byte("{}")); err != nil {
+		t.Fatal(err)
+	}
+	if err := agentConn.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-denied:
+		if !errors.Is(err, nats.ErrPermissionViolation) {
+			t.Errorf("publishing as another node: %v, want a permissions violation", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Error("the agent of worker-1 published as worker-2")
+	}
+}
+
+// TestChartRBAC checks the rendered RBAC without a cluster: serve's roles
+// hold exactly the registry's rules, secrets appear only in the listed
+// namespaces, and a disabled remediator loses its roles.
+func TestChartRBAC(t *testing.T) {
+	infos := remediators.Infos()
+	objs := decode(t, renderChart(t, nil))
+	want := []string{"healer-serve"}
+	for _, info := range infos {
+		if len(info.RBAC) > 0 {
+			want = append(want, render.RemediatorRoleName(info.Name))
+		}
+	}
+	slices.Sort(want)
+	if got := names(ofType[*rbacv1.ClusterRole](objs)); !slices.Equal(got, want) {
+		t.Fatalf("ClusterRoles %q, want %q", got, want)
+	}
+	if got := names(ofType[*rbacv1.ClusterRoleBinding](objs)); !slices.Equal(got, want) {
+		t.Fatalf("ClusterRoleBindings %q, want %q", got, want)
+	}
+	if roles := ofType[*rbacv1.Role](objs); len(roles) != 0 {
+		t.Fatalf("Roles %q with the default values, want none", names(roles))
+	}
+	checkNoForbiddenRules(t, objs)
+	for _, info := range infos {
+		if len(info.RBAC) == 0 {
+			continue
+		}
+		cr := named[*rbacv1.ClusterRole](t, objs, render.RemediatorRoleName(info.Name))
+		if len(cr.Rules) != len(info.RBAC) {
+			t.Fatalf("%s: %d rules, the registry has %d", cr.Name, len(cr.Rules), len(info.RBAC))
+		}
+		for i, r := range info.RBAC {
+			got := cr.Rules[i]
+			if !slices.Equal(got.APIGroups, r.APIGroups) || !slices.Equal(got.Resources, r.Resources) || !slices.Equal(got.Verbs, r.Verbs) {
+				t.Errorf("%s rule %d = %+v, registry %+v", cr.Name, i, got, r)
+			}
+		}
+		b := named[*rbacv1.ClusterRoleBinding](t, objs, cr.Name)
+		checkBinding(t, b.RoleRef, b.Subjects, "ClusterRole", cr.Name)
+	}
+	b := named[*rbacv1.ClusterRoleBinding](t, objs, "healer-serve")
+	checkBinding(t, b.RoleRef, b.Subjects, "ClusterRole", "healer-serve")
+	if !hasRule(named[*rbacv1.ClusterRole](t, objs, "healer-serve").Rules, "events", "watch") {
+		t.Error("healer-serve: the node-problem detector watches events")
+	}
+
+	readme, err := os.ReadFile(filepath.Join(root, "deploy/README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range want {
+		if !bytes.Contains(readme, []byte("`"+name+"`")) {
+			t.Errorf("deploy/README.md does not explain the ClusterRole %s", name)
+		}
+	}
+
+	t.Run("switches", func(t *testing.T) {
+		// Every remediator of the registry has its switch in values.yaml, and
+		// only those.
+		raw, err := os.ReadFile(filepath.Join(root, render.ChartDir, "values.yaml"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var vals struct {
+			Remediators map[string]struct {
+				Enabled *bool `json:"enabled"`
+			} `json:"remediators"`
+		}
+		if err := yaml.Unmarshal(raw, &vals); err != nil {
+			t.Fatal(err)
+		}
+		var switches, registry []string
+		for name, s := range vals.Remediators {
+			if s.Enabled == nil || !*s.Enabled {
+				t.Errorf("values.yaml: remediators.%s.enabled is not true", name)
+			}
+			switches = append(switches, name)
+		}
+		for _, info := range infos {
+			registry = append(registry, info.Name)
+		}
+		slices.Sort(switches)
+		slices.Sort(registry)
+		if !slices.Equal(switches, registry) {
+			t.Errorf("values.yaml's remediators %q, the registry's %q", switches, registry)
+		}
+	})
+
+	t.Run("disabled", func(t *testing.T) {
+		for _, info := range infos {
+			objs := decode(t, renderChart(t, values{"remediators": values{info.Name: values{"enabled": false}}}))
+			var left []string
+			for _, n := range want {
+				if n != render.RemediatorRoleName(info.Name) {
+					left = append(left, n)
+				}
+			}
+			if got := names(ofType[*rbacv1.ClusterRole](objs)); !slices.Equal(got, left) {
+				t.Errorf("%s disabled: ClusterRoles %q, want %q", info.Name, got, left)
+			}
+			if got := names(ofType[*rbacv1.ClusterRoleBinding](objs)); !slices.Equal(got, left) {
+				t.Errorf("%s disabled: ClusterRoleBindings %q, want %q", info.Name, got, left)
+			}
+		}
+	})
+
+	t.Run("secrets", func(t *testing.T) {
+		objs := decode(t, renderChart(t, values{"serve": values{"config": values{
+			"certExpiry": values{"secrets": values{"namespaces": []any{"ingress", "monitoring"}}},
+		}}}))
+		checkNoForbiddenRules(t, objs)
+		roles := ofType[*rbacv1.Role](objs)
+		var where []string
+		for _, r := range roles {
+			where = append(where, r.Namespace+"/"+r.Name)
+			wantRules := []rbacv1.PolicyRule{{APIGroups: []string{""}, Resources: []string{"secrets"}, Verbs: []string{"list"}}}
+			if fmt.Sprint(r.Rules) != fmt.Sprint(wantRules) {
+				t.Errorf("Role %s/%s rules %+v, want list on secrets only (what the certexpiry detector calls)", r.Namespace, r.Name, r.Rules)
+			}
+		}
+		slices.Sort(where)
+		if want := []string{"ingress/healer-certexpiry-secrets", "monitoring/healer-certexpiry-secrets"}; !slices.Equal(where, want) {
+			t.Fatalf("Roles %q, want %q", where, want)
+		}
+		for _, rb := range ofType[*rbacv1.RoleBinding](objs) {
+			checkBinding(t, rb.RoleRef, rb.Subjects, "Role", "healer-certexpiry-secrets")
+		}
+		if n := len(ofType[*rbacv1.RoleBinding](objs)); n != 2 {
+			t.Errorf("%d RoleBindings, want 2", n)
+		}
+		if _, err := render.Chart(t.Context(), filepath.Join(root, render.ChartDir), values{"serve": values{"config": values{
+			"certExpiry": values{"secrets": values{"labelSelector": "app=ingress"}},
+		}}}); err == nil || !strings.Contains(err.Error(), "namespaces") {
+			t.Errorf("certExpiry.secrets without namespaces (every namespace) rendered: %v", err)
+		}
+	})
+
+	t.Run("nodeProblem disabled", func(t *testing.T) {
+		objs := decode(t, renderChart(t, values{"serve": values{"config": values{"nodeProblem": values{"disabled": true}}}}))
+		if hasRule(named[*rbacv1.ClusterRole](t, objs, "healer-serve").Rules, "events", "list") {
+			t.Error("healer-serve keeps events without the node-problem detector")
+		}
+	})
+}
+
+// checkNoForbiddenRules fails on wildcards, privilege escalation, token
+// creation and cluster-wide secrets in any rendered role, and on any binding
+// of the agent's service account.
+func checkNoForbiddenRules(t *testing.T, objs []runtime.Object) {
+	t.Helper()
+	check := func(where string, rules []rbacv1.PolicyRule, namespaced bool) {
+		for _, r := range rules {
+			for _, s := range slices.Concat(r.APIGroups, r.Resources, r.Verbs, r.ResourceNames, r.NonResourceURLs) {
+				if strings.Contains(s, "*") {
+					t.Errorf("%s: wildcard in %+v", where, r)
+				}
+			}
+			for _, v := range r.Verbs {
+				if v == "escalate" || v == "bind" || v == "impersonate" {
+					t.Errorf("%s: verb %s", where, v)
+				}
+			}
+			for _, res := range r.Resources {
+				if (res == "secrets" || strings.HasPrefix(res, "secrets/")) && !namespaced {
+					t.Errorf("%s: secrets cluster-wide", where)
+				}
+				if res == "serviceaccounts/token" || res == "serviceaccounts" {
+					t.Errorf("%s: %s", where, res)
+				}
+			}
+		}
+	}
+	for _, cr := range ofType[*rbacv1.ClusterRole](objs) {
+		check("ClusterRole "+cr.Name, cr.Rules, false)
+		if cr.AggregationRule != nil {
+			t.Errorf("ClusterRole %s aggregates other roles", cr.Name)
+		}
+	}
+	for _, r := range ofType[*rbacv1.Role](objs) {
+		check("Role "+r.Namespace+"/"+r.Name, r.Rules, true)
+	}
+	for _, b := range ofType[*rbacv1.ClusterRoleBinding](objs) {
+		for _, s := range b.Subjects {
+			if s.Name == "healer-agent" {
+				t.Errorf("ClusterRoleBinding %s binds the agent's service account", b.Name)
+			}
+		}
+	}
+}
+
+func checkBinding(t *testing.T, ref rbacv1.RoleRef, subjects []rbacv1.Subject, kind, name string) {
+	t.Helper()
+	want := []rbacv1.Subject{{Kind: "ServiceAccount", Name: "healer", Namespace: render.Namespace}}
+	if ref.Kind != kind || ref.Name != name || !slices.Equal(subjects, want) {
+		t.Errorf("binding of %s %s: roleRef %+v subjects %+v, want serve's service account only", kind, name, ref, subjects)
+	}
+}
+
+func hasRule(rules []rbacv1.PolicyRule, resource, verb string) bool {
+	return slices.ContainsFunc(rules, func(r rbacv1.PolicyRule) bool {
+		return slices.Contains(r.Resources, resource) && slices.Contains(r.Verbs, verb)
+	})
+}
