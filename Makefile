@@ -61,6 +61,7 @@ FUZZTIME ?= 30s
 fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzWebhookBody -fuzztime $(FUZZTIME) ./detectors/alertmanager/
 	$(GO) test -run '^$$' -fuzz FuzzVerifyChain -fuzztime $(FUZZTIME) ./audit/
+	$(GO) test -run '^$$' -fuzz FuzzCanonicalJSON -fuzztime $(FUZZTIME) ./audit/
 	$(GO) test -run '^$$' -fuzz FuzzDecideDefault -fuzztime $(FUZZTIME) ./policies/
 	$(GO) test -run '^$$' -fuzz FuzzAppendJSON -fuzztime $(FUZZTIME) ./bus/
 	$(GO) test -run '^$$' -fuzz FuzzInteractionPayload -fuzztime $(FUZZTIME) ./chatops/
