@@ -32,13 +32,13 @@ type Trail struct {
 	js  jetstream.JetStream
 	log *slog.Logger
 
-	// qmu guards the appends waiting for the committer.
+	// qmu guards the appends waiting for the committer, and whether one
+	// runs: at most one goroutine commits at a time.
 	qmu        sync.Mutex
 	queue      []*pendingAppend
 	committing bool
 
-	// mu serializes commits and guards the cached tail.
-	mu       sync.Mutex
+	// The cached tail belongs to the committer.
 	tailOK   bool
 	tailSeq  uint64
 	tailHash string
@@ -61,8 +61,9 @@ func NewTrail(js jetstream.JetStream, log *slog.Logger) *Trail {
 //
 // Appends made at the same time are committed together: one committer
 // chains the waiting records on the tail it has cached and publishes them
-// back to back, each with an expected-last-sequence check on the one
-// before, then waits for their acknowledgements. A batch costs about one
+// back to back, each expecting the one before it as the stream's last
+// message (its sequence and message id), then waits for their
+// acknowledgements. A batch costs about one
 // round trip however many records it holds. When another writer got there
 // first the committer re-reads the tail and retries what did not land.
 // An error means the record was not stored, or (after a lost
@@ -135,8 +136,6 @@ func (t *Trail) commitLoop() {
 // another writer extended the trail first, and finishes every pending
 // append of it.
 func (t *Trail) commit(batch []*pendingAppend) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
 	ctx, cancel := context.WithTimeout(context.Background(), appendTimeout)
 	defer cancel()
 	failRest := func(err error) {
@@ -264,7 +263,7 @@ func (t *Trail) landed(ctx context.Context, recs []Record) int {
 }
 
 // loadTail reads the last record of the stream into the cached tail.
-// The caller holds t.mu.
+// Only the committer calls it.
 func (t *Trail) loadTail(ctx context.Context) error {
 	stream, err := t.js.Stream(ctx, bus.StreamAudit)
 	if err != nil {

@@ -46,17 +46,16 @@ type TargetHold struct {
 type targetLease struct {
 	key    string
 	target string
+	hold   TargetHold // as taken; renewals change only Renewed, kept below
 
-	mu   sync.Mutex
-	hold TargetHold
-	rev  uint64 // fencing token: the bucket revision this engine last wrote
+	mu      sync.Mutex
+	renewed time.Time
+	rev     uint64 // fencing token: the bucket revision this engine last wrote
 
-	// lost is cancelled, with the reason, when the lease is lost; the
-	// action's context follows it.
+	// lost is cancelled, with the reason, when the lease is lost or given
+	// up; the action's context follows it and the renewals stop.
 	lost   context.Context
 	cancel context.CancelCauseFunc
-	stop   chan struct{}
-	once   sync.Once
 }
 
 // errTargetBusy means another action holds the target; the event waits for
@@ -100,7 +99,7 @@ func (e *Engine) holdTarget(ctx context.Context, r *run) error {
 		return fmt.Errorf("%w: lease %s: %w", errTransient, r.ev.Subject, err)
 	}
 	lost, cancel := context.WithCancelCause(context.Background())
-	tl := &targetLease{key: key, target: r.ev.Subject, hold: hold, rev: rev, lost: lost, cancel: cancel, stop: make(chan struct{})}
+	tl := &targetLease{key: key, target: r.ev.Subject, hold: hold, renewed: now, rev: rev, lost: lost, cancel: cancel}
 	r.target = tl
 	go e.keepTarget(tl) //nolint:gosec,contextcheck // G118: the keeper lives as long as the lease, which outlives this call; it stops on release
 	return nil
@@ -123,10 +122,10 @@ func (e *Engine) takeTarget(ctx context.Context, r *run, key string, b []byte, n
 		return 0, fmt.Errorf("decode lease of %s: %w", r.ev.Subject, err)
 	}
 	if cur.ActionID != r.actionID {
-		silent := now.Sub(cur.Renewed)
-		if silent < e.cfg.AckWait {
-			return 0, fmt.Errorf("%w: %s is held by action %s (%s) on engine %s", errTargetBusy, r.ev.Subject, cur.ActionID, cur.Remediator, cur.Holder)
+		if err := e.heldByOther(&cur, r, now); err != nil {
+			return 0, err
 		}
+		silent := now.Sub(cur.Renewed)
 		// The holder stopped renewing. If its action is still open it
 		// will be resumed by its event's redelivery: wait for that, but
 		// not longer than an action may take.
@@ -174,8 +173,9 @@ func (tl *targetLease) lostBecause() error {
 // revision mismatch means someone else wrote it: the lease is lost.
 func (e *Engine) renewTarget(ctx context.Context, tl *targetLease) error {
 	tl.mu.Lock()
-	next, rev := tl.hold, tl.rev
+	rev := tl.rev
 	tl.mu.Unlock()
+	next := tl.hold
 	next.Renewed = e.now()
 	b, err := json.Marshal(next)
 	if err != nil {
@@ -191,7 +191,7 @@ func (e *Engine) renewTarget(ctx context.Context, tl *targetLease) error {
 		return err
 	}
 	tl.mu.Lock()
-	tl.hold, tl.rev = next, newRev
+	tl.renewed, tl.rev = next.Renewed, newRev
 	tl.mu.Unlock()
 	return nil
 }
@@ -205,8 +205,6 @@ func (e *Engine) keepTarget(tl *targetLease) {
 	defer t.Stop()
 	for {
 		select {
-		case <-tl.stop:
-			return
 		case <-tl.lost.Done():
 			return
 		case <-t.C:
@@ -218,7 +216,7 @@ func (e *Engine) keepTarget(tl *targetLease) {
 			continue
 		}
 		tl.mu.Lock()
-		last := tl.hold.Renewed
+		last := tl.renewed
 		tl.mu.Unlock()
 		if since := e.now().Sub(last); since >= e.cfg.AckWait-every {
 			tl.cancel(fmt.Errorf("lease of %s not renewed for %s, another engine may take it: %w", tl.target, since.Round(time.Second), err))
@@ -248,7 +246,6 @@ func (e *Engine) releaseTarget(ctx context.Context, r *run) {
 		return
 	}
 	r.target = nil
-	tl.once.Do(func() { close(tl.stop) })
 	tl.cancel(errors.New("released"))
 	tl.mu.Lock()
 	rev := tl.rev
@@ -270,7 +267,6 @@ func (r *run) leaveTarget() {
 		return
 	}
 	r.target = nil
-	tl.once.Do(func() { close(tl.stop) })
 	tl.cancel(errors.New("left for the redelivery"))
 }
 
@@ -289,11 +285,20 @@ func (e *Engine) targetFree(ctx context.Context, r *run) error {
 		return fmt.Errorf("%w: lease of %s: %w", errTransient, r.ev.Subject, err)
 	}
 	var cur TargetHold
-	if json.Unmarshal(entry.Value(), &cur) != nil {
-		return nil // holdTarget reports it
+	if json.Unmarshal(entry.Value(), &cur) != nil || cur.ActionID == r.actionID {
+		return nil // holdTarget decides
 	}
-	if cur.ActionID != r.actionID && e.now().Sub(cur.Renewed) < e.cfg.AckWait {
-		return fmt.Errorf("%w: %w: %s is held by action %s (%s) on engine %s", errTransient, errTargetBusy, r.ev.Subject, cur.ActionID, cur.Remediator, cur.Holder)
+	if err := e.heldByOther(&cur, r, e.now()); err != nil {
+		return fmt.Errorf("%w: %w", errTransient, err)
+	}
+	return nil
+}
+
+// heldByOther returns an error wrapping errTargetBusy while cur, another
+// action's lease, is within its term.
+func (e *Engine) heldByOther(cur *TargetHold, r *run, now time.Time) error {
+	if now.Sub(cur.Renewed) < e.cfg.AckWait {
+		return fmt.Errorf("%w: %s is held by action %s (%s) on engine %s", errTargetBusy, r.ev.Subject, cur.ActionID, cur.Remediator, cur.Holder)
 	}
 	return nil
 }

@@ -5,8 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"log/slog"
-	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -19,8 +17,10 @@ import (
 )
 
 // overlap is a remediator that records how many of its actions run at once
-// on each target, and can be told to hang until its context ends.
+// on each target, and can be told to hang until its context ends. The
+// rest of it is counter's.
 type overlap struct {
+	*counter
 	mu      sync.Mutex
 	running map[string]int
 	most    int
@@ -31,12 +31,6 @@ type overlap struct {
 	hangOne sync.Once
 }
 
-func (o *overlap) Info() action.Info {
-	return action.Info{Name: "test.count", Summary: "overlaps", TargetKind: "node"}
-}
-func (o *overlap) Validate(map[string]any) error                { return nil }
-func (o *overlap) Check(context.Context, action.Request) error  { return nil }
-func (o *overlap) Verify(context.Context, action.Request) error { return nil }
 func (o *overlap) Act(ctx context.Context, req action.Request, _ action.Progress) (action.Result, error) {
 	o.mu.Lock()
 	o.running[req.Target]++
@@ -73,13 +67,11 @@ func (o *overlap) Act(ctx context.Context, req action.Request, _ action.Progress
 // its own instance name, acting through rem.
 func (h *harness) secondEngine(cfg Config, rem action.Remediator) *Engine {
 	h.t.Helper()
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	cfg.RetryDelay = 50 * time.Millisecond
-	eng, err := New(cfg, Deps{
-		JS: h.js, Streams: h.streams, Trail: h.trail, Policies: h.eng.Policies,
-		Remediators: remediators.Set{"test.count": rem}, Limiter: guard.NewLocal(),
-		Breakers: guard.NewBreakers(cfg.Breaker, log, nil), Log: log,
-	})
+	deps := h.eng.Deps // the same bus, trail and policies; its own limiter and breakers
+	deps.Remediators = remediators.Set{"test.count": rem}
+	deps.Limiter, deps.Breakers = guard.NewLocal(), guard.NewBreakers(cfg.Breaker, deps.Log, nil)
+	eng, err := New(cfg, deps)
 	if err != nil {
 		h.t.Fatal(err)
 	}
@@ -98,7 +90,7 @@ func (h *harness) secondEngine(cfg Config, rem action.Remediator) *Engine {
 func TestOneActionAtATimePerTargetAcrossReplicas(t *testing.T) {
 	h := newHarness(t, Config{Workers: 8}, nil)
 	h.stop()
-	rem := &overlap{running: map[string]int{}, slow: 150 * time.Millisecond}
+	rem := &overlap{counter: &counter{}, running: map[string]int{}, slow: 150 * time.Millisecond}
 	h.eng.Remediators = remediators.Set{"test.count": rem}
 	h.start()
 	h.secondEngine(Config{Workers: 8}, rem)
@@ -131,7 +123,7 @@ func TestOneActionAtATimePerTargetAcrossReplicas(t *testing.T) {
 func TestLostTargetLeaseStopsTheAction(t *testing.T) {
 	h := newHarness(t, Config{AckWait: 3 * time.Second}, nil)
 	h.stop()
-	rem := &overlap{running: map[string]int{}, slow: 10 * time.Millisecond, hang: make(chan struct{})}
+	rem := &overlap{counter: &counter{}, running: map[string]int{}, slow: 10 * time.Millisecond, hang: make(chan struct{})}
 	h.eng.Remediators = remediators.Set{"test.count": rem}
 	h.start()
 

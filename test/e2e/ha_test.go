@@ -112,10 +112,11 @@ engine:
 	// The load: 50 webhook posts a second of 10 alerts each, spread over
 	// both replicas; a post that fails goes to the other one, as a
 	// Service would retry it.
+	var next atomic.Int32
 	post := func(body []byte) bool {
-		for try := range 4 {
-			i := (try + int(time.Now().UnixNano()/1000)) % 2
-			if int32(i) == killed.Load() {
+		for range 4 {
+			i := next.Add(1) % 2
+			if i == killed.Load() {
 				i = 1 - i
 			}
 			req, _ := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+replicas[i].addr+"/webhook/alertmanager", bytes.NewReader(body))
