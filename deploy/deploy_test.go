@@ -2,12 +2,15 @@ package deploy_test
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -22,7 +25,7 @@ import (
 	networkingv1 "k8s.io/api/networking/v1"
 	policyv1 "k8s.io/api/policy/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/serializer"
 	"k8s.io/client-go/kubernetes/scheme"
@@ -34,6 +37,7 @@ import (
 	"github.com/selfheal/healer/internal/serve"
 	"github.com/selfheal/healer/internal/testenv"
 	"github.com/selfheal/healer/remediators"
+	"github.com/selfheal/healer/remediators/action"
 )
 
 // root is the module root, seen from this package's directory.
@@ -69,13 +73,25 @@ func everything() values {
 	}
 }
 
-// renderChart renders the chart with v over its defaults.
+// rendered holds what renderChart rendered, by the values as JSON: most
+// tests read the chart with the defaults or with everything().
+var rendered sync.Map
+
+// renderChart renders the chart with v over its defaults, once per v.
 func renderChart(t *testing.T, v values) string {
 	t.Helper()
+	key, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out, ok := rendered.Load(string(key)); ok {
+		return out.(string)
+	}
 	out, err := render.Chart(t.Context(), filepath.Join(root, render.ChartDir), v)
 	if err != nil {
 		t.Fatal(err)
 	}
+	rendered.Store(string(key), out)
 	return out
 }
 
@@ -87,12 +103,9 @@ func decode(t *testing.T, manifest string) []runtime.Object {
 	t.Helper()
 	var objs []runtime.Object
 	for _, doc := range render.Documents(manifest) {
-		obj, gvk, err := strict.Decode([]byte(doc), nil, nil)
+		obj, _, err := strict.Decode([]byte(doc), nil, nil) // a document without a kind is an error too
 		if err != nil {
 			t.Fatalf("decode strictly: %v\n%s", err, doc)
-		}
-		if gvk.Kind == "" {
-			t.Fatalf("document without a kind:\n%s", doc)
 		}
 		objs = append(objs, obj)
 	}
@@ -161,6 +174,39 @@ func TestManifestsCurrent(t *testing.T) {
 	}
 }
 
+// TestRBACTemplateRefuses gives the generator rules no remediator may be
+// granted cluster-wide: each is refused with ErrForbiddenRule, while a plain
+// rule is written.
+func TestRBACTemplateRefuses(t *testing.T) {
+	core, rbac := []string{""}, []string{"rbac.authorization.k8s.io"}
+	generate := func(r action.Rule) error {
+		_, err := render.RBACTemplate([]action.Info{{Name: "test.rule", Summary: "A test.", RBAC: []action.Rule{r}}})
+		return err
+	}
+	if err := generate(action.Rule{APIGroups: core, Resources: []string{"nodes"}, Verbs: []string{"get"}}); err != nil {
+		t.Fatalf("a plain rule: %v", err)
+	}
+	for name, r := range map[string]action.Rule{
+		"no verbs":               {APIGroups: core, Resources: []string{"nodes"}},
+		"no api groups":          {Resources: []string{"nodes"}, Verbs: []string{"get"}},
+		"wildcard verb":          {APIGroups: core, Resources: []string{"nodes"}, Verbs: []string{"*"}},
+		"wildcard resource":      {APIGroups: core, Resources: []string{"nodes/*"}, Verbs: []string{"get"}},
+		"wildcard group":         {APIGroups: []string{"*"}, Resources: []string{"nodes"}, Verbs: []string{"get"}},
+		"template in a verb":     {APIGroups: core, Resources: []string{"nodes"}, Verbs: []string{"get{{ .Values }}"}},
+		"quote in a resource":    {APIGroups: core, Resources: []string{`nodes"]`}, Verbs: []string{"get"}},
+		"secrets":                {APIGroups: core, Resources: []string{"secrets"}, Verbs: []string{"list"}},
+		"a secret's subresource": {APIGroups: core, Resources: []string{"secrets/status"}, Verbs: []string{"get"}},
+		"escalate":               {APIGroups: rbac, Resources: []string{"clusterroles"}, Verbs: []string{"escalate"}},
+		"bind":                   {APIGroups: rbac, Resources: []string{"clusterroles"}, Verbs: []string{"bind"}},
+		"impersonate":            {APIGroups: core, Resources: []string{"users"}, Verbs: []string{"impersonate"}},
+		"service account tokens": {APIGroups: core, Resources: []string{"serviceaccounts/token"}, Verbs: []string{"create"}},
+	} {
+		if err := generate(r); !errors.Is(err, render.ErrForbiddenRule) {
+			t.Errorf("%s %+v: want ErrForbiddenRule, got %v", name, r, err)
+		}
+	}
+}
+
 // TestChartLint runs `helm lint`'s rules on the chart, with the defaults and
 // with every option on: warnings fail.
 func TestChartLint(t *testing.T) {
@@ -189,7 +235,7 @@ func TestChartDecodesStrictly(t *testing.T) {
 				t.Fatalf("only %d objects rendered", len(objs))
 			}
 			for _, o := range objs {
-				m, err := metaOf(o)
+				m, err := meta.Accessor(o)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -213,14 +259,6 @@ func TestChartDecodesStrictly(t *testing.T) {
 			}
 		})
 	}
-}
-
-func metaOf(o runtime.Object) (metav1.Object, error) {
-	m, ok := o.(metav1.Object)
-	if !ok {
-		return nil, fmt.Errorf("%T has no object metadata", o)
-	}
-	return m, nil
 }
 
 // TestChartServe checks serve's Deployment, Service, PodDisruptionBudget and
@@ -350,13 +388,16 @@ func TestChartServe(t *testing.T) {
 	})
 
 	t.Run("refused", func(t *testing.T) {
-		for name, v := range map[string]values{
-			"external NATS without a URL":  {"nats": values{"enabled": false}},
-			"external Redis without a URL": {"redis": values{"enabled": false}},
-			"egress without the API":       {"networkPolicy": values{"egress": values{"enabled": true}}},
+		for name, tc := range map[string]struct {
+			v    values
+			want string // in the error, naming the value to set
+		}{
+			"external NATS without a URL":  {values{"nats": values{"enabled": false}}, "serve.config.natsURL"},
+			"external Redis without a URL": {values{"redis": values{"enabled": false}}, "serve.config.redisURL"},
+			"egress without the API":       {values{"networkPolicy": values{"egress": values{"enabled": true}}}, "networkPolicy.egress.apiServerCIDRs"},
 		} {
-			if _, err := render.Chart(t.Context(), filepath.Join(root, render.ChartDir), v); err == nil {
-				t.Errorf("%s: rendered", name)
+			if _, err := render.Chart(t.Context(), filepath.Join(root, render.ChartDir), tc.v); err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("%s: want an error naming %s, got %v", name, tc.want, err)
 			}
 		}
 	})
@@ -491,14 +532,22 @@ func TestChartNATSAndRedis(t *testing.T) {
 
 // TestChartAgents checks the agents' switches: without the masters'
 // DaemonSet, and with cert.renew and etcd.replace-member taken off the
-// masters (their read-write mounts go with their configuration), the
-// configurations still validate. internal/agent's TestDeployManifest checks
-// the default ones.
+// masters (their read-write mounts go with their configuration, both there
+// by default), the configurations still validate. internal/agent's
+// TestDeployManifest checks the default ones.
 func TestChartAgents(t *testing.T) {
+	const pki, etcdData = "/etc/kubernetes/pki", "/var/lib/etcd"
 	objs := decode(t, renderChart(t, nil))
 	if got := names(ofType[*appsv1.DaemonSet](objs)); !slices.Equal(got, []string{"healer-agent", "healer-agent-master"}) {
 		t.Fatalf("DaemonSets %q", got)
 	}
+	if got := masterHostPaths(t, objs); !slices.Contains(got, pki) || !slices.Contains(got, etcdData) {
+		t.Errorf("defaults: the masters mount %q, want %s and %s", got, pki, etcdData)
+	}
+	if cfg := loadAgentConfig(t, "agent-master.yaml", named[*corev1.ConfigMap](t, objs, "healer-agent").Data["agent-master.yaml"]); cfg.EtcdMember == nil || cfg.CertRenew.KubeadmPKI == "" {
+		t.Error("defaults: agent-master.yaml configures no certRenew or no etcdMember")
+	}
+
 	objs = decode(t, renderChart(t, values{"agent": values{"masters": values{"enabled": false}}}))
 	if got := names(ofType[*appsv1.DaemonSet](objs)); !slices.Equal(got, []string{"healer-agent"}) {
 		t.Errorf("agent.masters.enabled false: DaemonSets %q", got)
@@ -508,27 +557,17 @@ func TestChartAgents(t *testing.T) {
 	}
 
 	objs = decode(t, renderChart(t, everything()))
-	ds := named[*appsv1.DaemonSet](t, objs, "healer-agent-master")
-	for _, v := range ds.Spec.Template.Spec.Volumes {
-		if v.HostPath != nil && (v.HostPath.Path == "/etc/kubernetes/pki" || v.HostPath.Path == "/var/lib/etcd") {
-			t.Errorf("certRenew and etcdMember off: %s is still mounted", v.HostPath.Path)
+	for _, p := range masterHostPaths(t, objs) {
+		if p == pki || p == etcdData {
+			t.Errorf("certRenew and etcdMember off: %s is still mounted", p)
 		}
 	}
 	cm := named[*corev1.ConfigMap](t, objs, "healer-agent")
+	if got := slices.Sorted(maps.Keys(cm.Data)); !slices.Equal(got, []string{"agent-master.yaml", "agent.yaml"}) {
+		t.Fatalf("the agents' configurations %q", got)
+	}
 	for key, text := range cm.Data {
-		path := filepath.Join(t.TempDir(), key)
-		if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		var cfg agent.Config
-		if err := cfg.LoadFile(path); err != nil {
-			t.Fatalf("%s: %v", key, err)
-		}
-		cfg.Node = "node-1"
-		cfg.ApplyDefaults()
-		if err := cfg.Validate(); err != nil {
-			t.Errorf("%s: %v", key, err)
-		}
+		cfg := loadAgentConfig(t, key, text)
 		if cfg.NATS.URL != "tls://nats.healer.svc:4222" || cfg.NATS.CAFile != "/etc/healer-agent/ca.crt" || cfg.NATS.NKeyFile != "/etc/healer-agent/nats.nk" {
 			t.Errorf("%s: with nats.tls the agents dial tls:// with the CA: %+v", key, cfg.NATS)
 		}
@@ -536,6 +575,38 @@ func TestChartAgents(t *testing.T) {
 			t.Errorf("%s: certRenew and etcdMember off, still configured", key)
 		}
 	}
+}
+
+// masterHostPaths returns the host paths the masters' DaemonSet mounts.
+func masterHostPaths(t *testing.T, objs []runtime.Object) []string {
+	t.Helper()
+	var paths []string
+	for _, v := range named[*appsv1.DaemonSet](t, objs, "healer-agent-master").Spec.Template.Spec.Volumes {
+		if v.HostPath != nil {
+			paths = append(paths, v.HostPath.Path)
+		}
+	}
+	return paths
+}
+
+// loadAgentConfig loads an agent's configuration as the agent does, for a
+// node, and validates it.
+func loadAgentConfig(t *testing.T, key, text string) agent.Config {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), key)
+	if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var cfg agent.Config
+	if err := cfg.LoadFile(path); err != nil {
+		t.Fatalf("%s: %v", key, err)
+	}
+	cfg.Node = "node-1"
+	cfg.ApplyDefaults()
+	if err := cfg.Validate(); err != nil {
+		t.Fatalf("%s: %v", key, err)
+	}
+	return cfg
 }
 
 // TestChartNATSConfig starts a NATS server from the rendered configuration,
