@@ -78,6 +78,11 @@ func (c *Config) Validate() error {
 	if c.ActionTimeout <= 0 || c.VerifyTimeout <= 0 || c.ShutdownGrace <= 0 || c.RetryDelay <= 0 {
 		errs = append(errs, errors.New("engine: actionTimeout, verifyTimeout, shutdownGrace and retryDelay must be positive"))
 	}
+	if c.Budget.HoldTTL < c.AckWait {
+		// A silent replica's actions are fenced off after ackWait; its
+		// holds on the budget must last at least as long.
+		errs = append(errs, fmt.Errorf("engine: budget.holdTTL %s: must be at least ackWait (%s)", c.Budget.HoldTTL, c.AckWait))
+	}
 	errs = append(errs, c.Budget.Validate(), c.Breaker.Validate())
 	return errors.Join(errs...)
 }

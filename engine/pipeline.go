@@ -120,7 +120,7 @@ func (e *Engine) handle(ctx context.Context, m jetstream.Msg) {
 	}()
 	defer func() {
 		if r.reserved != nil {
-			r.reserved.Release(r.tookOut)
+			r.reserved.Release(ctx, r.tookOut)
 		}
 	}()
 
@@ -469,7 +469,7 @@ func (e *Engine) guard(ctx context.Context, r *run) (bool, error) {
 		if e.Budget == nil {
 			return true, e.suppress(ctx, r, outcomeSuppressed, "blast-radius budget unknown: Kubernetes is not configured (fail closed)")
 		}
-		res, st, err := e.Budget.Reserve(r.ev.TargetName())
+		res, st, err := e.Budget.Reserve(ctx, r.ev.TargetName())
 		if err != nil {
 			if e.Notifier != nil && errors.Is(err, guard.ErrBudgetExhausted) {
 				e.Notifier.Notify(ctx, Notice{Kind: NoticeBudgetExhausted, Remediator: name, Target: r.ev.Subject,

@@ -26,6 +26,12 @@ type BudgetConfig struct {
 	// Linger keeps counting a node healer just took out of service until
 	// the watch shows it, or this long at most.
 	Linger time.Duration `json:"linger"`
+	// HoldTTL is how long a replica's hold on a node stays in the shared
+	// ledger without renewal (renewals come every quarter of it): a
+	// replica that dies gives its places back after this long. It must
+	// outlast the engine's ackWait, after which a silent replica's target
+	// leases, and so its actions, are fenced off.
+	HoldTTL time.Duration `json:"holdTTL"`
 }
 
 // ApplyDefaults fills zero fields: 1 node or 10%, whichever is more.
@@ -45,6 +51,9 @@ func (c *BudgetConfig) ApplyDefaults() {
 	if c.Linger == 0 {
 		c.Linger = 30 * time.Second
 	}
+	if c.HoldTTL == 0 {
+		c.HoldTTL = 2 * time.Minute
+	}
 }
 
 // Validate reports an unusable budget.
@@ -61,6 +70,9 @@ func (c *BudgetConfig) Validate() error {
 	}
 	if c.ZonePercent < 0 || c.ZonePercent > 100 {
 		errs = append(errs, fmt.Errorf("budget: zonePercent %d: must be 0 to 100", c.ZonePercent))
+	}
+	if c.HoldTTL < 4*time.Second {
+		errs = append(errs, fmt.Errorf("budget: holdTTL %s: must be at least 4s", c.HoldTTL))
 	}
 	return errors.Join(errs...)
 }
@@ -92,7 +104,9 @@ var ErrBudgetExhausted = errors.New("blast-radius budget exhausted")
 // Budget counts nodes out of service (cordoned by anyone, or not Ready)
 // from a watch of all Nodes, plus the nodes healer is taking out right now,
 // and refuses reservations past the limit. Counts are kept incrementally,
-// so a check costs the same for ten nodes as for a hundred thousand.
+// so a check costs the same for ten nodes as for a hundred thousand. With
+// several replicas, Share makes the nodes being taken out those of every
+// replica, from a ledger they update by compare-and-set.
 type Budget struct {
 	cfg      BudgetConfig
 	log      *slog.Logger
@@ -105,7 +119,13 @@ type Budget struct {
 	outCount int                   // number of true values in out
 	zoneOf   map[string]string     // node -> failure domain
 	zones    map[string]*zoneCount // failure domain -> counts
-	reserved map[string]*hold      // node -> healer's hold on it
+	reserved map[string]*hold      // node -> this replica's hold on it
+	others   map[string]time.Time  // node -> until when other replicas hold it, per the ledger
+
+	// shared is the ledger of every replica's holds, nil for one replica
+	// alone; resMu orders this replica's reads and writes of it.
+	shared *ledger
+	resMu  sync.Mutex
 }
 
 // zoneCount counts one failure domain's nodes, per the watch.
@@ -131,6 +151,7 @@ func NewBudget(cfg BudgetConfig, client kubernetes.Interface, log *slog.Logger) 
 		now:      time.Now,
 		out:      map[string]bool{},
 		reserved: map[string]*hold{},
+		others:   map[string]time.Time{},
 		zoneOf:   map[string]string{},
 		zones:    map[string]*zoneCount{},
 	}
@@ -273,13 +294,10 @@ func (b *Budget) StateFor(node string) (BudgetState, error) {
 
 func (b *Budget) stateLocked(node string) BudgetState {
 	now := b.now()
-	extra, zoneExtra := 0, 0
+	extra, zoneExtra, inFlight := 0, 0, 0
 	zone, inZone := b.zoneOf[node]
-	for name, h := range b.reserved {
-		if h.running == 0 && now.After(h.until) {
-			delete(b.reserved, name)
-			continue
-		}
+	count := func(name string) {
+		inFlight++
 		if !b.out[name] {
 			extra++
 			if inZone && b.zoneOf[name] == zone {
@@ -287,12 +305,28 @@ func (b *Budget) stateLocked(node string) BudgetState {
 			}
 		}
 	}
+	for name, h := range b.reserved {
+		if h.running == 0 && now.After(h.until) {
+			delete(b.reserved, name)
+			continue
+		}
+		count(name)
+	}
+	for name, until := range b.others {
+		if !now.Before(until) {
+			delete(b.others, name)
+			continue
+		}
+		if _, mine := b.reserved[name]; !mine {
+			count(name)
+		}
+	}
 	total := len(b.out)
 	allowed := max(b.cfg.MinNodes, total*b.cfg.Percent/100)
 	s := BudgetState{
 		TotalNodes:   total,
 		OutOfService: b.outCount + extra,
-		InFlight:     len(b.reserved),
+		InFlight:     inFlight,
 		Allowed:      allowed,
 	}
 	s.Available = max(0, allowed-s.OutOfService)
@@ -313,20 +347,59 @@ type Reservation struct {
 }
 
 // Reserve takes node out of the budget for an action about to run. A node
-// that is already out of service costs nothing more. It fails closed when
-// the budget is unknown or exhausted.
-func (b *Budget) Reserve(node string) (*Reservation, BudgetState, error) {
+// that is already out of service, or held by another action, costs nothing
+// more. It fails closed when the budget is unknown or exhausted, and, with
+// a shared ledger, when the ledger cannot be read or written.
+func (b *Budget) Reserve(ctx context.Context, node string) (*Reservation, BudgetState, error) {
 	if !b.synced() {
 		return nil, BudgetState{}, fmt.Errorf("%w: node watch not synced", ErrBudgetUnknown)
 	}
-	b.mu.Lock()
-	defer b.mu.Unlock()
+	if b.shared == nil {
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		return b.reserveLocked(node)
+	}
+	b.resMu.Lock()
+	defer b.resMu.Unlock()
+	var st BudgetState
+	for range maxLedgerConflicts {
+		doc, rev, err := b.shared.load(ctx)
+		if err != nil {
+			st, _ = b.StateFor(node)
+			return nil, st, fmt.Errorf("%w: %w", ErrBudgetUnknown, err)
+		}
+		b.mu.Lock()
+		b.adoptLocked(doc)
+		res, s, err := b.reserveLocked(node)
+		if err != nil {
+			b.mu.Unlock()
+			return nil, s, err
+		}
+		next, _ := b.ledgerLocked(doc)
+		b.mu.Unlock()
+		st = s
+		err = b.shared.store(ctx, next, rev)
+		if err == nil {
+			return res, st, nil
+		}
+		b.mu.Lock()
+		b.releaseLocked(node, false)
+		b.mu.Unlock()
+		if !errors.Is(err, errLedgerConflict) {
+			return nil, st, fmt.Errorf("%w: %w", ErrBudgetUnknown, err)
+		}
+	}
+	return nil, st, fmt.Errorf("%w: the shared ledger changed under each of %d attempts", ErrBudgetUnknown, maxLedgerConflicts)
+}
+
+func (b *Budget) reserveLocked(node string) (*Reservation, BudgetState, error) {
 	s := b.stateLocked(node)
 	if _, known := b.out[node]; !known {
 		return nil, s, fmt.Errorf("%w: node %s is not in the watch of the cluster's nodes", ErrBudgetUnknown, node)
 	}
 	h, alreadyHeld := b.reserved[node]
-	if !b.out[node] && !alreadyHeld {
+	_, heldByOther := b.others[node]
+	if !b.out[node] && !alreadyHeld && !heldByOther {
 		if s.OutOfService+1 > s.Allowed {
 			return nil, s, fmt.Errorf("%w: %d of %d nodes out of service, at most %d allowed", ErrBudgetExhausted, s.OutOfService, s.TotalNodes, s.Allowed)
 		}
@@ -344,22 +417,37 @@ func (b *Budget) Reserve(node string) (*Reservation, BudgetState, error) {
 
 // Release ends the reservation. When the action took the node out of
 // service it keeps counting until the watch shows it (at most Linger);
-// otherwise the node's place is freed at once.
-func (r *Reservation) Release(tookOut bool) {
+// otherwise the node's place is freed at once. With a shared ledger the
+// change is written there too (bounded by a few seconds, even when ctx has
+// ended); if that fails the hold lapses after HoldTTL.
+func (r *Reservation) Release(ctx context.Context, tookOut bool) {
 	r.once.Do(func() {
 		b := r.b
 		b.mu.Lock()
-		defer b.mu.Unlock()
-		h := b.reserved[r.node]
-		if h == nil {
+		b.releaseLocked(r.node, tookOut)
+		b.mu.Unlock()
+		if b.shared == nil {
 			return
 		}
-		h.running--
-		if tookOut && !b.out[r.node] {
-			h.until = b.now().Add(b.cfg.Linger)
-		}
-		if h.running == 0 && (b.out[r.node] || !b.now().Before(h.until)) {
-			delete(b.reserved, r.node)
+		wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		if err := b.syncLedger(wctx); err != nil {
+			b.log.Warn("releasing a hold on the blast-radius budget failed; it lapses by itself",
+				"node", r.node, "hold_ttl", b.cfg.HoldTTL, "err", err)
 		}
 	})
+}
+
+func (b *Budget) releaseLocked(node string, tookOut bool) {
+	h := b.reserved[node]
+	if h == nil {
+		return
+	}
+	h.running--
+	if tookOut && !b.out[node] {
+		h.until = b.now().Add(b.cfg.Linger)
+	}
+	if h.running == 0 && (b.out[node] || !b.now().Before(h.until)) {
+		delete(b.reserved, node)
+	}
 }

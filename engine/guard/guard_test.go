@@ -112,7 +112,7 @@ func TestBudget(t *testing.T) {
 	if _, err := b.State(); !errors.Is(err, ErrBudgetUnknown) {
 		t.Fatalf("before sync: %v, want ErrBudgetUnknown (fail closed)", err)
 	}
-	if _, _, err := b.Reserve("n00"); !errors.Is(err, ErrBudgetUnknown) {
+	if _, _, err := b.Reserve(t.Context(), "n00"); !errors.Is(err, ErrBudgetUnknown) {
 		t.Fatalf("reserve before sync: %v, want ErrBudgetUnknown", err)
 	}
 	if err := b.Start(ctx, 30*time.Second); err != nil {
@@ -133,14 +133,14 @@ func TestBudget(t *testing.T) {
 	waitBudget(t, b, func(s BudgetState) bool { return s.OutOfService == 2 })
 	// Budget spent: a healthy node cannot be taken, but the NotReady one
 	// (already out) can be acted on at no extra cost.
-	if _, _, err := b.Reserve("n05"); !errors.Is(err, ErrBudgetExhausted) {
+	if _, _, err := b.Reserve(t.Context(), "n05"); !errors.Is(err, ErrBudgetExhausted) {
 		t.Fatalf("reserve n05: %v, want ErrBudgetExhausted", err)
 	}
-	r, _, err := b.Reserve("n01")
+	r, _, err := b.Reserve(t.Context(), "n01")
 	if err != nil {
 		t.Fatalf("reserve n01 (already out): %v", err)
 	}
-	r.Release(true)
+	r.Release(t.Context(), true)
 
 	// Failure domains come from the zone label.
 	for _, n := range []string{"n10", "n11", "n12"} {
@@ -172,7 +172,7 @@ func waitBudget(t *testing.T, b *Budget, cond func(BudgetState) bool) {
 
 func newTestBudget(cfg BudgetConfig) *Budget {
 	cfg.ApplyDefaults()
-	return &Budget{cfg: cfg, out: map[string]bool{}, reserved: map[string]*hold{}, zoneOf: map[string]string{},
+	return &Budget{cfg: cfg, out: map[string]bool{}, reserved: map[string]*hold{}, others: map[string]time.Time{}, zoneOf: map[string]string{},
 		zones: map[string]*zoneCount{}, now: time.Now, synced: func() bool { return true }}
 }
 
@@ -204,7 +204,7 @@ func TestBudgetNeverExceeded(t *testing.T) {
 		results := make(chan bool, len(failing))
 		for _, n := range failing {
 			go func() {
-				_, _, err := b.Reserve(fmt.Sprint(n))
+				_, _, err := b.Reserve(t.Context(), fmt.Sprint(n))
 				results <- err == nil
 			}()
 		}
@@ -248,23 +248,23 @@ func TestBudgetHoldsANodeUntilItsLastActionEnds(t *testing.T) {
 	for i := range 10 {
 		b.track(fmt.Sprint("n", i), "", false)
 	}
-	if _, _, err := b.Reserve("not-a-node"); !errors.Is(err, ErrBudgetUnknown) {
+	if _, _, err := b.Reserve(t.Context(), "not-a-node"); !errors.Is(err, ErrBudgetUnknown) {
 		t.Fatalf("a node the watch does not know: %v, want ErrBudgetUnknown", err)
 	}
-	first, _, err := b.Reserve("n0")
+	first, _, err := b.Reserve(t.Context(), "n0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	second, _, err := b.Reserve("n0") // another problem on the same node
+	second, _, err := b.Reserve(t.Context(), "n0") // another problem on the same node
 	if err != nil {
 		t.Fatalf("second action on the held node: %v", err)
 	}
-	first.Release(false)
-	if _, _, err := b.Reserve("n1"); !errors.Is(err, ErrBudgetExhausted) {
+	first.Release(t.Context(), false)
+	if _, _, err := b.Reserve(t.Context(), "n1"); !errors.Is(err, ErrBudgetExhausted) {
 		t.Fatalf("n0 is still being acted on, yet n1 got in: %v", err)
 	}
-	second.Release(true) // took it out; the watch has not shown it yet
-	if _, _, err := b.Reserve("n1"); !errors.Is(err, ErrBudgetExhausted) {
+	second.Release(t.Context(), true) // took it out; the watch has not shown it yet
+	if _, _, err := b.Reserve(t.Context(), "n1"); !errors.Is(err, ErrBudgetExhausted) {
 		t.Fatalf("n0 lingers until the watch shows it, yet n1 got in: %v", err)
 	}
 	b.observe(&corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "n0"}, Spec: corev1.NodeSpec{Unschedulable: true}})

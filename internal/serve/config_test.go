@@ -119,6 +119,7 @@ func TestValidate(t *testing.T) {
 		{name: "bad redis url", mutate: func(c *Config) { c.RedisURL = "localhost:6379" }, wantErr: "redis://"},
 		{name: "policies not a dir", mutate: func(c *Config) { c.Policies = "/nonexistent/policies" }, wantErr: "policies"},
 		{name: "budget percent", mutate: func(c *Config) { c.Engine.Budget.Percent = 120 }, wantErr: "percent"},
+		{name: "budget holds shorter than ackWait", mutate: func(c *Config) { c.Engine.Budget.HoldTTL = 10 * time.Second }, wantErr: "holdTTL 10s: must be at least ackWait"},
 		{name: "every problem at once", mutate: func(c *Config) { c.Listen = "x"; c.RedisURL = "y" }, wantErr: "redis://"},
 	}
 	for _, tt := range tests {

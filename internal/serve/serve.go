@@ -223,6 +223,14 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (s *Server, err er
 	if err != nil {
 		return nil, err
 	}
+	if s.budget != nil {
+		// Every replica counts the nodes the others are taking out.
+		budgetKV, err := guard.EnsureBudgetBucket(ctx, s.js, cfg.Streams.Replicas)
+		if err != nil {
+			return nil, err
+		}
+		s.budget.Share(ctx, budgetKV, s.engine.Instance())
+	}
 	det, err := alertmanager.New(cfg.Alertmanager, bus.NewPublisher(s.js, cfg.Alertmanager.PublishTimeout), log, alertmanager.WithTracer(tracer))
 	if err != nil {
 		return nil, err
