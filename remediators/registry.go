@@ -34,7 +34,9 @@ type Deps struct {
 	// journal and provisioner; nil (no etcd configured) leaves it out.
 	Etcd        *etcdmember.Deps
 	EtcdReplace etcdmember.Config
-	Log         *slog.Logger
+	// Disabled names remediators left out by the operator.
+	Disabled []string
+	Log      *slog.Logger
 }
 
 // Entry is one row of the registry table.
@@ -91,6 +93,10 @@ func Build(d Deps) (set Set, unavailable map[string]string, err error) {
 	unavailable = map[string]string{}
 	var errs []error
 	for _, e := range Table() {
+		if slices.Contains(d.Disabled, e.Name) {
+			unavailable[e.Name] = "disabled in the configuration (disabledRemediators)"
+			continue
+		}
 		if e.NeedsKube && d.Kube == nil {
 			unavailable[e.Name] = "Kubernetes is not configured"
 			continue

@@ -54,3 +54,21 @@ func TestTableInfo(t *testing.T) {
 		}
 	}
 }
+
+// TestBuildLeavesOutDisabled: a remediator the operator disabled is not
+// built even when its dependencies are there, and says why.
+func TestBuildLeavesOutDisabled(t *testing.T) {
+	set, unavailable, err := Build(Deps{Kube: fake.NewClientset(), Disabled: []string{"node.drain"}, Log: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := set["node.drain"]; ok {
+		t.Fatal("node.drain was built although disabled")
+	}
+	if _, ok := set["node.cordon"]; !ok {
+		t.Fatalf("node.cordon, not disabled, is missing: %v", set.Names())
+	}
+	if got := unavailable["node.drain"]; !strings.Contains(got, "disabledRemediators") {
+		t.Fatalf("unavailable[node.drain] = %q, want it to name disabledRemediators", got)
+	}
+}

@@ -18,7 +18,7 @@ import (
 
 func TestLimiters(t *testing.T) {
 	redis := testenv.StartRedis(t)
-	rl, err := NewRedis(redis.URL)
+	rl, err := NewRedis(redis.URL, "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -65,7 +65,7 @@ func keyOf(l *Limit) string {
 
 func TestRedisDownFailsClosed(t *testing.T) {
 	redis := testenv.StartRedis(t)
-	rl, err := NewRedis(redis.URL)
+	rl, err := NewRedis(redis.URL, "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -274,14 +274,14 @@ func TestBudgetHoldsANodeUntilItsLastActionEnds(t *testing.T) {
 }
 
 func TestRedisURLPasswordStaysOutOfErrors(t *testing.T) {
-	_, err := NewRedis("redis://:s3cret-password@redis:notaport/0")
+	_, err := NewRedis("redis://:s3cret-password@redis:notaport/0", "")
 	if err == nil {
 		t.Fatal("bad URL accepted")
 	}
 	if strings.Contains(err.Error(), "s3cret-password") {
 		t.Fatalf("error leaks the password: %v", err)
 	}
-	r, err := NewRedis("redis://:s3cret-password@127.0.0.1:6390/0")
+	r, err := NewRedis("redis://:s3cret-password@127.0.0.1:6390/0", "")
 	if err != nil {
 		t.Fatal(err)
 	}

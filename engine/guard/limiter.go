@@ -43,12 +43,16 @@ type Redis struct {
 
 var _ Limiter = (*Redis)(nil)
 
-// NewRedis returns a limiter on the Redis at url (redis://host:port/db).
-func NewRedis(url string) (*Redis, error) {
+// NewRedis returns a limiter on the Redis at url (redis://host:port/db);
+// a non-empty password takes the place of the one in url.
+func NewRedis(url, password string) (*Redis, error) {
 	opts, err := redis.ParseURL(url)
 	if err != nil {
 		// The parse error quotes the URL, password and all: keep it out.
 		return nil, errors.New("redis url: not a valid redis:// or rediss:// URL")
+	}
+	if password != "" {
+		opts.Password = password
 	}
 	opts.DialTimeout = 2 * time.Second
 	opts.ReadTimeout = 2 * time.Second

@@ -6,6 +6,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -20,6 +21,7 @@ import (
 	"github.com/selfheal/healer/engine/approval"
 	"github.com/selfheal/healer/internal/telemetry"
 	"github.com/selfheal/healer/internal/yamlconfig"
+	"github.com/selfheal/healer/remediators"
 	etcdrem "github.com/selfheal/healer/remediators/etcdmember"
 	"github.com/selfheal/healer/remediators/vip"
 )
@@ -34,13 +36,32 @@ type Config struct {
 	Listen string `json:"listen"`
 	// NATSURL selects an external NATS server; empty runs one embedded.
 	NATSURL string `json:"natsURL"`
-	// NATSCredsFile is a NATS credentials file for the external server.
-	NATSCredsFile string `json:"natsCredsFile"`
+	// NATSCredsFile is a NATS credentials file (JWT and nkey seed) for the
+	// external server; NATSNKeyFile an nkey seed file alone; NATSUser with
+	// NATSPasswordFile a user and the file holding its password. One of
+	// the three at most.
+	NATSCredsFile    string `json:"natsCredsFile"`
+	NATSNKeyFile     string `json:"natsNKeyFile"`
+	NATSUser         string `json:"natsUser"`
+	NATSPasswordFile string `json:"natsPasswordFile"`
+	// NATSCAFile is the CA the external server's certificate is verified
+	// with (else the system's roots); NATSCertFile and NATSKeyFile a
+	// client certificate, for servers that verify clients.
+	NATSCAFile   string `json:"natsCAFile"`
+	NATSCertFile string `json:"natsCertFile"`
+	NATSKeyFile  string `json:"natsKeyFile"`
 	// NATSListen is where the embedded server accepts clients (agents, CLI).
 	NATSListen string `json:"natsListen"`
 	// RedisURL selects Redis for rate limits; empty uses the in-process
 	// limiter, which is correct for a single replica only.
 	RedisURL string `json:"redisURL"`
+	// RedisPasswordFile holds Redis's password, instead of putting it in
+	// RedisURL.
+	RedisPasswordFile string `json:"redisPasswordFile"`
+	// DisabledRemediators are left out of this healer, whatever the
+	// policies decide: their decisions are suppressed and audited as not
+	// available ("node.drain" where the chart grants no eviction rights).
+	DisabledRemediators []string `json:"disabledRemediators"`
 	// Kubeconfig selects a cluster; empty means in-cluster when running in
 	// a pod, else $KUBECONFIG, else Kubernetes features are off.
 	Kubeconfig string `json:"kubeconfig"`
@@ -178,6 +199,15 @@ func (c *Config) Validate() error {
 	if c.RedisURL != "" && !strings.HasPrefix(c.RedisURL, "redis://") && !strings.HasPrefix(c.RedisURL, "rediss://") {
 		errs = append(errs, errors.New("redisURL: must start with redis:// or rediss://"))
 	}
+	if c.RedisPasswordFile != "" && c.RedisURL == "" {
+		errs = append(errs, errors.New("redisPasswordFile: set redisURL too (without Redis there is no password to use)"))
+	}
+	errs = append(errs, c.validateNATSAuth())
+	for _, name := range c.DisabledRemediators {
+		if !slices.ContainsFunc(remediators.Table(), func(e remediators.Entry) bool { return e.Name == name }) {
+			errs = append(errs, fmt.Errorf("disabledRemediators: %q is not a remediator (`healer remediators list` names them)", name))
+		}
+	}
 	if c.Policies != "" {
 		if fi, err := os.Stat(c.Policies); err != nil {
 			errs = append(errs, fmt.Errorf("policies: %w", err))
@@ -257,3 +287,27 @@ func (c *Config) WebhookTokenPath() string { return filepath.Join(c.DataDir, "we
 
 // APITokenPath is where a generated API token is kept.
 func (c *Config) APITokenPath() string { return filepath.Join(c.DataDir, "api-token") }
+
+// validateNATSAuth reports conflicting or half-given NATS credentials.
+func (c *Config) validateNATSAuth() error {
+	var errs []error
+	ways := 0
+	for _, set := range []bool{c.NATSCredsFile != "", c.NATSNKeyFile != "", c.NATSUser != "" || c.NATSPasswordFile != ""} {
+		if set {
+			ways++
+		}
+	}
+	if ways > 1 {
+		errs = append(errs, errors.New("nats credentials: set one of natsCredsFile, natsNKeyFile, or natsUser with natsPasswordFile"))
+	}
+	if (c.NATSUser == "") != (c.NATSPasswordFile == "") {
+		errs = append(errs, errors.New("natsUser and natsPasswordFile go together"))
+	}
+	if (c.NATSCertFile == "") != (c.NATSKeyFile == "") {
+		errs = append(errs, errors.New("natsCertFile and natsKeyFile go together"))
+	}
+	if c.NATSURL == "" && (ways > 0 || c.NATSCAFile != "" || c.NATSCertFile != "") {
+		errs = append(errs, errors.New("nats credentials and TLS files are for an external server: set natsURL too"))
+	}
+	return errors.Join(errs...)
+}

@@ -119,6 +119,11 @@ func TestValidate(t *testing.T) {
 		{name: "bad redis url", mutate: func(c *Config) { c.RedisURL = "localhost:6379" }, wantErr: "redis://"},
 		{name: "policies not a dir", mutate: func(c *Config) { c.Policies = "/nonexistent/policies" }, wantErr: "policies"},
 		{name: "budget percent", mutate: func(c *Config) { c.Engine.Budget.Percent = 120 }, wantErr: "percent"},
+		{name: "unknown remediator disabled", mutate: func(c *Config) { c.DisabledRemediators = []string{"node.drian"} }, wantErr: `"node.drian" is not a remediator`},
+		{name: "two kinds of NATS credentials", mutate: func(c *Config) { c.NATSURL = "nats://n:4222"; c.NATSCredsFile = "a"; c.NATSNKeyFile = "b" }, wantErr: "set one of natsCredsFile"},
+		{name: "NATS user without password", mutate: func(c *Config) { c.NATSURL = "nats://n:4222"; c.NATSUser = "u" }, wantErr: "natsUser and natsPasswordFile go together"},
+		{name: "NATS TLS for the embedded server", mutate: func(c *Config) { c.NATSCAFile = "ca.crt" }, wantErr: "set natsURL too"},
+		{name: "Redis password without Redis", mutate: func(c *Config) { c.RedisPasswordFile = "pw" }, wantErr: "redisPasswordFile: set redisURL"},
 		{name: "budget holds shorter than ackWait", mutate: func(c *Config) { c.Engine.Budget.HoldTTL = 10 * time.Second }, wantErr: "holdTTL 10s: must be at least ackWait"},
 		{name: "every problem at once", mutate: func(c *Config) { c.Listen = "x"; c.RedisURL = "y" }, wantErr: "redis://"},
 	}

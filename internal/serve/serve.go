@@ -84,12 +84,14 @@ type Server struct {
 // Start brings every part up and starts serving; it returns once the
 // server accepts requests. The server stops when ctx ends; Wait returns
 // after a clean shutdown.
-func Start(ctx context.Context, cfg Config, log *slog.Logger) (s *Server, err error) {
+func Start(ctx context.Context, cfg Config, log *slog.Logger) (_ *Server, err error) {
 	cfg.ApplyDefaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("configuration: %w", err)
 	}
-	s = &Server{cfg: cfg, log: log, ready: make(chan struct{}), done: make(chan struct{})}
+	// s is not the named result: a failed start returns nil, and what was
+	// started so far is still closed.
+	s := &Server{cfg: cfg, log: log, ready: make(chan struct{}), done: make(chan struct{})}
 	defer func() {
 		if err != nil {
 			s.close()
@@ -146,7 +148,7 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (s *Server, err er
 		return nil, err
 	}
 	agents := bus.NewAgentClient(s.nc, cfg.AgentAcceptTimeout)
-	deps := remediators.Deps{Kube: s.kube, Agents: agents, VIP: cfg.VIP, Log: log}
+	deps := remediators.Deps{Kube: s.kube, Agents: agents, VIP: cfg.VIP, Disabled: cfg.DisabledRemediators, Log: log}
 	if len(cfg.VIP.VIPs) > 0 {
 		if deps.VIPLeases, err = vip.EnsureBucket(ctx, s.js, cfg.Streams.Replicas); err != nil {
 			return nil, err
@@ -686,9 +688,11 @@ func (s *Server) connectNATS(ctx context.Context) (string, error) {
 		}),
 		nats.ReconnectHandler(func(nc *nats.Conn) { s.log.Info("nats reconnected", "url", nc.ConnectedUrlRedacted()) }),
 	}
-	if s.cfg.NATSCredsFile != "" {
-		opts = append(opts, nats.UserCredentials(s.cfg.NATSCredsFile))
+	auth, err := s.natsAuth()
+	if err != nil {
+		return "", err
 	}
+	opts = append(opts, auth...)
 	if s.ns != nil {
 		// The embedded server is reached in-process, without loopback TCP;
 		// its listener is for agents and tools.
@@ -704,6 +708,62 @@ func (s *Server) connectNATS(ctx context.Context) (string, error) {
 		return "", fmt.Errorf("jetstream: %w", err)
 	}
 	return desc, nil
+}
+
+// natsAuth returns the options of the external server's credentials and
+// TLS files. Files are read here, so a missing one is named at start, not at
+// the first reconnect.
+func (s *Server) natsAuth() ([]nats.Option, error) {
+	c := s.cfg
+	var opts []nats.Option
+	for _, f := range []struct{ what, path string }{
+		{"natsCredsFile", c.NATSCredsFile}, {"natsNKeyFile", c.NATSNKeyFile}, {"natsPasswordFile", c.NATSPasswordFile},
+		{"natsCAFile", c.NATSCAFile}, {"natsCertFile", c.NATSCertFile}, {"natsKeyFile", c.NATSKeyFile},
+	} {
+		if f.path == "" {
+			continue
+		}
+		if _, err := os.Stat(f.path); err != nil {
+			return nil, fmt.Errorf("%s: %w", f.what, err)
+		}
+	}
+	switch {
+	case c.NATSCredsFile != "":
+		opts = append(opts, nats.UserCredentials(c.NATSCredsFile))
+	case c.NATSNKeyFile != "":
+		o, err := nats.NkeyOptionFromSeed(c.NATSNKeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("natsNKeyFile %s: %w", c.NATSNKeyFile, err)
+		}
+		opts = append(opts, o)
+	case c.NATSUser != "":
+		pw, err := readSecretFile(c.NATSPasswordFile)
+		if err != nil {
+			return nil, fmt.Errorf("natsPasswordFile: %w", err)
+		}
+		opts = append(opts, nats.UserInfo(c.NATSUser, pw))
+	}
+	if c.NATSCAFile != "" {
+		opts = append(opts, nats.RootCAs(c.NATSCAFile))
+	}
+	if c.NATSCertFile != "" {
+		opts = append(opts, nats.ClientCert(c.NATSCertFile, c.NATSKeyFile))
+	}
+	return opts, nil
+}
+
+// readSecretFile reads a password file, without its trailing newline; an
+// empty one is an error, not an empty password.
+func readSecretFile(path string) (string, error) {
+	b, err := os.ReadFile(path) //nolint:gosec // G304: the operator names the file
+	if err != nil {
+		return "", err
+	}
+	v := strings.TrimRight(string(b), "\r\n")
+	if v == "" {
+		return "", fmt.Errorf("%s is empty", path)
+	}
+	return v, nil
 }
 
 // redactURL hides the password of URLs like nats://user:pass@host:4222, so
@@ -734,7 +794,15 @@ func (s *Server) setupLimiter(ctx context.Context) error {
 		s.log.Warn("NO REDIS CONFIGURED: rate limits are kept in this process only. That is correct for ONE replica; with several replicas every replica allows the full rate. Set --redis-url for production.")
 		return nil
 	}
-	r, err := guard.NewRedis(s.cfg.RedisURL)
+	var password string
+	if s.cfg.RedisPasswordFile != "" {
+		pw, err := readSecretFile(s.cfg.RedisPasswordFile)
+		if err != nil {
+			return fmt.Errorf("redisPasswordFile: %w", err)
+		}
+		password = pw
+	}
+	r, err := guard.NewRedis(s.cfg.RedisURL, password)
 	if err != nil {
 		return err
 	}
