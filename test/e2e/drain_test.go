@@ -78,6 +78,7 @@ func TestConditionToDrainWithPDB(t *testing.T) {
 	})
 	// The PDB relaxes (say, a replica came up elsewhere).
 	relax := []byte(`{"spec":{"minAvailable":0}}`)
+	relaxed := time.Now()
 	if _, err := kube.Client.PolicyV1().PodDisruptionBudgets("shop").Patch(ctx, "web", types.MergePatchType, relax, metav1.PatchOptions{}); err != nil {
 		t.Fatal(err)
 	}
@@ -87,6 +88,7 @@ func TestConditionToDrainWithPDB(t *testing.T) {
 		ks := strings.Join(kinds(recs), ",")
 		return strings.Count(ks, "verified") >= 2, ks
 	})
+	t.Logf("time to heal: PDB relaxed to node drained and verified: %s", time.Since(relaxed).Round(time.Millisecond))
 	for _, p := range pods {
 		if _, err := kube.Client.CoreV1().Pods("shop").Get(ctx, p.Name, metav1.GetOptions{}); err == nil {
 			t.Errorf("pod %s is still there after the drain", p.Name)
