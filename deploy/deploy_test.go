@@ -2,10 +2,13 @@ package deploy_test
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"maps"
+	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
@@ -16,8 +19,8 @@ import (
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nkeys"
+	"github.com/redis/go-redis/v9"
 	"helm.sh/helm/v4/pkg/chart/v2/lint"
 	"helm.sh/helm/v4/pkg/chart/v2/lint/support"
 	appsv1 "k8s.io/api/apps/v1"
@@ -308,39 +311,23 @@ func TestChartServe(t *testing.T) {
 		t.Error("serve's PodDisruptionBudget: want minAvailable 1 over serve's pods")
 	}
 
-	// The passwords are expanded from their Secrets by Kubernetes, never
-	// written into the Deployment or the ConfigMap.
-	env := map[string]corev1.EnvVar{}
-	for _, e := range c.Env {
-		env[e.Name] = e
+	// No secret reaches serve through its environment: serve.yaml names
+	// files, mounted from the Secrets' keys.
+	checkNoSecretEnv(t, pod)
+	if len(c.Env) != 0 {
+		t.Errorf("serve's environment %+v, want none with the default values", c.Env)
 	}
-	for name, want := range map[string]string{
-		"HEALER_REDIS_URL": "redis://:$(REDIS_PASSWORD)@redis.healer.svc:6379/0",
-		"HEALER_NATS_URL":  "nats://healer-serve:$(NATS_PASSWORD)@nats.healer.svc:4222",
-	} {
-		if env[name].Value != want {
-			t.Errorf("%s = %q, want %q", name, env[name].Value, want)
-		}
-	}
-	for name, secret := range map[string]string{"REDIS_PASSWORD": "healer-redis", "NATS_PASSWORD": "healer-nats-auth"} {
-		if ref := env[name].ValueFrom; ref == nil || ref.SecretKeyRef == nil || ref.SecretKeyRef.Name != secret {
-			t.Errorf("%s must come from the Secret %s", name, secret)
-		}
-	}
-
 	cm := named[*corev1.ConfigMap](t, objs, "healer")
-	text := cm.Data["serve.yaml"]
-	if strings.Contains(text, "redis://") || strings.Contains(text, "nats://") {
-		t.Errorf("serve.yaml holds a URL that carries a password:\n%s", text)
+	cfg := loadServeConfig(t, cm.Data["serve.yaml"])
+	if cfg.NATSURL != "nats://nats.healer.svc:4222" || cfg.NATSUser != "healer-serve" || cfg.RedisURL != "redis://redis.healer.svc:6379/0" {
+		t.Errorf("serve dials natsURL %q as %q and redisURL %q, want the chart's Services as healer-serve", cfg.NATSURL, cfg.NATSUser, cfg.RedisURL)
 	}
-	cfg := loadServeConfig(t, text)
-	cfg.RedisURL = strings.ReplaceAll(env["HEALER_REDIS_URL"].Value, "$(REDIS_PASSWORD)", "secret")
-	cfg.NATSURL = strings.ReplaceAll(env["HEALER_NATS_URL"].Value, "$(NATS_PASSWORD)", "secret")
-	if err := cfg.Validate(); err != nil {
-		t.Fatalf("serve's configuration with the Deployment's URLs: %v", err)
-	}
+	checkNoURLPassword(t, cfg)
 	if cfg.Streams.Replicas != 3 {
 		t.Errorf("streams.replicas %d, want 3 on the chart's three NATS servers", cfg.Streams.Replicas)
+	}
+	if len(cfg.DisabledRemediators) != 0 {
+		t.Errorf("disabledRemediators %q with every remediator enabled", cfg.DisabledRemediators)
 	}
 	mounts := map[string]string{}
 	for _, m := range c.VolumeMounts {
@@ -349,26 +336,17 @@ func TestChartServe(t *testing.T) {
 	if mounts[cfg.DataDir] == "" || mounts["/etc/healer"] == "" {
 		t.Errorf("serve's mounts %v: want the data dir %s and /etc/healer", mounts, cfg.DataDir)
 	}
-	var tokens []string
 	for _, v := range pod.Volumes {
 		if v.Name == mounts[cfg.DataDir] && v.EmptyDir == nil {
 			t.Error("serve's data dir is an emptyDir")
 		}
-		if v.Projected == nil {
-			continue
-		}
-		for _, s := range v.Projected.Sources {
-			if s.Secret != nil && s.Secret.Name == "healer-tokens" {
-				for _, it := range s.Secret.Items {
-					tokens = append(tokens, filepath.Join("/etc/healer", it.Path))
-				}
-			}
-		}
 	}
-	slices.Sort(tokens)
-	if want := []string{cfg.APITokenFile, cfg.WebhookTokenFile}; !slices.Equal(tokens, want) {
-		t.Errorf("token files mounted from healer-tokens %q, configured %q", tokens, want)
-	}
+	checkSecretFiles(t, pod, c, map[string]secretKey{
+		cfg.WebhookTokenFile:  {"healer-tokens", "webhook-token"},
+		cfg.APITokenFile:      {"healer-tokens", "api-token"},
+		cfg.NATSPasswordFile:  {"healer-nats-auth", "serve-password"},
+		cfg.RedisPasswordFile: {"healer-redis", "password"},
+	})
 
 	t.Run("everything", func(t *testing.T) {
 		objs := decode(t, renderChart(t, everything()))
@@ -380,11 +358,57 @@ func TestChartServe(t *testing.T) {
 		if err := cfg.Validate(); err != nil {
 			t.Fatal(err)
 		}
-		c := named[*appsv1.Deployment](t, objs, "healer").Spec.Template.Spec.Containers[0]
-		if !slices.ContainsFunc(c.Env, func(e corev1.EnvVar) bool { return e.Name == "HEALER_NATS_URL" && strings.HasPrefix(e.Value, "tls://") }) ||
-			!slices.ContainsFunc(c.Env, func(e corev1.EnvVar) bool { return e.Name == "SSL_CERT_DIR" && e.Value == "/etc/healer/nats-ca" }) {
-			t.Error("with nats.tls serve dials tls:// and trusts the NATS CA")
+		if !strings.HasPrefix(cfg.NATSURL, "tls://") || cfg.NATSCAFile == "" {
+			t.Errorf("with nats.tls serve dials tls:// (%q) and verifies the server with the CA (natsCAFile %q)", cfg.NATSURL, cfg.NATSCAFile)
 		}
+		checkNoURLPassword(t, cfg)
+		pod := named[*appsv1.Deployment](t, objs, "healer").Spec.Template.Spec
+		c := pod.Containers[0]
+		checkNoSecretEnv(t, pod)
+		if len(c.Env) != 1 || c.Env[0].Name != "HEALER_LOG_LEVEL" {
+			t.Errorf("serve's environment %+v, want serve.extraEnv's HEALER_LOG_LEVEL only", c.Env)
+		}
+		checkSecretFiles(t, pod, c, map[string]secretKey{
+			cfg.WebhookTokenFile:        {"healer-tokens", "webhook-token"},
+			cfg.APITokenFile:            {"healer-tokens", "api-token"},
+			cfg.NATSPasswordFile:        {"healer-nats-auth", "serve-password"},
+			cfg.NATSCAFile:              {"healer-nats-tls", "ca.crt"},
+			cfg.RedisPasswordFile:       {"healer-redis", "password"},
+			cfg.Slack.BotTokenFile:      {"healer-slack", "bot-token"},
+			cfg.Slack.SigningSecretFile: {"healer-slack", "signing-secret"},
+		})
+	})
+
+	// NATS in operator mode: serve logs in with its creds file, so neither
+	// the chart's user nor serve-password is used.
+	t.Run("creds file", func(t *testing.T) {
+		objs := decode(t, renderChart(t, values{"serve": values{"config": values{"natsCredsFile": "/etc/healer-nats/serve.creds"}}}))
+		cfg := loadServeConfig(t, named[*corev1.ConfigMap](t, objs, "healer").Data["serve.yaml"])
+		if cfg.NATSCredsFile != "/etc/healer-nats/serve.creds" || cfg.NATSUser != "" || cfg.NATSPasswordFile != "" {
+			t.Errorf("natsCredsFile %q, natsUser %q, natsPasswordFile %q: want the creds file alone", cfg.NATSCredsFile, cfg.NATSUser, cfg.NATSPasswordFile)
+		}
+		pod := named[*appsv1.Deployment](t, objs, "healer").Spec.Template.Spec
+		checkSecretFiles(t, pod, pod.Containers[0], map[string]secretKey{
+			cfg.WebhookTokenFile:  {"healer-tokens", "webhook-token"},
+			cfg.APITokenFile:      {"healer-tokens", "api-token"},
+			cfg.RedisPasswordFile: {"healer-redis", "password"},
+		})
+	})
+
+	// An external Redis: its URL is the operator's, and the chart mounts no
+	// password of its own.
+	t.Run("external Redis", func(t *testing.T) {
+		objs := decode(t, renderChart(t, values{"redis": values{"enabled": false}, "serve": values{"config": values{"redisURL": "rediss://redis.example.com:6380/0"}}}))
+		cfg := loadServeConfig(t, named[*corev1.ConfigMap](t, objs, "healer").Data["serve.yaml"])
+		if cfg.RedisURL != "rediss://redis.example.com:6380/0" || cfg.RedisPasswordFile != "" {
+			t.Errorf("redisURL %q, redisPasswordFile %q: want serve.config's URL and no chart password", cfg.RedisURL, cfg.RedisPasswordFile)
+		}
+		pod := named[*appsv1.Deployment](t, objs, "healer").Spec.Template.Spec
+		checkSecretFiles(t, pod, pod.Containers[0], map[string]secretKey{
+			cfg.WebhookTokenFile: {"healer-tokens", "webhook-token"},
+			cfg.APITokenFile:     {"healer-tokens", "api-token"},
+			cfg.NATSPasswordFile: {"healer-nats-auth", "serve-password"},
+		})
 	})
 
 	t.Run("refused", func(t *testing.T) {
@@ -395,12 +419,133 @@ func TestChartServe(t *testing.T) {
 			"external NATS without a URL":  {values{"nats": values{"enabled": false}}, "serve.config.natsURL"},
 			"external Redis without a URL": {values{"redis": values{"enabled": false}}, "serve.config.redisURL"},
 			"egress without the API":       {values{"networkPolicy": values{"egress": values{"enabled": true}}}, "networkPolicy.egress.apiServerCIDRs"},
+			"an unknown remediator":        {values{"remediators": values{"node.drian": values{"enabled": false}}}, "remediators.node.drian"},
+			"an unknown disabled one":      {values{"serve": values{"config": values{"disabledRemediators": []any{"node.drian"}}}}, "serve.config.disabledRemediators"},
 		} {
 			if _, err := render.Chart(t.Context(), filepath.Join(root, render.ChartDir), tc.v); err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Errorf("%s: want an error naming %s, got %v", name, tc.want, err)
 			}
 		}
 	})
+}
+
+// checkNoSecretEnv fails on any environment variable of the pod's
+// containers taken from a Secret: serve reads its secrets from files.
+func checkNoSecretEnv(t *testing.T, pod corev1.PodSpec) {
+	t.Helper()
+	for _, c := range slices.Concat(pod.InitContainers, pod.Containers) {
+		for _, e := range c.Env {
+			if e.ValueFrom != nil && e.ValueFrom.SecretKeyRef != nil {
+				t.Errorf("container %s: %s comes from the Secret %s", c.Name, e.Name, e.ValueFrom.SecretKeyRef.Name)
+			}
+		}
+		for _, e := range c.EnvFrom {
+			if e.SecretRef != nil {
+				t.Errorf("container %s: environment from the Secret %s", c.Name, e.SecretRef.Name)
+			}
+		}
+	}
+}
+
+// checkNoURLPassword fails when serve's NATS or Redis URL carries
+// credentials, which would sit in the ConfigMap.
+func checkNoURLPassword(t *testing.T, cfg *serve.Config) {
+	t.Helper()
+	for what, raw := range map[string]string{"natsURL": cfg.NATSURL, "redisURL": cfg.RedisURL} {
+		u, err := url.Parse(raw)
+		if err != nil {
+			t.Errorf("%s: %v", what, err)
+		} else if u.User != nil {
+			t.Errorf("%s carries credentials: serve.yaml is a ConfigMap", what)
+		}
+	}
+}
+
+// secretKey is one key of a Secret.
+type secretKey struct{ secret, key string }
+
+// secretFile is a Secret's key as a file in a container.
+type secretFile struct {
+	secretKey
+	mode int32
+}
+
+// secretFiles returns the files a container sees from Secrets, by path: the
+// items of its Secret and projected volumes. A Secret volume without items
+// shows as its mount path with an empty key.
+func secretFiles(pod corev1.PodSpec, c corev1.Container) map[string]secretFile {
+	volumes := map[string]corev1.Volume{}
+	for _, v := range pod.Volumes {
+		volumes[v.Name] = v
+	}
+	mode := func(item *int32, dflt *int32) int32 {
+		switch {
+		case item != nil:
+			return *item
+		case dflt != nil:
+			return *dflt
+		}
+		return corev1.SecretVolumeSourceDefaultMode
+	}
+	files := map[string]secretFile{}
+	add := func(dir, name string, items []corev1.KeyToPath, dflt *int32) {
+		if len(items) == 0 {
+			files[dir] = secretFile{secretKey{name, ""}, mode(nil, dflt)}
+		}
+		for _, it := range items {
+			files[filepath.Join(dir, it.Path)] = secretFile{secretKey{name, it.Key}, mode(it.Mode, dflt)}
+		}
+	}
+	for _, m := range c.VolumeMounts {
+		v := volumes[m.Name]
+		switch {
+		case v.Secret != nil:
+			add(m.MountPath, v.Secret.SecretName, v.Secret.Items, v.Secret.DefaultMode)
+		case v.Projected != nil:
+			for _, src := range v.Projected.Sources {
+				if src.Secret != nil {
+					add(m.MountPath, src.Secret.Name, src.Secret.Items, v.Projected.DefaultMode)
+				}
+			}
+		}
+	}
+	return files
+}
+
+// checkSecretFiles checks that the container sees exactly the files of want
+// (path: Secret and key), each readable by serve's group only: the kubelet
+// makes them root's, in the pod's fsGroup, which serve (not root) reads
+// them through; 0400 would lock serve out.
+func checkSecretFiles(t *testing.T, pod corev1.PodSpec, c corev1.Container, want map[string]secretKey) {
+	t.Helper()
+	got := secretFiles(pod, c)
+	for path, w := range want {
+		if path == "" {
+			t.Errorf("serve.yaml names no file for %s's key %s", w.secret, w.key)
+			continue
+		}
+		f, ok := got[path]
+		if !ok {
+			t.Errorf("%s is not mounted (want %s's key %s)", path, w.secret, w.key)
+			continue
+		}
+		if f.secretKey != w {
+			t.Errorf("%s is mounted from %s's key %s, want %s's key %s", path, f.secret, f.key, w.secret, w.key)
+		}
+	}
+	for path, f := range got {
+		if _, ok := want[path]; !ok {
+			t.Errorf("%s (%s's key %q) is mounted but serve.yaml does not name it", path, f.secret, f.key)
+		}
+	}
+	if psc := pod.SecurityContext; psc == nil || psc.FSGroup == nil || psc.RunAsUser == nil || *psc.RunAsUser == 0 {
+		t.Error("serve's pod: want a non-root user and an fsGroup, the group its secret files are readable by")
+	}
+	for path, f := range got {
+		if f.mode != 0o440 {
+			t.Errorf("%s has mode %#o, want 0440 (the owner root and serve's group read it, no one else)", path, f.mode)
+		}
+	}
 }
 
 // loadServeConfig loads serve.yaml as serve does, and validates it.
@@ -609,9 +754,13 @@ func loadAgentConfig(t *testing.T, key, text string) agent.Config {
 	return cfg
 }
 
-// TestChartNATSConfig starts a NATS server from the rendered configuration,
-// with an auth file as deploy/README.md tells how to write, and connects as
-// serve (the Deployment's URL) and as a node's agent (its nkey).
+// TestChartNATSConfig starts NATS servers from the rendered configuration,
+// with an auth file as deploy/README.md tells how to write, and serve itself
+// from its rendered configuration against them, plain and with TLS: the
+// Secrets' keys are written where the Deployment mounts them, and serve logs
+// in with natsUser and natsPasswordFile, verifies the TLS server with
+// natsCAFile and authenticates to a Redis that wants its password with
+// redisPasswordFile. A node's agent connects with its nkey.
 func TestChartNATSConfig(t *testing.T) {
 	agentKey, err := nkeys.CreateUser()
 	if err != nil {
@@ -629,10 +778,11 @@ func TestChartNATSConfig(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	const servePassword, redisPassword = "serve-secret-Hq3v", "redis-secret-Wd8k"
 	quote := func(s []string) string { return `"` + strings.Join(s, `", "`) + `"` }
 	auth := fmt.Sprintf(`authorization {
   users: [
-    {user: healer-serve, password: "serve-secret"}
+    {user: healer-serve, password: %q}
     {
       nkey: %q
       permissions: {
@@ -643,17 +793,34 @@ func TestChartNATSConfig(t *testing.T) {
     }
   ]
 }
-`, agentPub, quote(perms.Publish.Allow), quote(perms.Subscribe.Allow), perms.Response.MaxMsgs, perms.Response.Expires.String())
+`, servePassword, agentPub, quote(perms.Publish.Allow), quote(perms.Subscribe.Allow), perms.Response.MaxMsgs, perms.Response.Expires.String())
+	// The Secrets of deploy/README.md. serve-password ends in a newline, as
+	// with --from-file of a file written by echo: serve drops it.
+	secrets := map[string]map[string]string{
+		"healer-tokens":    {"webhook-token": strings.Repeat("w", 64), "api-token": strings.Repeat("a", 64)},
+		"healer-redis":     {"password": redisPassword},
+		"healer-nats-auth": {"auth.conf": auth, "serve-password": servePassword + "\n"},
+	}
 
-	start := func(t *testing.T, v values, tls bool) *server.Options {
+	rd := testenv.StartRedis(t)
+	rc := redis.NewClient(&redis.Options{Addr: rd.Addr})
+	// As the chart's Redis is started: --requirepass $(REDIS_PASSWORD).
+	if err := rc.ConfigSet(t.Context(), "requirepass", redisPassword).Err(); err != nil {
+		t.Fatal(err)
+	}
+	_ = rc.Close()
+
+	// start starts one NATS server from the rendered configuration, on a
+	// free loopback port and without the cluster it asks for (its peers do
+	// not exist here). pki replaces the TLS files' paths, nil for none.
+	start := func(t *testing.T, objs []runtime.Object, pki map[string]string) *server.Server {
 		t.Helper()
-		objs := decode(t, renderChart(t, v))
 		conf := named[*corev1.ConfigMap](t, objs, "nats").Data["nats.conf"]
-		dir := t.TempDir()
-		if tls {
-			ca, cert, key := testenv.ServingPKI(t)
-			conf = strings.NewReplacer("/etc/nats/tls/ca.crt", ca, "/etc/nats/tls/tls.crt", cert, "/etc/nats/tls/tls.key", key).Replace(conf)
+		tls := pki != nil
+		for from, to := range pki {
+			conf = strings.ReplaceAll(conf, from, to)
 		}
+		dir := t.TempDir()
 		for path, text := range map[string]string{"config/nats.conf": conf, "auth/auth.conf": auth} {
 			if err := os.MkdirAll(filepath.Join(dir, filepath.Dir(path)), 0o700); err != nil {
 				t.Fatal(err)
@@ -678,46 +845,98 @@ func TestChartNATSConfig(t *testing.T) {
 		if tls != (opts.TLSConfig != nil) || tls != (opts.Cluster.TLSConfig != nil) {
 			t.Errorf("TLS for clients %v, routes %v; want %v", opts.TLSConfig != nil, opts.Cluster.TLSConfig != nil, tls)
 		}
-		return opts
+		// 127.0.0.1, the test certificate's address.
+		opts.Host, opts.Port, opts.HTTPPort = "127.0.0.1", -1, 0
+		opts.Cluster, opts.Routes = server.ClusterOpts{}, nil
+		opts.StoreDir = t.TempDir()
+		opts.PidFile, opts.NoLog, opts.NoSigs = "", true, true
+		ns, err := server.NewServer(opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ns.Start()
+		t.Cleanup(ns.Shutdown)
+		if !ns.ReadyForConnections(10 * time.Second) {
+			t.Fatal("NATS did not start")
+		}
+		return ns
+	}
+
+	// startServe starts serve as its Deployment would: the rendered
+	// serve.yaml, with each Secret key the Deployment mounts written under a
+	// temporary directory standing for the container's root, and the
+	// Services' addresses replaced by the servers'.
+	startServe := func(t *testing.T, objs []runtime.Object, secrets map[string]map[string]string, ns *server.Server) *serve.Config {
+		t.Helper()
+		pod := named[*appsv1.Deployment](t, objs, "healer").Spec.Template.Spec
+		dir := t.TempDir()
+		for path, f := range secretFiles(pod, pod.Containers[0]) {
+			v, ok := secrets[f.secret][f.key]
+			if !ok {
+				t.Fatalf("%s: the Deployment mounts %s's key %q, which no Secret of deploy/README.md holds", path, f.secret, f.key)
+			}
+			if err := os.MkdirAll(filepath.Join(dir, filepath.Dir(path)), 0o700); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(filepath.Join(dir, path), []byte(v), 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}
+		text := named[*corev1.ConfigMap](t, objs, "healer").Data["serve.yaml"]
+		cfg := loadServeConfig(t, strings.ReplaceAll(text, "/etc/healer/", dir+"/etc/healer/"))
+		cfg.NATSURL = withHost(t, cfg.NATSURL, ns.Addr().String())
+		cfg.RedisURL = withHost(t, cfg.RedisURL, rd.Addr)
+		cfg.DataDir, cfg.Listen, cfg.NoKubernetes = t.TempDir(), "127.0.0.1:0", true
+		cfg.Streams.Replicas = 1 // one server here, three in the chart
+
+		ctx, cancel := context.WithCancel(t.Context())
+		var logs lockedBuffer
+		srv, err := serve.Start(ctx, *cfg, slog.New(slog.NewTextHandler(&logs, nil)))
+		if err != nil {
+			cancel()
+			t.Fatalf("serve does not start from its rendered configuration: %v\n%s", err, logs.String())
+		}
+		t.Cleanup(func() {
+			cancel()
+			if err := srv.Wait(); err != nil {
+				t.Errorf("serve: %v", err)
+			}
+		})
+		if got := srv.NATSURL(); !strings.Contains(got, ns.Addr().String()) {
+			t.Errorf("serve is connected to %s, want the test's NATS %s", got, ns.Addr())
+		}
+		if strings.Contains(logs.String(), "redis unreachable") {
+			t.Errorf("Redis refused the password of redisPasswordFile:\n%s", logs.String())
+		}
+		for _, secret := range []string{servePassword, redisPassword} {
+			if strings.Contains(logs.String(), secret) {
+				t.Errorf("serve logged a password:\n%s", logs.String())
+			}
+		}
+		return cfg
 	}
 
 	t.Run("tls", func(t *testing.T) {
-		start(t, values{"nats": values{"tls": values{"secretName": "healer-nats-tls"}}}, true)
+		ca, cert, key := testenv.ServingPKI(t)
+		caPEM, err := os.ReadFile(ca)
+		if err != nil {
+			t.Fatal(err)
+		}
+		objs := decode(t, renderChart(t, values{"nats": values{"tls": values{"secretName": "healer-nats-tls"}}}))
+		ns := start(t, objs, map[string]string{"/etc/nats/tls/ca.crt": ca, "/etc/nats/tls/tls.crt": cert, "/etc/nats/tls/tls.key": key})
+		withTLS := maps.Clone(secrets)
+		withTLS["healer-nats-tls"] = map[string]string{"ca.crt": string(caPEM)}
+		cfg := startServe(t, objs, withTLS, ns)
+		if !strings.HasPrefix(cfg.NATSURL, "tls://") || !strings.HasSuffix(cfg.NATSCAFile, "/etc/healer/nats-ca/ca.crt") {
+			t.Errorf("serve dials %s with natsCAFile %q: want tls:// and the CA mounted from healer-nats-tls", cfg.NATSURL, cfg.NATSCAFile)
+		}
 	})
 
-	opts := start(t, nil, false)
-	// One server on free ports, without the cluster the configuration asks
-	// for (its peers do not exist here).
-	opts.Port, opts.HTTPPort = -1, 0
-	opts.Cluster, opts.Routes = server.ClusterOpts{}, nil
-	opts.StoreDir = t.TempDir()
-	opts.PidFile, opts.NoLog, opts.NoSigs = "", true, true
-	ns, err := server.NewServer(opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ns.Start()
-	t.Cleanup(ns.Shutdown)
-	if !ns.ReadyForConnections(10 * time.Second) {
-		t.Fatal("NATS did not start")
-	}
-	host := strings.TrimPrefix(ns.ClientURL(), "nats://")
-
-	serveURL := strings.NewReplacer("$(NATS_PASSWORD)", "serve-secret", "nats.healer.svc:4222", host).Replace(
-		"nats://healer-serve:$(NATS_PASSWORD)@nats.healer.svc:4222")
-	nc, err := nats.Connect(serveURL)
-	if err != nil {
-		t.Fatalf("serve cannot connect: %v", err)
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := js.AccountInfo(t.Context()); err != nil {
-		t.Fatalf("serve has no JetStream: %v", err)
-	}
-	if bad, err := nats.Connect("nats://healer-serve:wrong@" + host); err == nil {
+	objs := decode(t, renderChart(t, nil))
+	ns := start(t, objs, nil)
+	cfg := startServe(t, objs, secrets, ns)
+	host := ns.Addr().String()
+	if bad, err := nats.Connect("nats://"+host, nats.UserInfo(cfg.NATSUser, "wrong")); err == nil {
 		bad.Close()
 		t.Error("a wrong password is accepted")
 	}
@@ -755,6 +974,35 @@ func TestChartNATSConfig(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Error("the agent of worker-1 published as worker-2")
 	}
+}
+
+// withHost returns the URL raw with its host:port replaced by hostPort.
+func withHost(t *testing.T, raw, hostPort string) string {
+	t.Helper()
+	u, err := url.Parse(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.Host = hostPort
+	return u.String()
+}
+
+// lockedBuffer is a bytes.Buffer serve's goroutines may log into.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }
 
 // TestChartRBAC checks the rendered RBAC without a cluster: serve's roles
@@ -860,6 +1108,26 @@ func TestChartRBAC(t *testing.T) {
 			if got := names(ofType[*rbacv1.ClusterRoleBinding](objs)); !slices.Equal(got, left) {
 				t.Errorf("%s disabled: ClusterRoleBindings %q, want %q", info.Name, got, left)
 			}
+			// serve leaves it out too, whether it holds RBAC or acts
+			// through the agents.
+			cfg := loadServeConfig(t, named[*corev1.ConfigMap](t, objs, "healer").Data["serve.yaml"])
+			if !slices.Equal(cfg.DisabledRemediators, []string{info.Name}) {
+				t.Errorf("%s disabled: serve's disabledRemediators %q", info.Name, cfg.DisabledRemediators)
+			}
+		}
+
+		// serve.config.disabledRemediators adds to the switches, and its
+		// remediators lose their RBAC too.
+		objs := decode(t, renderChart(t, values{
+			"remediators": values{"node.cordon": values{"enabled": false}},
+			"serve":       values{"config": values{"disabledRemediators": []any{"node.drain", "vip.float"}}},
+		}))
+		cfg := loadServeConfig(t, named[*corev1.ConfigMap](t, objs, "healer").Data["serve.yaml"])
+		if want := []string{"node.cordon", "node.drain", "vip.float"}; !slices.Equal(cfg.DisabledRemediators, want) {
+			t.Errorf("disabledRemediators %q, want %q", cfg.DisabledRemediators, want)
+		}
+		if got := names(ofType[*rbacv1.ClusterRole](objs)); !slices.Equal(got, []string{"healer-serve"}) {
+			t.Errorf("node.cordon and node.drain disabled: ClusterRoles %q, want healer-serve only", got)
 		}
 	})
 

@@ -36,8 +36,17 @@ app.kubernetes.io/component: {{ .component }}
 {{ ternary "tls" "nats" (ne .Values.nats.tls.secretName "") }}://nats.{{ .Release.Namespace }}.svc:4222
 {{- end }}
 
+{{/* Whether serve logs in to the chart's NATS as nats.auth.serveUser with the password
+in nats.auth's Secret: "true", or empty when NATS is external or serve.config gives a
+creds or nkey file instead (operator mode). */}}
+{{- define "healer.serveNATSPassword" -}}
+{{- $c := .Values.serve.config }}
+{{- if and .Values.nats.enabled (not $c.natsCredsFile) (not $c.natsNKeyFile) }}true{{ end }}
+{{- end }}
+
 {{/* The configuration of serve (serve.yaml), as a dict: the chart's defaults with
-serve.config merged over them. */}}
+serve.config merged over them. The URLs of the chart's NATS and Redis carry no
+password: serve reads the passwords from the files mounted from their Secrets. */}}
 {{- define "healer.serveConfig" -}}
 {{- $d := dict
   "dataDir" "/var/lib/healer"
@@ -46,7 +55,19 @@ serve.config merged over them. */}}
   "apiTokenFile" "/etc/healer/tokens/api-token"
 -}}
 {{- if .Values.nats.enabled }}
+{{- $_ := set $d "natsURL" (include "healer.natsHostURL" .) }}
 {{- $_ := set $d "streams" (dict "replicas" (min 3 (int .Values.nats.replicas))) }}
+{{- end }}
+{{- if include "healer.serveNATSPassword" . }}
+{{- $_ := set $d "natsUser" .Values.nats.auth.serveUser }}
+{{- $_ := set $d "natsPasswordFile" "/etc/healer/nats/serve-password" }}
+{{- end }}
+{{- if .Values.nats.tls.secretName }}
+{{- $_ := set $d "natsCAFile" "/etc/healer/nats-ca/ca.crt" }}
+{{- end }}
+{{- if .Values.redis.enabled }}
+{{- $_ := set $d "redisURL" (printf "redis://redis.%s.svc:6379/0" .Release.Namespace) }}
+{{- $_ := set $d "redisPasswordFile" "/etc/healer/redis/password" }}
 {{- end }}
 {{- if .Values.slack.secretName }}
 {{- $_ := set $d "slack" (dict "botTokenFile" "/etc/healer/slack/bot-token" "signingSecretFile" "/etc/healer/slack/signing-secret") }}
@@ -54,7 +75,14 @@ serve.config merged over them. */}}
 {{- if .Values.serve.policies.configMap }}
 {{- $_ := set $d "policies" "/etc/healer-policies" }}
 {{- end }}
-{{- toYaml (mergeOverwrite $d (deepCopy .Values.serve.config)) }}
+{{- $cfg := mergeOverwrite $d (deepCopy .Values.serve.config) }}
+{{- /* The union, not the list of serve.config alone: a remediator switched off
+under remediators has lost its RBAC too. */}}
+{{- $off := include "healer.disabledRemediators" . | fromJsonArray }}
+{{- if $off }}
+{{- $_ := set $cfg "disabledRemediators" $off }}
+{{- end }}
+{{- toYaml $cfg }}
 {{- end }}
 
 {{/* The TLS secrets' namespaces serve's certexpiry detector lists, from serve.config. */}}
@@ -71,10 +99,33 @@ serve.config merged over them. */}}
 {{- end }}
 {{- end }}
 
-{{/* Whether a remediator is enabled: (dict "ctx" $ "name" "node.drain"). Missing means enabled. */}}
+{{/* The remediators left out of serve, as a JSON list, sorted: those with
+remediators.<name>.enabled false and those in serve.config.disabledRemediators. A name
+the registry does not know fails the render. */}}
+{{- define "healer.disabledRemediators" -}}
+{{- $known := include "healer.remediatorNames" . | fromJsonArray }}
+{{- $off := list }}
+{{- range $name, $r := .Values.remediators | default dict }}
+{{- if not (has $name $known) }}
+{{- fail (printf "remediators.%s: not a remediator; the registry's are %s" $name (join ", " $known)) }}
+{{- end }}
+{{- if and (kindIs "map" $r) (hasKey $r "enabled") (not $r.enabled) }}
+{{- $off = append $off $name }}
+{{- end }}
+{{- end }}
+{{- range .Values.serve.config.disabledRemediators | default list }}
+{{- if not (has . $known) }}
+{{- fail (printf "serve.config.disabledRemediators: %s is not a remediator; the registry's are %s" . (join ", " $known)) }}
+{{- end }}
+{{- $off = append $off . }}
+{{- end }}
+{{- toJson ($off | uniq | sortAlpha) }}
+{{- end }}
+
+{{/* Whether a remediator is enabled: (dict "ctx" $ "name" "node.drain"). Missing means
+enabled; off under remediators or in serve.config.disabledRemediators means not. */}}
 {{- define "healer.remediatorEnabled" -}}
-{{- $r := index (.ctx.Values.remediators | default dict) .name | default dict }}
-{{- if hasKey $r "enabled" }}{{ $r.enabled }}{{ else }}true{{ end }}
+{{- not (has .name (include "healer.disabledRemediators" .ctx | fromJsonArray)) }}
 {{- end }}
 
 {{/* The agents' nats configuration block, as a dict: (dict "ctx" $ "user" .Values.agent.x.config.nats). */}}
