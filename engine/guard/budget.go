@@ -155,15 +155,22 @@ func NewBudget(cfg BudgetConfig, client kubernetes.Interface, log *slog.Logger) 
 		zoneOf:   map[string]string{},
 		zones:    map[string]*zoneCount{},
 	}
-	b.synced = b.informer.HasSynced
 	// Keep only what the budget reads: with 100,000 nodes the full objects
 	// (images, addresses, managed fields) would cost gigabytes.
 	_ = b.informer.SetTransform(slimNode)
-	_, _ = b.informer.AddEventHandler(cache.ResourceEventHandlerFuncs{
+	reg, err := b.informer.AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc:    func(obj any) { b.observe(obj) },
 		UpdateFunc: func(_, obj any) { b.observe(obj) },
 		DeleteFunc: func(obj any) { b.forget(obj) },
 	})
+	// Synced is when the handler has counted the first list, not when the
+	// informer's cache holds it: at 100,000 nodes the counts lag the
+	// cache by seconds, and until they catch up nodes out of service are
+	// missing from them.
+	b.synced = func() bool { return false }
+	if err == nil {
+		b.synced = reg.HasSynced
+	}
 	return b
 }
 
@@ -173,7 +180,7 @@ func (b *Budget) Start(ctx context.Context, syncTimeout time.Duration) error {
 	go b.informer.RunWithContext(ctx)
 	syncCtx, cancel := context.WithTimeout(ctx, syncTimeout)
 	defer cancel()
-	if !cache.WaitForCacheSync(syncCtx.Done(), b.informer.HasSynced) {
+	if !cache.WaitForCacheSync(syncCtx.Done(), b.synced) {
 		return fmt.Errorf("%w: node watch did not sync within %s", ErrBudgetUnknown, syncTimeout)
 	}
 	return nil

@@ -11,7 +11,9 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/kubernetes/fake"
 
 	"github.com/selfheal/healer/internal/testenv"
 )
@@ -288,5 +290,31 @@ func TestRedisURLPasswordStaysOutOfErrors(t *testing.T) {
 	defer r.Close()
 	if d := r.Describe(); strings.Contains(d, "s3cret") {
 		t.Fatalf("Describe leaks the password: %s", d)
+	}
+}
+
+// TestBudgetSyncedMeansCounted: the budget is known only once every node
+// of the first list is counted, not when the informer's cache holds them
+// (the counts lag it). Run on client-go's fake clientset: the property is
+// of the informer plumbing, and 20,000 nodes make the lag show.
+func TestBudgetSyncedMeansCounted(t *testing.T) {
+	const total, cordoned = 20000, 2000
+	objs := make([]runtime.Object, total)
+	for i := range objs {
+		n := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("n%05d", i)},
+			Status: corev1.NodeStatus{Conditions: []corev1.NodeCondition{{Type: corev1.NodeReady, Status: corev1.ConditionTrue}}}}
+		n.Spec.Unschedulable = i < cordoned
+		objs[i] = n
+	}
+	b := NewBudget(BudgetConfig{Percent: 20}, fake.NewClientset(objs...), slog.New(slog.DiscardHandler))
+	if err := b.Start(t.Context(), time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	st, err := b.State()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.TotalNodes != total || st.OutOfService != cordoned {
+		t.Fatalf("just after sync: %d nodes, %d out of service; want %d and %d", st.TotalNodes, st.OutOfService, total, cordoned)
 	}
 }

@@ -22,6 +22,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/sony/gobreaker/v2"
 	"go.opentelemetry.io/otel/attribute"
@@ -171,6 +172,9 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (_ *Server, err er
 	}
 
 	reg := prometheus.NewRegistry()
+	// The Go runtime's own figures (heap, GC, goroutines) and the
+	// process's (RSS, file descriptors): what sizing a replica needs.
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	exporter, err := otelprom.New(otelprom.WithRegisterer(reg))
 	if err != nil {
 		return nil, fmt.Errorf("metrics exporter: %w", err)
@@ -844,7 +848,8 @@ func (s *Server) setupKube(ctx context.Context) (string, error) {
 	}
 	s.kube = client
 	s.budget = guard.NewBudget(s.cfg.Engine.Budget, client, s.log)
-	if err := s.budget.Start(ctx, time.Minute); err != nil {
+	// 100,000 nodes take about 25 s to list and count on a small apiserver.
+	if err := s.budget.Start(ctx, 3*time.Minute); err != nil {
 		return "", fmt.Errorf("watch nodes on %s: %w", rc.Host, err)
 	}
 	st, _ := s.budget.State()

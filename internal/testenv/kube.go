@@ -60,6 +60,10 @@ type KubeOptions struct {
 	// the form --flag=value. A flag given here replaces the harness's value
 	// for it, e.g. "--disable-admission-plugins=ServiceAccount".
 	APIServerArgs []string
+	// EtcdArgs are added to etcd's command line in the same way, e.g.
+	// "--quota-backend-bytes=8589934592" for a store larger than etcd's
+	// default quota of 2 GiB (see EtcdQuotaArg).
+	EtcdArgs []string
 	// Controllers, when not empty, are the kube-controller-manager
 	// controllers to run once the apiserver is ready, for example
 	// "disruption"; see Kube.StartControllers.
@@ -164,7 +168,7 @@ func StartKubeWith(t testing.TB, opts KubeOptions) *Kube {
 		name:    "etcd",
 		path:    etcdBin,
 		logPath: filepath.Join(dir, "etcd.log"),
-		args: []string{
+		args: mergeArgs([]string{
 			"--name=testenv",
 			"--data-dir=" + filepath.Join(dir, "etcd"),
 			"--listen-client-urls=" + etcdURL,
@@ -174,7 +178,7 @@ func StartKubeWith(t testing.TB, opts KubeOptions) *Kube {
 			"--initial-cluster=testenv=" + peerURL,
 			"--unsafe-no-fsync",
 			"--log-level=warn",
-		},
+		}, opts.EtcdArgs),
 	}
 	if err := k.etcd.start(); err != nil {
 		t.Fatalf("testenv: %v", err)

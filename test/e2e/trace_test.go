@@ -151,6 +151,8 @@ func TestTraceFollowsAnAlert(t *testing.T) {
 		`healer_breaker_state\{[^}]*remediator="node.drain"[^}]*\} 0`,
 		`healer_budget_nodes\{[^}]*state="total"[^}]*\} 3`,
 		`healer_budget_known\{[^}]*\} 1`,
+		`go_memstats_heap_alloc_bytes [0-9.e+]+`,
+		`process_resident_memory_bytes [0-9.e+]+`,
 	} {
 		if !regexp.MustCompile(re).MatchString(m) {
 			t.Errorf("/metrics lacks %s", re)
