@@ -55,6 +55,7 @@ bench: testenv
 	$(GO) test -run '^$$' -bench VoteToAnswer -benchtime 1000x ./engine/approval/
 	$(GO) test -run '^$$' -bench PipelineDryRun -benchtime 10000x ./engine/
 	$(GO) run ./test/load -duration 10s -concurrency 32 -alerts 10
+	$(GO) test -run '^$$' -bench ServeMemory -benchtime 1x -timeout 60m ./test/scale/
 
 ## fuzz: each fuzz target for FUZZTIME (their seed corpora in testdata/fuzz also run in `make test`).
 FUZZTIME ?= 30s
