@@ -460,6 +460,13 @@ func (e *Engine) guard(ctx context.Context, r *run) (bool, error) {
 		return true, e.suppress(ctx, r, outcomeDone, "dry-run: would have "+what, "params", r.decision.Params)
 	}
 	if e.Breakers.State(name).String() == "open" {
+		if r.state == "started" {
+			// An action already under way is not dropped half done (a
+			// node cordoned and half drained): its redelivery resumes it,
+			// as the breaker's probe once it half-opens, or it fails
+			// after maxAttempts.
+			return false, fmt.Errorf("%w: circuit breaker open for %s; action %s resumes when it lets a probe through", errTransient, name, r.actionID)
+		}
 		return true, e.suppress(ctx, r, outcomeSuppressed, fmt.Sprintf("circuit breaker open for %s after repeated failures", name))
 	}
 	if r.undo {
@@ -708,14 +715,10 @@ func (e *Engine) actStep(ctx context.Context, r *run) (bool, error) {
 	}
 	switch {
 	case errors.Is(err, guard.ErrBreakerOpen):
-		// It opened between the guard and here: nothing ran. Release the
-		// claim so a later copy of the event may act.
-		if derr := e.Streams.Actions.Delete(ctx, r.idemKey); derr != nil {
-			return false, fmt.Errorf("%w: release claim %s: %w", errTransient, r.actionID, derr)
-		}
-		r.lease.Store(nil)
-		r.state = ""
-		return true, e.suppress(ctx, r, outcomeSuppressed, fmt.Sprintf("circuit breaker open for %s; nothing was done", name))
+		// It opened between the guard and here, so nothing ran this time;
+		// but the action is started (audited, perhaps resumed half done):
+		// it is retried, not dropped, like the guard's check above.
+		return false, fmt.Errorf("%w: circuit breaker open for %s; action %s resumes when it lets a probe through", errTransient, name, r.actionID)
 	case err != nil && r.target != nil && r.target.lostBecause() != nil:
 		// Fenced: the lease passed on while acting. The action stays
 		// open; its redelivery resumes it once the lease is free again.

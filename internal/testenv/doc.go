@@ -16,6 +16,8 @@
 // a floating VIP; SampleAddr watches which hosts carry an address.
 // RunFakeDaemonIfAsked turns the test binary into a small daemon that tests
 // supervise, restart and crash with a real Go panic.
+// StartNATSCluster runs three clustered JetStream servers on loopback that a
+// test can stop, restart and move stream leaders between.
 //
 // The Kubernetes binaries are built by `make testenv` (hack/testenv/build.sh)
 // into bin/ at the module root; HEALER_TESTENV_BIN names another directory
