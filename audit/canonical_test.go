@@ -110,3 +110,24 @@ func BenchmarkCanonicalJSON(b *testing.B) {
 		}
 	}
 }
+
+// Details and DetailsOf skip validating what json.Marshal made; their
+// output must still be the canonical form, which Append would otherwise
+// change (and hash differently from what callers built).
+func TestDetailsAreCanonical(t *testing.T) {
+	type inner struct {
+		Text string            `json:"text"`
+		Raw  json.RawMessage   `json:"raw"`
+		Tags map[string]string `json:"tags"`
+	}
+	v := inner{Text: "a <b> & \u00e9 \"q\" \\ \t", Raw: json.RawMessage(`{ "x" : [1, 2.50, "\u00e9"] }`), Tags: map[string]string{"z": "1", "a": "</script>"}}
+	for name, got := range map[string]json.RawMessage{
+		"DetailsOf": DetailsOf(v),
+		"Details":   Details("reason", "dry-run: <x>", "inner", v, "raw", json.RawMessage(` {"k": "\u00e9"} `), "n", 1e21),
+	} {
+		want, err := canonicalJSON(got)
+		if err != nil || !bytes.Equal(got, want) {
+			t.Errorf("%s = %s, canonical form %s (%v)", name, got, want, err)
+		}
+	}
+}

@@ -19,7 +19,9 @@
 // publishes with JetStream's expected-last-sequence check, so a record is
 // stored only if it extends the tail it was chained to; a replica that lost
 // the race re-reads the tail and tries again. The result is one unbroken
-// chain whatever the number of writers.
+// chain whatever the number of writers. Trail.AppendAll appends several
+// records in order in one group commit, as the engine does for the
+// records of an event that settles without acting.
 //
 // # Canonical form
 //

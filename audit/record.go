@@ -120,6 +120,19 @@ func (r *Record) ComputeHash() string {
 	return hex.EncodeToString(sum[:])
 }
 
+// seal sets Hash and returns the stored form of the record (what
+// MarshalJSON returns), encoding the canonical form once for both. The
+// record must have been normalized: its details are then canonical
+// already and are not encoded again.
+func (r *Record) seal() []byte {
+	b := r.appendForm(make([]byte, 0, 512+len(r.Details)), false, r.Details)
+	sum := sha256.Sum256(b)
+	r.Hash = hex.EncodeToString(sum[:])
+	b = append(b[:len(b)-1], `,"hash":`...) // the closing brace goes after the hash
+	b = appendString(b, r.Hash)
+	return append(b, '}')
+}
+
 // MarshalJSON encodes the record in canonical form followed by "hash".
 func (r Record) MarshalJSON() ([]byte, error) {
 	if _, err := detailsJSON(r.Details); err != nil {
@@ -137,6 +150,12 @@ func (r *Record) appendCanonical(dst []byte, withHash bool) []byte {
 	if err != nil {
 		details = bytes.TrimSpace(r.Details)
 	}
+	return r.appendForm(dst, withHash, details)
+}
+
+// appendForm is appendCanonical with the details given in the form to
+// write.
+func (r *Record) appendForm(dst []byte, withHash bool, details []byte) []byte {
 	dst = append(dst, `{"seq":`...)
 	dst = strconv.AppendUint(dst, r.Seq, 10)
 	fields := []struct {
@@ -226,6 +245,13 @@ func canonicalJSON(raw json.RawMessage) (json.RawMessage, error) {
 		}
 		return nil, errors.New("invalid JSON")
 	}
+	return canonicalValid(in)
+}
+
+// canonicalValid is canonicalJSON for input known to be valid JSON without
+// surrounding whitespace, such as what json.Marshal returns: it skips the
+// validation, which costs as much as the rest.
+func canonicalValid(in []byte) (json.RawMessage, error) {
 	out := make([]byte, 0, len(in))
 	for i := 0; i < len(in); {
 		switch c := in[i]; c {
@@ -277,6 +303,15 @@ func plainString(seg []byte) bool {
 	return true
 }
 
+// marshaledDetails is detailsJSON for what json.Marshal returned, which is
+// valid JSON and needs no validation.
+func marshaledDetails(b []byte) (json.RawMessage, error) {
+	if len(b) == 0 || bytes.Equal(b, []byte("null")) {
+		return json.RawMessage("{}"), nil
+	}
+	return canonicalValid(b)
+}
+
 // canonicalDetails returns details in canonical form and checks that they
 // are a JSON object.
 func canonicalDetails(raw json.RawMessage) (json.RawMessage, error) {
@@ -318,7 +353,7 @@ func Details(kv ...any) json.RawMessage {
 		out = append(out, detailValue(value)...)
 	}
 	out = append(out, '}')
-	c, err := canonicalJSON(out)
+	c, err := canonicalValid(out) // every piece is valid JSON
 	if err != nil {
 		// Every piece was checked to be valid JSON; this is unreachable
 		// but must not produce an invalid record.
@@ -346,7 +381,7 @@ func detailValue(v any) []byte {
 	if err != nil {
 		return appendString(nil, fmt.Sprint(v))
 	}
-	c, err := canonicalJSON(b)
+	c, err := canonicalValid(b)
 	if err != nil {
 		return appendString(nil, fmt.Sprint(v))
 	}
@@ -361,7 +396,7 @@ func DetailsOf(v any) json.RawMessage {
 	if err != nil {
 		return Details("details_error", err.Error())
 	}
-	c, err := detailsJSON(b)
+	c, err := marshaledDetails(b)
 	if err != nil {
 		return Details("details_error", err.Error())
 	}

@@ -70,28 +70,60 @@ func NewTrail(js jetstream.JetStream, log *slog.Logger) *Trail {
 // acknowledgement, or when ctx ends first) that it is unknown whether it
 // was: callers must then not take the audited step.
 func (t *Trail) Append(ctx context.Context, r Record) (Record, error) {
-	if r.TraceID == "" {
-		if sc := trace.SpanContextFromContext(ctx); sc.IsValid() {
-			r.TraceID = sc.TraceID().String()
-		}
-	}
-	if err := r.normalize(time.Now()); err != nil {
+	out, err := t.AppendAll(ctx, r)
+	if err != nil {
 		return Record{}, err
 	}
-	p := &pendingAppend{rec: r, done: make(chan struct{})}
+	return out[0], nil
+}
+
+// AppendAll appends recs in order, each as Append does, and returns the
+// stored records. They join the committer's queue together, so they are
+// committed in one batch (one round trip for all, where one Append each
+// would take one round trip per record) and stand next to each other in
+// the chain unless another writer's records land between them. Nothing is
+// appended when one of them is invalid. An error may come after a prefix
+// of recs was stored; the records returned with it are the ones known to
+// be stored.
+func (t *Trail) AppendAll(ctx context.Context, recs ...Record) ([]Record, error) {
+	if len(recs) == 0 {
+		return nil, nil
+	}
+	traceID := ""
+	if sc := trace.SpanContextFromContext(ctx); sc.IsValid() {
+		traceID = sc.TraceID().String()
+	}
+	now := time.Now()
+	ps := make([]*pendingAppend, len(recs))
+	for i, r := range recs {
+		if r.TraceID == "" {
+			r.TraceID = traceID
+		}
+		if err := r.normalize(now); err != nil {
+			return nil, err
+		}
+		ps[i] = &pendingAppend{rec: r, done: make(chan struct{})}
+	}
 	t.qmu.Lock()
-	t.queue = append(t.queue, p)
+	t.queue = append(t.queue, ps...)
 	if !t.committing {
 		t.committing = true
 		go t.commitLoop() //nolint:contextcheck // commits for every waiting caller, not under one caller's context
 	}
 	t.qmu.Unlock()
-	select {
-	case <-p.done:
-		return p.out, p.err
-	case <-ctx.Done():
-		return Record{}, fmt.Errorf("audit: append %s record %s: %w (it may still be appended)", r.Kind, r.ID, context.Cause(ctx))
+	out := make([]Record, 0, len(ps))
+	for _, p := range ps {
+		select {
+		case <-p.done:
+			if p.err != nil {
+				return out, p.err
+			}
+			out = append(out, p.out)
+		case <-ctx.Done():
+			return out, fmt.Errorf("audit: append %s record %s: %w (it may still be appended)", p.rec.Kind, p.rec.ID, context.Cause(ctx))
+		}
 	}
+	return out, nil
 }
 
 // pendingAppend is a record waiting for the committer, and its result.
@@ -202,7 +234,7 @@ func (t *Trail) publishChained(ctx context.Context, batch []*pendingAppend) ([]R
 	for _, p := range batch {
 		rec := p.rec
 		rec.Seq, rec.PrevHash = seq+1, hash
-		rec.Hash = rec.ComputeHash()
+		body := rec.seal()
 		opts := []jetstream.PublishOpt{jetstream.WithExpectStream(bus.StreamAudit), jetstream.WithExpectLastSequence(seq), jetstream.WithMsgID(rec.ID)}
 		if prevID != "" {
 			// The sequence alone is not enough here: had the record
@@ -211,7 +243,7 @@ func (t *Trail) publishChained(ctx context.Context, batch []*pendingAppend) ([]R
 			// hash. The previous message must be ours.
 			opts = append(opts, jetstream.WithExpectLastMsgID(prevID))
 		}
-		f, err := t.js.PublishAsync(bus.SubjectAudit, rec.appendCanonical(nil, true), opts...)
+		f, err := t.js.PublishAsync(bus.SubjectAudit, body, opts...)
 		if err != nil {
 			sendErr = err
 			break

@@ -117,6 +117,70 @@ func TestAuditAppendRefusesInvalidRecords(t *testing.T) {
 	}
 }
 
+func TestAuditAppendAll(t *testing.T) {
+	env := startJetStream(t)
+	tr := audit.NewTrail(env.js, nil)
+	ctx := t.Context()
+
+	t.Run("an invalid record refuses the whole group", func(t *testing.T) {
+		_, err := tr.AppendAll(ctx, audit.Record{Kind: audit.KindEvent}, audit.Record{Kind: "action.exploded"})
+		if !errors.Is(err, audit.ErrInvalidRecord) {
+			t.Fatalf("AppendAll error = %v, want ErrInvalidRecord", err)
+		}
+		if n := len(rawMessages(t, env.js)); n != 0 {
+			t.Fatalf("a refused group stored %d messages", n)
+		}
+	})
+	t.Run("each group is stored in order and in one piece among concurrent appends", func(t *testing.T) {
+		const groups = 40
+		var (
+			wg   sync.WaitGroup
+			mu   sync.Mutex
+			errs []error
+		)
+		for g := range groups {
+			wg.Go(func() {
+				// A single Append beside each group, so that groups have
+				// other records queued around them.
+				_, err := tr.Append(ctx, audit.Record{Kind: audit.KindPolicyLoaded, EventID: fmt.Sprintf("single-%d", g)})
+				if err == nil {
+					var out []audit.Record
+					out, err = tr.AppendAll(ctx,
+						audit.Record{Kind: audit.KindEvent, EventID: fmt.Sprintf("g-%d", g)},
+						audit.Record{Kind: audit.KindDecision, EventID: fmt.Sprintf("g-%d", g)},
+						audit.Record{Kind: audit.KindSuppressed, EventID: fmt.Sprintf("g-%d", g), Details: audit.Details("reason", "dry-run")})
+					if err == nil && (len(out) != 3 || out[1].Seq != out[0].Seq+1 || out[2].Seq != out[1].Seq+1 || out[1].PrevHash != out[0].Hash) {
+						err = fmt.Errorf("group %d returned %d records at %v", g, len(out), seqs(out))
+					}
+				}
+				mu.Lock()
+				errs = append(errs, err)
+				mu.Unlock()
+			})
+		}
+		wg.Wait()
+		if err := errors.Join(errs...); err != nil {
+			t.Fatal(err)
+		}
+		stored := decodeRecords(t, rawMessages(t, env.js))
+		if len(stored) != 4*groups {
+			t.Fatalf("%d records stored, want %d", len(stored), 4*groups)
+		}
+		for i, r := range stored {
+			if r.Kind != audit.KindEvent {
+				continue
+			}
+			if i+2 >= len(stored) || stored[i+1].Kind != audit.KindDecision || stored[i+2].Kind != audit.KindSuppressed ||
+				stored[i+1].EventID != r.EventID || stored[i+2].EventID != r.EventID {
+				t.Fatalf("group of %s is not stored in one piece at seq %d", r.EventID, r.Seq)
+			}
+		}
+		if res, err := tr.Verify(ctx); err != nil || !res.OK {
+			t.Fatalf("verify = %+v, %v", res, err)
+		}
+	})
+}
+
 func TestAuditAppendConcurrentWriters(t *testing.T) {
 	env := startJetStream(t)
 	ctx := t.Context()

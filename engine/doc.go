@@ -4,9 +4,11 @@
 //
 //	dedupe → decide → guard → approve → act → verify
 //
-// Each stage audits what it did. An event is acknowledged only after its
-// outcome is in the audit trail, and an action is never taken unless its
-// start could be audited. A redelivered event never acts twice: every
+// Each stage audits what it did. The records of stages that only look and
+// decide are appended together, in one group commit, before the engine
+// asks people, claims an action or settles the event. An event is
+// acknowledged only after its outcome is in the audit trail, and an action
+// is never taken unless its start could be audited. A redelivered event never acts twice: every
 // action is claimed under an idempotency key (event, remediator, target) in
 // a JetStream key-value bucket before it starts.
 package engine

@@ -118,6 +118,7 @@ func (s *second) Info() action.Info {
 
 type harness struct {
 	t       testing.TB
+	srv     *bustest.Server
 	js      jetstream.JetStream
 	streams *bus.Streams
 	trail   *audit.Trail
@@ -150,7 +151,7 @@ func newHarness(t testing.TB, cfg Config, approver Approver) *harness {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := &harness{t: t, js: js, streams: streams, trail: eng.Trail, rem: rem, eng: eng}
+	h := &harness{t: t, srv: srv, js: js, streams: streams, trail: eng.Trail, rem: rem, eng: eng}
 	h.start()
 	return h
 }
@@ -582,5 +583,38 @@ func TestApprovalWaitYieldsItsWorker(t *testing.T) {
 	}
 	if acts, _ := h.rem.counts(); acts != 1 {
 		t.Fatalf("%d actions, want the one that needed no approval", acts)
+	}
+}
+
+func TestSettledEventCostsOneStateWriteAndOneCommit(t *testing.T) {
+	h := newHarness(t, Config{DryRun: true}, nil)
+	var events []*bus.Event
+	for i := range 5 {
+		e := event("Count", fmt.Sprintf("node/settle-%d", i), bus.StatusFiring)
+		h.publish(e, e.ID)
+		events = append(events, e)
+	}
+	for _, e := range events {
+		recs := h.waitKinds(e.ID, "event", "decision", "suppressed")
+		// Appended together, so nothing of another event between them.
+		if recs[1].Seq != recs[0].Seq+1 || recs[2].Seq != recs[1].Seq+1 {
+			t.Errorf("records of %s at %v, want consecutive", e.ID, []uint64{recs[0].Seq, recs[1].Seq, recs[2].Seq})
+		}
+	}
+	h.stop() // every outcome is written before its event is acked
+	// The actions bucket got one write per event (its outcome): no
+	// "received" states on the way, no action state.
+	kv, err := h.js.Stream(t.Context(), "KV_"+bus.BucketActions)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := kv.CachedInfo().State.LastSeq; got != uint64(len(events)) {
+		t.Errorf("actions bucket written %d times for %d settled events, want once each", got, len(events))
+	}
+	for _, e := range events {
+		st, _, err := getJSON[eventState](t.Context(), h.streams.Actions, eventKey(e.ID))
+		if err != nil || st == nil || st.State != outcomeDone {
+			t.Errorf("state of %s = %+v, %v; want done", e.ID, st, err)
+		}
 	}
 }

@@ -68,10 +68,19 @@ type run struct {
 	tookOut    bool
 	outcome    string
 	lease      atomic.Pointer[lease] // the action this run holds, renewed while it runs
+	stopRenew  func()                // stops the renewals, once started (keepLease)
 	target     *targetLease          // the target's lease, held while the current step acts and verifies
 	decided    string                // digest of the decision already audited for this event
 	approvers  []string              // the humans who approved this action, if any
 	stepDoneAt time.Time             // when an earlier attempt finished the current step
+	// pending are audit records not yet appended (see auditLater);
+	// stateDue says the event's or decision's record is among them, so
+	// the event's state is to be written once they are in.
+	pending  []audit.Record
+	stateDue bool
+	// fresh says the event had no state in the bucket: no attempt got as
+	// far as claiming an action for it (flush writes the state first).
+	fresh bool
 }
 
 // request is what the remediator is asked to do for this run.
@@ -109,8 +118,11 @@ func (e *Engine) handle(ctx context.Context, m jetstream.Msg) {
 	}()
 	log := e.Log.With("event_id", ev.ID, "target", ev.Subject, "type", ev.Type, "status", ev.Status, "attempt", r.attempt)
 
-	stopRenew := e.renewLease(ctx, r)
-	defer stopRenew()
+	defer func() {
+		if r.stopRenew != nil {
+			r.stopRenew()
+		}
+	}()
 	defer func() {
 		if r.state == "claimed" || r.state == "started" {
 			r.leaveTarget() // the redelivery resumes the action and takes the lease back
@@ -140,13 +152,23 @@ func (e *Engine) handle(ctx context.Context, m jetstream.Msg) {
 			break
 		}
 	}
+	// Settled: the records still pending go to the trail, then the
+	// outcome to the bucket, then the ack, in that order, so that an event
+	// is acked only once its records are stored and a copy of it would be
+	// recognised.
+	if err := e.appendPending(ctx, r); err != nil {
+		e.retry(ctx, r, "audit", err, log)
+		return
+	}
 	if err := putJSON(ctx, e.Streams.Actions, eventKey(ev.ID), eventState{State: r.outcome, Time: e.now()}); err != nil {
 		log.WarnContext(ctx, "record event outcome; will retry", "err", err)
 		_ = m.NakWithDelay(e.cfg.RetryDelay)
 		return
 	}
-	if err := m.DoubleAck(ctx); err != nil {
-		// Redelivery is harmless: the outcome is recorded and the action claimed.
+	// A plain ack, not a double one: waiting for the server to confirm it
+	// would buy nothing, since a lost ack only means a redelivery, which
+	// the outcome just written settles as a duplicate.
+	if err := m.Ack(); err != nil {
 		log.WarnContext(ctx, "ack event", "err", err)
 	}
 	e.Metrics.Handled(ctx, r.outcome, e.now().Sub(start))
@@ -166,13 +188,11 @@ func (e *Engine) dedupe(ctx context.Context, r *run) (bool, error) {
 		return true, e.suppress(ctx, r, outcomeDone, "duplicate event: already handled", "handled_at", st.Time)
 	}
 	if st == nil {
+		// The first time: the event's record goes to the trail with the
+		// next ones, and its state is written after it (flush).
+		r.fresh, r.stateDue = true, true
 		e.Metrics.Event(ctx, r.ev.Source, r.ev.Type)
-		if err := e.audit(ctx, r, audit.KindEvent, audit.DetailsOf(r.ev)); err != nil {
-			return false, err
-		}
-		if err := putJSON(ctx, e.Streams.Actions, eventKey(r.ev.ID), eventState{State: "received", Time: e.now()}); err != nil {
-			return false, err
-		}
+		e.auditLater(ctx, r, audit.KindEvent, audit.DetailsOf(r.ev))
 	}
 	return false, nil
 }
@@ -206,16 +226,17 @@ func (e *Engine) decide(ctx context.Context, r *run) (bool, error) {
 	}
 	digest := hashKey("", r.policy.Revision, string(dj))
 	if digest != r.decided {
-		if err := e.audit(ctx, r, audit.KindDecision, audit.DetailsOf(map[string]any{
-			"decision": d, "budget": in.Context.Budget, "event_status": r.ev.Status,
-		})); err != nil {
+		// The decision as encoded for the digest, not encoded again; the
+		// members in the order a map would give them.
+		e.auditLater(ctx, r, audit.KindDecision, audit.DetailsOf(struct {
+			Budget      policies.Budget `json:"budget"`
+			Decision    json.RawMessage `json:"decision"`
+			EventStatus string          `json:"event_status"`
+		}{in.Context.Budget, dj, r.ev.Status}))
+		r.decided, r.stateDue = digest, true
+		if err := e.shadow(ctx, r, &in, d); err != nil {
 			return false, err
 		}
-		e.shadow(ctx, r, &in, d)
-		if err := putJSON(ctx, e.Streams.Actions, eventKey(r.ev.ID), eventState{State: "received", Time: e.now(), Decision: digest}); err != nil {
-			return false, err
-		}
-		r.decided = digest
 	}
 	if d.Remediator == "" {
 		return true, nil
@@ -241,14 +262,15 @@ func (e *Engine) decide(ctx context.Context, r *run) (bool, error) {
 
 // shadow decides the event with the candidate policies too and audits how
 // their decision differs from the live one. It never changes what the
-// engine does, and its failures only get logged.
-func (e *Engine) shadow(ctx context.Context, r *run, in *policies.Input, live policies.Decision) {
+// engine does, and its failures only get logged; the error it returns is
+// that of appending the live decision's records first.
+func (e *Engine) shadow(ctx context.Context, r *run, in *policies.Input, live policies.Decision) error {
 	if e.Shadow == nil {
-		return
+		return nil
 	}
 	cand := e.Shadow.Current()
 	if cand == nil {
-		return
+		return nil
 	}
 	d, err := cand.Decide(ctx, in)
 	if err == nil {
@@ -263,9 +285,13 @@ func (e *Engine) shadow(ctx context.Context, r *run, in *policies.Input, live po
 		details["shadow"] = d
 	}
 	if change == policies.ChangeSame {
-		return
+		return nil
 	}
 	details["change"] = change
+	// The shadow record follows the live decision's in the trail.
+	if err := e.flush(ctx, r); err != nil {
+		return err
+	}
 	rec := audit.Record{
 		Kind: audit.KindPolicyShadow, EventID: r.ev.ID, Target: r.ev.Subject, Remediator: d.Remediator,
 		Actor: Actor, PolicyRevision: cand.Revision, Details: audit.DetailsOf(details),
@@ -273,6 +299,7 @@ func (e *Engine) shadow(ctx context.Context, r *run, in *policies.Input, live po
 	if _, err := e.Trail.Append(ctx, rec); err != nil {
 		e.Log.WarnContext(ctx, "shadow decision not audited", "event_id", r.ev.ID, "err", err)
 	}
+	return nil
 }
 
 // ladder returns the steps this run executes: an undo reverses only the
@@ -297,6 +324,14 @@ func (e *Engine) selectStep(ctx context.Context, r *run, i int) error {
 		name = fmt.Sprintf("%s#%d", st.Remediator, i) // a ladder may use one remediator twice
 	}
 	r.idemKey = idempotencyKey(r.ev.ID, name, r.ev.Subject)
+	if r.fresh {
+		// No state of the event was found, so no action of it has been
+		// claimed: that happens only after the event's state is written.
+		// Should one exist all the same (written by hand, or outliving
+		// the event's state), claiming it fails and the redelivery, no
+		// longer fresh, reads it.
+		return nil
+	}
 	as, rev, err := getJSON[actionState](ctx, e.Streams.Actions, r.idemKey)
 	if err != nil || as == nil {
 		return err
@@ -421,7 +456,7 @@ func (e *Engine) takeOver(ctx context.Context, r *run, st *actionState, rev uint
 		return fmt.Errorf("%w: take over action %s: %w", errTransient, st.ActionID, err)
 	}
 	r.actionID, r.state = st.ActionID, st.State
-	r.lease.Store(&lease{key: r.idemKey, st: next, rev: newRev})
+	e.keepLease(ctx, r, &lease{key: r.idemKey, st: next, rev: newRev})
 	return nil
 }
 
@@ -575,6 +610,10 @@ func (e *Engine) approve(ctx context.Context, r *run) (bool, error) {
 			}
 		}()
 	}
+	// The event and its decision are in the trail before anyone is asked.
+	if err := e.flush(ctx, r); err != nil {
+		return false, err
+	}
 	reacquire := yieldSlot(ctx)
 	ans, err := e.Approver.Approve(waitCtx, req)
 	reacquire()
@@ -657,6 +696,10 @@ func (e *Engine) actStep(ctx context.Context, r *run) (bool, error) {
 			}
 		}
 	}
+	// The records so far, and the event's state, before the claim.
+	if err := e.flush(ctx, r); err != nil {
+		return false, err
+	}
 	if r.state == "" {
 		st := actionState{ActionID: r.actionID, State: "claimed", Step: step, Time: e.now(), Holder: e.instance, Renewed: e.now()}
 		rev, err := e.Streams.Actions.Create(ctx, r.idemKey, stateJSON(st))
@@ -667,7 +710,7 @@ func (e *Engine) actStep(ctx context.Context, r *run) (bool, error) {
 			return false, fmt.Errorf("%w: claim action %s: %w", errTransient, r.actionID, err)
 		}
 		r.state = "claimed"
-		r.lease.Store(&lease{key: r.idemKey, st: st, rev: rev})
+		e.keepLease(ctx, r, &lease{key: r.idemKey, st: st, rev: rev})
 	}
 	if r.state == "claimed" {
 		if err := e.audit(ctx, r, audit.KindActionStarted, audit.Details("step", step, "params", r.params, "attempt", r.attempt, "ladder_step", r.stepIndex)); err != nil {
@@ -688,7 +731,10 @@ func (e *Engine) actStep(ctx context.Context, r *run) (bool, error) {
 	defer unfence()
 	progress := func(ctx context.Context, what string, details map[string]any) {
 		details["step"] = what
-		if err := e.audit(ctx, r, audit.KindActionProgress, audit.DetailsOf(details)); err != nil {
+		// Straight to the trail, not through the run's pending records: a
+		// remediator may report from several goroutines, and nothing is
+		// pending once the action has started.
+		if _, err := e.Trail.Append(ctx, e.record(ctx, r, audit.KindActionProgress, audit.DetailsOf(details))); err != nil {
 			e.Log.WarnContext(ctx, "audit progress", "action_id", r.actionID, "err", err)
 		}
 	}
@@ -783,11 +829,21 @@ func (e *Engine) setState(ctx context.Context, r *run, state, step string) error
 	}
 	r.state = state
 	if open {
-		r.lease.Store(&lease{key: r.idemKey, st: st, rev: rev})
+		e.keepLease(ctx, r, &lease{key: r.idemKey, st: st, rev: rev})
 	} else {
 		r.lease.Store(nil)
 	}
 	return nil
+}
+
+// keepLease makes l the lease of the run's open action, and starts renewing
+// it the first time: most events never open an action, and need no
+// renewing goroutine.
+func (e *Engine) keepLease(ctx context.Context, r *run, l *lease) {
+	r.lease.Store(l)
+	if r.stopRenew == nil {
+		r.stopRenew = e.renewLease(ctx, r)
+	}
 }
 
 // renewLease keeps the lease of the run's open action alive while it runs.
@@ -850,11 +906,15 @@ func (e *Engine) verifyStep(ctx context.Context, r *run) (bool, error) {
 	return true, e.audit(ctx, r, audit.KindVerified, audit.Details("ok", true, "took", e.now().Sub(start).String()))
 }
 
-// suppress audits why nothing (more) is done and settles the outcome.
+// suppress audits why nothing (more) is done and settles the outcome. The
+// record goes to the trail with the others pending when the event
+// settles, before its outcome is recorded and it is acked; the error is
+// always nil, for the callers' return statements.
 func (e *Engine) suppress(ctx context.Context, r *run, outcome, reason string, kv ...any) error {
 	r.outcome = outcome
 	e.Metrics.Suppressed(ctx, r.remName)
-	return e.audit(ctx, r, audit.KindSuppressed, audit.Details(append([]any{"reason", reason}, kv...)...))
+	e.auditLater(ctx, r, audit.KindSuppressed, audit.Details(append([]any{"reason", reason}, kv...)...))
+	return nil
 }
 
 // fail audits a failed action and records it so it is not retried.
@@ -875,6 +935,14 @@ func (e *Engine) fail(ctx context.Context, r *run, step string, cause error) err
 // retry hands the event back for redelivery with a growing delay, or, after
 // MaxAttempts, audits giving up and terminates it.
 func (e *Engine) retry(ctx context.Context, r *run, stage string, err error, log *slog.Logger) {
+	if ctx.Err() == nil && len(r.pending) > 0 {
+		// What this attempt audited (the event and its decision) goes to
+		// the trail now, as it would have had the event gone on, and is
+		// not audited again by the redelivery.
+		if ferr := e.flush(ctx, r); ferr != nil {
+			log.WarnContext(ctx, "audit before retrying", "stage", stage, "err", ferr)
+		}
+	}
 	if errors.Is(err, errTargetBusy) && ctx.Err() == nil {
 		// Waiting for another action on the target is not a failure: the
 		// holder finishes or its lease runs out, so it uses no attempts.
@@ -898,6 +966,9 @@ func (e *Engine) retry(ctx context.Context, r *run, stage string, err error, log
 		aerr = e.fail(ctx, r, stage, err)
 	} else {
 		aerr = e.suppress(ctx, r, outcomeSuppressed, fmt.Sprintf("gave up in stage %s after %d attempts: %v", stage, r.attempt, err))
+	}
+	if aerr == nil {
+		aerr = e.appendPending(ctx, r)
 	}
 	if aerr != nil {
 		log.WarnContext(ctx, "cannot audit giving up; event will be retried", "stage", stage, "err", aerr)

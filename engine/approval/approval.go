@@ -12,6 +12,7 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -265,6 +266,14 @@ type Broker struct {
 	now      func() time.Time
 	notifier Notifier
 	inGroup  GroupChecker
+
+	// deciding is held (shared) by Decide from storing a vote until the
+	// vote is audited. Approve takes it once its request is decided, so
+	// the vote that decided it is in the trail before the engine audits
+	// the outcome. (The engine hears of the decision from the bucket,
+	// which is written first.) This orders votes taken by this process;
+	// one taken by another replica may still be audited after.
+	deciding sync.RWMutex
 }
 
 // NewBroker returns a broker on the bucket; votes are audited on trail.
@@ -332,6 +341,7 @@ func (b *Broker) Approve(ctx context.Context, ar engine.ApprovalRequest) (engine
 	if err != nil {
 		return engine.Approval{}, err
 	}
+	b.votesAudited()
 	return engine.Approval{Approved: req.State == StateApproved, Reason: req.Outcome(), By: req.Persons()}, nil
 }
 
@@ -514,6 +524,9 @@ func (b *Broker) Decide(ctx context.Context, id string, ballot Ballot) (Request,
 	if err != nil {
 		return Request{}, err
 	}
+	b.deciding.RLock()
+	audited := sync.OnceFunc(b.deciding.RUnlock)
+	defer audited()
 	var expired bool
 	r, err := b.update(ctx, id, func(r *Request) error {
 		expired = false
@@ -544,6 +557,7 @@ func (b *Broker) Decide(ctx context.Context, id string, ballot Ballot) (Request,
 	}
 	if expired {
 		_ = b.audit(ctx, r, "healer/engine", "expired", audit.Details("approval_id", r.ID, "expired", true, "approvals", len(r.Approvals()), "need", r.Need))
+		audited()
 		b.updated(ctx, r)
 		return r, ErrExpired
 	}
@@ -558,11 +572,20 @@ func (b *Broker) Decide(ctx context.Context, id string, ballot Ballot) (Request,
 	if err := b.audit(ctx, r, actor, vote, audit.Details(
 		"approval_id", r.ID, "vote", vote, "person", person, "via", ballot.Via, "reason", ballot.Reason,
 		"approvals", len(r.Approvals()), "need", r.Need, "state", r.State, "digest", r.Digest)); err != nil {
+		audited()
 		b.updated(ctx, r)
 		return r, fmt.Errorf("%w: %w", ErrNotAudited, err)
 	}
+	audited()
 	b.updated(ctx, r)
 	return r, nil
+}
+
+// votesAudited waits until every vote this process is storing has been
+// audited (or has failed to be).
+func (b *Broker) votesAudited() {
+	b.deciding.Lock()
+	defer b.deciding.Unlock()
 }
 
 // person resolves a voter to the person who votes, or ErrNotApprover.
