@@ -116,11 +116,15 @@ type Pauses struct {
 	byID   map[string]Pause
 	synced bool
 	err    error
+	// rev is the bucket revision the watch has applied; seen is closed
+	// (and replaced) when it grows, for Set and Clear to wait on.
+	rev  uint64
+	seen chan struct{}
 }
 
 // NewPauses returns the pauses of the bucket; Run keeps them current.
 func NewPauses(kv jetstream.KeyValue, log *slog.Logger) *Pauses {
-	return &Pauses{kv: kv, log: log, now: time.Now, byID: map[string]Pause{}}
+	return &Pauses{kv: kv, log: log, now: time.Now, byID: map[string]Pause{}, seen: make(chan struct{})}
 }
 
 // Run watches the bucket until ctx ends, watching again after a failure.
@@ -153,6 +157,7 @@ func (ps *Pauses) watch(ctx context.Context) error {
 	}
 	defer func() { _ = w.Stop() }()
 	initial := map[string]Pause{}
+	var initialRev uint64
 	synced := false
 	for {
 		select {
@@ -165,6 +170,7 @@ func (ps *Pauses) watch(ctx context.Context) error {
 			if e == nil { // the end of the initial values
 				ps.mu.Lock()
 				ps.byID, ps.synced, ps.err = initial, true, nil
+				ps.advanceLocked(initialRev)
 				ps.mu.Unlock()
 				synced = true
 				continue
@@ -185,9 +191,48 @@ func (ps *Pauses) watch(ctx context.Context) error {
 				}
 				target[e.Key()] = p
 			}
-			if synced {
-				ps.mu.Unlock()
+			if !synced {
+				initialRev = max(initialRev, e.Revision())
+				continue
 			}
+			ps.advanceLocked(e.Revision())
+			ps.mu.Unlock()
+		}
+	}
+}
+
+// advanceLocked records that the watch has applied revision rev, waking
+// waitSeen. ps.mu is held.
+func (ps *Pauses) advanceLocked(rev uint64) {
+	if rev > ps.rev {
+		ps.rev = rev
+		close(ps.seen)
+		ps.seen = make(chan struct{})
+	}
+}
+
+// waitSeen waits until this replica's watch has applied revision rev of
+// the bucket, so that whoever set or cleared a pause sees it in List at
+// once (and this replica honours it before the call returns). It gives up
+// quietly after a few seconds: the change is stored, and the watch will
+// bring it.
+func (ps *Pauses) waitSeen(ctx context.Context, rev uint64) {
+	timeout := time.NewTimer(5 * time.Second)
+	defer timeout.Stop()
+	for {
+		ps.mu.RLock()
+		cur, seen := ps.rev, ps.seen
+		ps.mu.RUnlock()
+		if cur >= rev {
+			return
+		}
+		select {
+		case <-seen:
+		case <-ctx.Done():
+			return
+		case <-timeout.C:
+			ps.log.WarnContext(ctx, "pause change stored but not yet seen by this replica's watch", "revision", rev, "seen", cur)
+			return
 		}
 	}
 }
@@ -265,9 +310,11 @@ func (ps *Pauses) Set(ctx context.Context, p *Pause) error {
 	if err != nil {
 		return err
 	}
-	if _, err := ps.kv.Create(ctx, p.ID, raw); err != nil {
+	rev, err := ps.kv.Create(ctx, p.ID, raw)
+	if err != nil {
 		return fmt.Errorf("store pause %s: %w", p.ID, err)
 	}
+	ps.waitSeen(ctx, rev)
 	return nil
 }
 
@@ -287,6 +334,13 @@ func (ps *Pauses) Clear(ctx context.Context, id string) (Pause, error) {
 	_ = json.Unmarshal(e.Value(), &p)
 	if err := ps.kv.Delete(ctx, id, jetstream.LastRevision(e.Revision())); err != nil {
 		return Pause{}, fmt.Errorf("clear pause %s: %w", id, err)
+	}
+	// Delete does not say its revision; the bucket's last one is at least
+	// that.
+	if st, err := ps.kv.Status(ctx); err == nil {
+		if bs, ok := st.(*jetstream.KeyValueBucketStatus); ok {
+			ps.waitSeen(ctx, bs.StreamInfo().State.LastSeq)
+		}
 	}
 	return p, nil
 }

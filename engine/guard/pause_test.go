@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"slices"
 	"testing"
 	"time"
 
@@ -129,5 +130,30 @@ func TestPausesFailClosed(t *testing.T) {
 	unsynced := NewPauses(kv, slog.New(slog.DiscardHandler))
 	if _, err := unsynced.Blocking("node.cordon", "node/a"); !errors.Is(err, ErrPausesUnknown) {
 		t.Fatalf("Blocking before the first read = %v, want ErrPausesUnknown", err)
+	}
+}
+
+// TestPauseSetThenListSeesIt: whoever sets or clears a pause through a
+// replica sees the change in that replica's list as soon as the call
+// returns (and that replica honours it), though the list is fed by a watch.
+func TestPauseSetThenListSeesIt(t *testing.T) {
+	ps := runPauses(t, pauseBucket(t))
+	for i := range 50 {
+		p := &Pause{Remediator: "node.drain", Reason: "kernel upgrade", By: "alice"}
+		if err := ps.Set(t.Context(), p); err != nil {
+			t.Fatal(err)
+		}
+		if !slices.ContainsFunc(ps.List(), func(q Pause) bool { return q.ID == p.ID }) {
+			t.Fatalf("round %d: pause %s set, but not in the list", i, p.ID)
+		}
+		if hit, err := ps.Blocking("node.drain", "node/a"); err != nil || hit == nil {
+			t.Fatalf("round %d: set, but not honoured: %v %v", i, hit, err)
+		}
+		if _, err := ps.Clear(t.Context(), p.ID); err != nil {
+			t.Fatal(err)
+		}
+		if slices.ContainsFunc(ps.List(), func(q Pause) bool { return q.ID == p.ID }) {
+			t.Fatalf("round %d: pause %s cleared, but still in the list", i, p.ID)
+		}
 	}
 }
