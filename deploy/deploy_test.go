@@ -890,7 +890,7 @@ func TestChartNATSConfig(t *testing.T) {
 		cfg.Streams.Replicas = 1 // one server here, three in the chart
 
 		ctx, cancel := context.WithCancel(t.Context())
-		var logs lockedBuffer
+		var logs testenv.LogBuffer
 		srv, err := serve.Start(ctx, *cfg, slog.New(slog.NewTextHandler(&logs, nil)))
 		if err != nil {
 			cancel()
@@ -985,24 +985,6 @@ func withHost(t *testing.T, raw, hostPort string) string {
 	}
 	u.Host = hostPort
 	return u.String()
-}
-
-// lockedBuffer is a bytes.Buffer serve's goroutines may log into.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
 
 // TestChartRBAC checks the rendered RBAC without a cluster: serve's roles

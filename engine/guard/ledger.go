@@ -48,7 +48,6 @@ type ledgerHold struct {
 type ledger struct {
 	kv     jetstream.KeyValue
 	holder string
-	ttl    time.Duration
 }
 
 // load reads the ledger and the revision to write it back on; revision 0
@@ -99,7 +98,7 @@ func (l *ledger) store(ctx context.Context, d ledgerDoc, rev uint64) error {
 // configured HoldTTL until ctx ends. Call it once, after NewBudget and
 // before the first Reserve.
 func (b *Budget) Share(ctx context.Context, kv jetstream.KeyValue, holder string) {
-	b.shared = &ledger{kv: kv, holder: holder, ttl: b.cfg.HoldTTL}
+	b.shared = &ledger{kv: kv, holder: holder}
 	go b.keepHolds(ctx)
 }
 

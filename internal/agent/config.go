@@ -3,7 +3,6 @@ package agent
 import (
 	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
 	"strings"
 	"time"
@@ -228,27 +227,13 @@ func (c *Config) options() ([]nats.Option, error) {
 		nats.RetryOnFailedConnect(true),
 	}
 	n := c.NATS
-	switch {
-	case n.CredsFile != "":
-		opts = append(opts, nats.UserCredentials(n.CredsFile))
-	case n.NKeyFile != "":
-		o, err := nats.NkeyOptionFromSeed(n.NKeyFile)
-		if err != nil {
-			return nil, fmt.Errorf("nats nkey %s: %w", n.NKeyFile, err)
-		}
-		opts = append(opts, o)
-	case n.User != "":
-		pw, err := os.ReadFile(n.PasswordFile)
-		if err != nil {
-			return nil, fmt.Errorf("nats password: %w", err)
-		}
-		opts = append(opts, nats.UserInfo(n.User, strings.TrimSpace(string(pw))))
+	auth, err := bus.ClientAuth{
+		CredsFile: n.CredsFile, NKeyFile: n.NKeyFile, User: n.User, PasswordFile: n.PasswordFile,
+		CAFile: n.CAFile, CertFile: n.CertFile, KeyFile: n.KeyFile,
+	}.Options()
+	if err != nil {
+		return nil, err
 	}
-	if n.CAFile != "" {
-		opts = append(opts, nats.RootCAs(n.CAFile))
-	}
-	if n.CertFile != "" {
-		opts = append(opts, nats.ClientCert(n.CertFile, n.KeyFile))
-	}
+	opts = append(opts, auth...)
 	return opts, nil
 }

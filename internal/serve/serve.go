@@ -715,59 +715,13 @@ func (s *Server) connectNATS(ctx context.Context) (string, error) {
 }
 
 // natsAuth returns the options of the external server's credentials and
-// TLS files. Files are read here, so a missing one is named at start, not at
-// the first reconnect.
+// TLS files.
 func (s *Server) natsAuth() ([]nats.Option, error) {
 	c := s.cfg
-	var opts []nats.Option
-	for _, f := range []struct{ what, path string }{
-		{"natsCredsFile", c.NATSCredsFile}, {"natsNKeyFile", c.NATSNKeyFile}, {"natsPasswordFile", c.NATSPasswordFile},
-		{"natsCAFile", c.NATSCAFile}, {"natsCertFile", c.NATSCertFile}, {"natsKeyFile", c.NATSKeyFile},
-	} {
-		if f.path == "" {
-			continue
-		}
-		if _, err := os.Stat(f.path); err != nil {
-			return nil, fmt.Errorf("%s: %w", f.what, err)
-		}
-	}
-	switch {
-	case c.NATSCredsFile != "":
-		opts = append(opts, nats.UserCredentials(c.NATSCredsFile))
-	case c.NATSNKeyFile != "":
-		o, err := nats.NkeyOptionFromSeed(c.NATSNKeyFile)
-		if err != nil {
-			return nil, fmt.Errorf("natsNKeyFile %s: %w", c.NATSNKeyFile, err)
-		}
-		opts = append(opts, o)
-	case c.NATSUser != "":
-		pw, err := readSecretFile(c.NATSPasswordFile)
-		if err != nil {
-			return nil, fmt.Errorf("natsPasswordFile: %w", err)
-		}
-		opts = append(opts, nats.UserInfo(c.NATSUser, pw))
-	}
-	if c.NATSCAFile != "" {
-		opts = append(opts, nats.RootCAs(c.NATSCAFile))
-	}
-	if c.NATSCertFile != "" {
-		opts = append(opts, nats.ClientCert(c.NATSCertFile, c.NATSKeyFile))
-	}
-	return opts, nil
-}
-
-// readSecretFile reads a password file, without its trailing newline; an
-// empty one is an error, not an empty password.
-func readSecretFile(path string) (string, error) {
-	b, err := os.ReadFile(path) //nolint:gosec // G304: the operator names the file
-	if err != nil {
-		return "", err
-	}
-	v := strings.TrimRight(string(b), "\r\n")
-	if v == "" {
-		return "", fmt.Errorf("%s is empty", path)
-	}
-	return v, nil
+	return bus.ClientAuth{
+		CredsFile: c.NATSCredsFile, NKeyFile: c.NATSNKeyFile, User: c.NATSUser, PasswordFile: c.NATSPasswordFile,
+		CAFile: c.NATSCAFile, CertFile: c.NATSCertFile, KeyFile: c.NATSKeyFile,
+	}.Options()
 }
 
 // redactURL hides the password of URLs like nats://user:pass@host:4222, so
@@ -800,7 +754,7 @@ func (s *Server) setupLimiter(ctx context.Context) error {
 	}
 	var password string
 	if s.cfg.RedisPasswordFile != "" {
-		pw, err := readSecretFile(s.cfg.RedisPasswordFile)
+		pw, err := httpauth.Secret("", s.cfg.RedisPasswordFile)
 		if err != nil {
 			return fmt.Errorf("redisPasswordFile: %w", err)
 		}

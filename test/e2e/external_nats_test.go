@@ -6,9 +6,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/selfheal/healer/bus"
 	"github.com/selfheal/healer/internal/serve"
 )
@@ -32,12 +29,7 @@ func TestExternalNATS(t *testing.T) {
 		recs := h.records(url.Values{"target": {"node/worker-1"}})
 		return strings.Join(kinds(recs), ",") == "event,decision", describe(recs)
 	})
-	nc, err := nats.Connect(ns.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, _ := jetstream.New(nc)
+	js := jetStreamAt(t, ns.ClientURL())
 	for _, name := range []string{bus.StreamEvents, bus.StreamAudit} {
 		s, err := js.Stream(t.Context(), name)
 		if err != nil {

@@ -16,7 +16,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	corev1 "k8s.io/api/core/v1"
 	policyv1 "k8s.io/api/policy/v1"
@@ -99,15 +98,7 @@ func TestFaultNATSNodeLossUnderLoad(t *testing.T) {
 		t.Fatalf("healer is connected to %s, none of the cluster's servers %s", h.srv.NATSURL(), cluster.URL())
 	}
 	kvStream := "KV_" + bus.BucketActions
-	nc, err := nats.Connect(cluster.URL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	js := jetStreamAt(t, cluster.URL())
 	for _, s := range []string{bus.StreamEvents, bus.StreamAudit, kvStream} {
 		// Losing a server loses nothing only if every stream lives on all
 		// three.
@@ -490,15 +481,7 @@ func TestFaultAuditRefusedNoAction(t *testing.T) {
 	cfg.Engine.RetryDelay = 200 * time.Millisecond
 	h := startHealer(t, cfg)
 
-	nc, err := nats.Connect(h.srv.NATSClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	js := jetStreamAt(t, h.srv.NATSClientURL())
 	// limitAudit lets the audit stream take extra more records and refuse
 	// the rest; a negative extra lifts the limit.
 	limitAudit := func(extra int64) {

@@ -9,8 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/selfheal/healer/audit"
@@ -45,12 +43,7 @@ func TestAlertToCordon(t *testing.T) {
 		}
 		return n.Spec.Unschedulable, n.Annotations[nodedrain.AnnotationOwner]
 	}
-	nc, err := nats.Connect(h.srv.NATSURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, _ := jetstream.New(nc)
+	js := jetStreamAt(t, h.srv.NATSURL())
 	eventCount := func() uint64 {
 		s, err := js.Stream(ctx, bus.StreamEvents)
 		if err != nil {

@@ -14,8 +14,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 	corev1 "k8s.io/api/core/v1"
 	policyv1 "k8s.io/api/policy/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -172,12 +170,7 @@ engine:
 		latest := getRecords(t, replicas[0].addr, apiTok, "limit=1")
 		return strings.Contains(describe(recs), "eviction_refused"), fmt.Sprintf("%d alerts posted, latest record %s%s", posted.Load(), describe(latest), describe(recs))
 	})
-	nc, err := nats.Connect(ns.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, _ := jetstream.New(nc)
+	js := jetStreamAt(t, ns.ClientURL())
 	actions, err := js.KeyValue(ctx, bus.BucketActions)
 	if err != nil {
 		t.Fatal(err)

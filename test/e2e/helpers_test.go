@@ -12,12 +12,15 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/selfheal/healer/audit"
 	"github.com/selfheal/healer/internal/serve"
+	"github.com/selfheal/healer/internal/testenv"
 )
 
 // env is one healer under test and what it talks to.
@@ -84,23 +87,8 @@ func writeFile(t testing.TB, name, content string) string {
 }
 
 // logBuffer keeps a server's log, for tests that look for what must never
-// be logged.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.String()
-}
+// be logged (and fault tests that count what was).
+type logBuffer struct{ testenv.LogBuffer }
 
 // noSecretsLogged fails the test if the server logged any of secrets.
 func (e *env) noSecretsLogged(secrets ...string) {
@@ -230,6 +218,22 @@ func describe(recs []audit.Record) string {
 		fmt.Fprintf(&b, "\n  %d %s %s %s %s", r.Seq, r.Kind, r.Target, r.Remediator, r.Details)
 	}
 	return b.String()
+}
+
+// jetStreamAt is a test's own JetStream client of the NATS at url, closed
+// when t ends.
+func jetStreamAt(t testing.TB, url string) jetstream.JetStream {
+	t.Helper()
+	nc, err := nats.Connect(url, nats.Name("e2e test"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return js
 }
 
 func jsonUnmarshal(b []byte, v any) error { return json.Unmarshal(b, v) }
