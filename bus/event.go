@@ -71,6 +71,22 @@ func (e *Event) Validate() error {
 	return nil
 }
 
+// ProblemID names the problem instance an event reports: the same for its
+// firing and its resolved events, across restarts. node.cordon keeps the
+// ids of the problems that hold a node in the node's annotations, so a
+// detector can tell whether healer holds a node for a given problem.
+func ProblemID(source, key string) string {
+	h := sha256.New()
+	h.Write([]byte(source))
+	h.Write([]byte{0})
+	h.Write([]byte(key))
+	h.Write([]byte{0})
+	return hex.EncodeToString(h.Sum(nil)[:8])
+}
+
+// ProblemID is the id of the problem instance e reports.
+func (e *Event) ProblemID() string { return ProblemID(e.Source, e.Key) }
+
 // Resolved reports whether the event says the problem has cleared.
 func (e *Event) Resolved() bool { return e.Status == StatusResolved }
 

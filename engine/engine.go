@@ -563,12 +563,6 @@ func putJSONRev(ctx context.Context, kv jetstream.KeyValue, key string, v any) (
 	return rev, nil
 }
 
-// problemID names a problem instance: the same for the firing and the
-// resolved event of one alert.
-func problemID(e *bus.Event) string {
-	return hashKey("", e.Source, e.Key)[:16]
-}
-
 func newActionID() string {
 	b := make([]byte, 8)
 	_, _ = rand.Read(b)

@@ -87,7 +87,7 @@ type run struct {
 func (r *run) request() action.Request {
 	return action.Request{
 		ID: r.actionID, EventID: r.ev.ID, EventType: r.ev.Type, Target: r.ev.Subject,
-		Problem: problemID(r.ev), Params: r.params, Approvers: r.approvers,
+		Problem: r.ev.ProblemID(), Params: r.params, Approvers: r.approvers,
 	}
 }
 

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -58,7 +59,7 @@ func (d *Detector) onNode(old, n *nodeInfo) {
 		d.nodeGoneLocked(old.Name, now)
 		old = nil
 	}
-	annotated := n.Annotations[AnnotationProblems] != ""
+	held := n.Annotations[AnnotationProblems]
 	byType := d.problems[n.Name]
 	for i := range d.cfg.Conditions {
 		rule := &d.cfg.Conditions[i]
@@ -66,6 +67,9 @@ func (d *Detector) onNode(old, n *nodeInfo) {
 		c := n.condition(t)
 		holding := c != nil && slices.Contains(rule.Statuses, string(c.Status))
 		p := byType[t]
+		// healerHolds: node.cordon holds the node for this very problem
+		// (perhaps fired by an earlier run or another replica).
+		healerHolds := held != "" && holdsProblem(held, bus.ProblemID(Source, ConditionKey(n.Name, rule.Type)))
 		switch {
 		case holding && p == nil:
 			p = &problem{rule: rule, cond: *c, since: sinceOf(c, now), labels: n.labels}
@@ -91,13 +95,15 @@ func (d *Detector) onNode(old, n *nodeInfo) {
 				p.timer.Stop()
 			}
 			delete(byType, t)
-			if p.fired || annotated {
+			if p.fired || healerHolds {
 				d.resolveLocked(n.Name, n.labels, p, c, false, now)
 			}
-		case c != nil && annotated && transitioned(old, c):
+		case c != nil && healerHolds && transitioned(old, c):
 			// Not seen holding by this detector, but healer holds the
-			// node cordoned for something: the condition may have
-			// cleared while healer was down, or between two observations.
+			// node cordoned for this condition: it may have cleared while
+			// healer was down, or between two observations. A node held
+			// for other problems (an alert, another condition) gets no
+			// resolved event for this one.
 			d.resolveLocked(n.Name, n.labels, &problem{rule: rule}, c, false, now)
 		}
 	}
@@ -309,6 +315,17 @@ func sinceOf(c *nodeCondition, now time.Time) time.Time {
 		return now
 	}
 	return c.LastTransitionTime.Time
+}
+
+// holdsProblem reports whether the comma-separated list of problem ids in
+// AnnotationProblems contains id.
+func holdsProblem(list, id string) bool {
+	for p := range strings.SplitSeq(list, ",") {
+		if p == id {
+			return true
+		}
+	}
+	return false
 }
 
 // transitioned reports whether condition c is new or changed since old.
