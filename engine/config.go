@@ -11,8 +11,13 @@ import (
 // Config tunes the engine.
 type Config struct {
 	// Workers is how many events are handled at once. Events of one target
-	// always go to the same worker, in order.
+	// always go to the same worker, in order. Most events settle without
+	// acting (duplicates, dry runs, guards saying no) and spend their time
+	// waiting on JetStream, so this is well above MaxActions.
 	Workers int `json:"workers"`
+	// MaxActions is how many remediator steps (re-check, act, verify) run
+	// at once. An event waiting for one gives its worker to other events.
+	MaxActions int `json:"maxActions"`
 	// AckWait is how long JetStream waits for an ack before redelivering;
 	// long actions keep extending it while they run.
 	AckWait time.Duration `json:"ackWait"`
@@ -39,7 +44,10 @@ type Config struct {
 // ApplyDefaults fills zero fields.
 func (c *Config) ApplyDefaults() {
 	if c.Workers == 0 {
-		c.Workers = 32
+		c.Workers = 256
+	}
+	if c.MaxActions == 0 {
+		c.MaxActions = 32
 	}
 	if c.AckWait == 0 {
 		c.AckWait = 30 * time.Second
@@ -68,6 +76,9 @@ func (c *Config) Validate() error {
 	var errs []error
 	if c.Workers < 1 || c.Workers > 4096 {
 		errs = append(errs, fmt.Errorf("engine: workers %d: must be 1 to 4096", c.Workers))
+	}
+	if c.MaxActions < 1 || c.MaxActions > 4096 {
+		errs = append(errs, fmt.Errorf("engine: maxActions %d: must be 1 to 4096", c.MaxActions))
 	}
 	if c.AckWait < time.Second {
 		errs = append(errs, fmt.Errorf("engine: ackWait %s: must be at least 1s", c.AckWait))

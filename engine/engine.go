@@ -134,6 +134,9 @@ type Engine struct {
 	// (approval) then ends at once, while actions get ShutdownGrace.
 	stopping <-chan struct{}
 
+	// actions holds a token per remediator step running (MaxActions).
+	actions chan struct{}
+
 	recentMu sync.Mutex
 	recent   map[string][]policies.RecentAction
 }
@@ -163,7 +166,10 @@ func New(cfg Config, deps Deps) (*Engine, error) {
 	if deps.Tracer == nil {
 		deps.Tracer = noop.NewTracerProvider().Tracer("")
 	}
-	return &Engine{cfg: cfg, Deps: deps, now: time.Now, instance: newActionID()[4:], recent: map[string][]policies.RecentAction{}}, nil
+	return &Engine{
+		cfg: cfg, Deps: deps, now: time.Now, instance: newActionID()[4:],
+		actions: make(chan struct{}, cfg.MaxActions), recent: map[string][]policies.RecentAction{},
+	}, nil
 }
 
 // Instance names this engine among the replicas sharing the work: it is

@@ -72,6 +72,11 @@ type counter struct {
 	approvers []string
 	failAct   error
 	slow      time.Duration
+	// gate, when set, holds every act until it is closed; running and
+	// maxRunning count the acts in progress.
+	gate       chan struct{}
+	running    int
+	maxRunning int
 }
 
 func (c *counter) Info() action.Info {
@@ -81,6 +86,23 @@ func (c *counter) Validate(map[string]any) error                { return nil }
 func (c *counter) Check(context.Context, action.Request) error  { return nil }
 func (c *counter) Verify(context.Context, action.Request) error { return nil }
 func (c *counter) Act(ctx context.Context, req action.Request, _ action.Progress) (action.Result, error) {
+	c.mu.Lock()
+	c.running++
+	c.maxRunning = max(c.maxRunning, c.running)
+	gate := c.gate
+	c.mu.Unlock()
+	defer func() {
+		c.mu.Lock()
+		c.running--
+		c.mu.Unlock()
+	}()
+	if gate != nil {
+		select {
+		case <-gate:
+		case <-ctx.Done():
+			return action.Result{}, ctx.Err()
+		}
+	}
 	if c.slow > 0 {
 		select {
 		case <-time.After(c.slow):
@@ -583,6 +605,42 @@ func TestApprovalWaitYieldsItsWorker(t *testing.T) {
 	}
 	if acts, _ := h.rem.counts(); acts != 1 {
 		t.Fatalf("%d actions, want the one that needed no approval", acts)
+	}
+}
+
+// MaxActions bounds the remediator steps running at once, and an event
+// waiting for a step's slot gives its worker to the events that only
+// decide: with two workers and one action slot, an action in progress and
+// one waiting behind it leave a worker for the rest.
+func TestMaxActionsBoundsActionsNotEvents(t *testing.T) {
+	h := newHarness(t, Config{Workers: 2, MaxActions: 1}, nil)
+	gate := make(chan struct{})
+	h.rem.mu.Lock()
+	h.rem.gate = gate
+	h.rem.mu.Unlock()
+	first, second := event("Count", "node/slot-1", bus.StatusFiring), event("Count", "node/slot-2", bus.StatusFiring)
+	h.publish(first, first.ID)
+	h.waitKinds(first.ID, "event", "decision", "action.started")
+	h.publish(second, second.ID)
+	h.waitKinds(second.ID, "event", "decision") // decided; now waits for the slot
+	others := make([]*bus.Event, 5)
+	for i := range others {
+		others[i] = event("NothingToDo", fmt.Sprintf("node/slot-other-%d", i), bus.StatusFiring)
+		h.publish(others[i], others[i].ID)
+	}
+	for _, e := range others {
+		h.waitKinds(e.ID, "event", "decision")
+	}
+	if recs, err := h.trail.Query(t.Context(), audit.Filter{EventID: second.ID}); err != nil || len(recs) != 2 {
+		t.Fatalf("second event's records while the first acts: %d, %v; want event and decision only", len(recs), err)
+	}
+	close(gate)
+	h.waitKinds(first.ID, "event", "decision", "action.started", "action.finished", "verified")
+	h.waitKinds(second.ID, "event", "decision", "action.started", "action.finished", "verified")
+	h.rem.mu.Lock()
+	defer h.rem.mu.Unlock()
+	if h.rem.maxRunning != 1 || len(h.rem.acts) != 2 {
+		t.Fatalf("%d acts, at most %d at once; want 2, one at a time", len(h.rem.acts), h.rem.maxRunning)
 	}
 }
 

@@ -17,6 +17,7 @@ type Metrics struct {
 	suppressed metric.Int64Counter
 	actions    metric.Int64Counter
 	handled    metric.Float64Histogram
+	slotWait   metric.Int64UpDownCounter
 }
 
 // NewMetrics creates the instruments on meter.
@@ -40,6 +41,9 @@ func NewMetrics(meter metric.Meter) (*Metrics, error) {
 		return nil, err
 	}
 	if m.handled, err = meter.Float64Histogram("healer_event_duration_seconds", metric.WithDescription("Time to handle one event, by outcome."), metric.WithUnit("s")); err != nil {
+		return nil, err
+	}
+	if m.slotWait, err = meter.Int64UpDownCounter("healer_action_slot_waiting", metric.WithDescription("Events waiting for one of the engine's maxActions slots.")); err != nil {
 		return nil, err
 	}
 	return &m, nil
@@ -82,4 +86,10 @@ func (m *Metrics) Action(ctx context.Context, remediator, step, result string) {
 // Handled records the time to handle one event.
 func (m *Metrics) Handled(ctx context.Context, outcome string, took time.Duration) {
 	m.handled.Record(ctx, took.Seconds(), metric.WithAttributes(attribute.String("outcome", outcome)))
+}
+
+// ActionSlotWait counts events starting (+1) or ending (-1) a wait for an
+// action slot.
+func (m *Metrics) ActionSlotWait(ctx context.Context, delta int64) {
+	m.slotWait.Add(ctx, delta)
 }

@@ -376,21 +376,13 @@ func (e *Engine) act(ctx context.Context, r *run) (bool, error) {
 			r.stepFailed = r.state == "failed"
 			finishedAt = r.stepDoneAt // resumed: wait only what is left of the step's wait
 		default:
-			stop, err := e.actStep(ctx, r)
+			stop, err := e.runStep(ctx, r)
 			if err != nil {
 				return false, err
 			}
 			if stop && !r.stepFailed {
 				return true, nil // settled: undone, not needed, or not safe
 			}
-			if !r.stepFailed {
-				if _, err := e.verifyStep(ctx, r); err != nil {
-					return false, err
-				}
-			}
-			// Acted and verified: the target is free for other actions
-			// while this ladder waits for the problem to clear.
-			e.releaseTarget(ctx, r)
 			finishedAt = e.now()
 		}
 		if len(steps) == 1 && steps[0].Wait == 0 && steps[0].Escalate == "" {
@@ -419,6 +411,56 @@ func (e *Engine) act(ctx context.Context, r *run) (bool, error) {
 		}
 	}
 	return true, e.audit(ctx, r, audit.KindActionFailed, audit.Details("step", "ladder", "error", fmt.Sprintf("the problem persists after all %d steps", len(steps))))
+}
+
+// runStep acts (or undoes) the current step and verifies it, holding one
+// of the engine's action slots meanwhile. Once it is verified, the target
+// is free for other actions while a ladder waits for the problem to clear.
+func (e *Engine) runStep(ctx context.Context, r *run) (stop bool, err error) {
+	release, err := e.actionSlot(ctx, r)
+	if err != nil {
+		return false, err
+	}
+	defer release()
+	stop, err = e.actStep(ctx, r)
+	if err != nil || (stop && !r.stepFailed) {
+		return stop, err
+	}
+	if !r.stepFailed {
+		if _, err := e.verifyStep(ctx, r); err != nil {
+			return false, err
+		}
+	}
+	e.releaseTarget(ctx, r)
+	return stop, nil
+}
+
+// actionSlot takes one of the MaxActions slots. While every one is taken
+// the event's records so far go to the trail, and the event gives its
+// worker to other events (most of which never act) and waits; the wait
+// ends with the engine's shutdown, and the event is then redelivered.
+func (e *Engine) actionSlot(ctx context.Context, r *run) (release func(), err error) {
+	release = func() { <-e.actions }
+	select {
+	case e.actions <- struct{}{}:
+		return release, nil
+	default:
+	}
+	if err := e.flush(ctx, r); err != nil {
+		return nil, err
+	}
+	e.Metrics.ActionSlotWait(ctx, 1)
+	defer e.Metrics.ActionSlotWait(ctx, -1)
+	reacquire := yieldSlot(ctx)
+	defer reacquire()
+	select {
+	case e.actions <- struct{}{}:
+		return release, nil
+	case <-e.stopping:
+		return nil, fmt.Errorf("%w: stopping while waiting for one of %d action slots", errTransient, cap(e.actions))
+	case <-ctx.Done():
+		return nil, fmt.Errorf("%w: waiting for one of %d action slots: %w", errTransient, cap(e.actions), ctx.Err())
+	}
 }
 
 // waitCleared waits until the problem has cleared (a newer resolved event
