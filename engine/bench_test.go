@@ -26,8 +26,10 @@ import (
 // of the whole process (engine and embedded server) per event, which tells
 // whether the machine's cores or the round trips set the pace.
 func BenchmarkPipelineDryRun(b *testing.B) {
-	h := newHarness(b, Config{DryRun: true}, nil) // the default workers and maxActions
-	h.stop()                                      // publish first, then let the engine loose
+	// The default workers and maxActions; publish first, then let the
+	// engine loose.
+	h := newHarness(b, Config{DryRun: true}, nil)
+	h.stop()
 	events := make([]*bus.Event, b.N)
 	for i := range events {
 		events[i] = event("Count", fmt.Sprintf("node/bench-%d", i), bus.StatusFiring)
