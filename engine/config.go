@@ -10,13 +10,18 @@ import (
 
 // Config tunes the engine.
 type Config struct {
-	// Workers is how many events are handled at once. Events of one target
-	// always go to the same worker, in order. Most events settle without
-	// acting (duplicates, dry runs, guards saying no) and spend their time
-	// waiting on JetStream, so this is well above MaxActions.
+	// Workers is how many events are handled at once; events waiting for
+	// people or for an action slot give theirs up meanwhile. Events of one
+	// problem (one subject) are handled one at a time, in order. Most
+	// events settle without acting (duplicates, dry runs, guards saying
+	// no) and spend their time waiting on JetStream, so this is well
+	// above MaxActions.
 	Workers int `json:"workers"`
-	// MaxActions is how many remediator steps (re-check, act, verify) run
-	// at once. An event waiting for one gives its worker to other events.
+	// MaxActions is how many remediator steps run at once: from the last
+	// look at whether the problem is still current, through the target's
+	// lease, the re-check, the claim and the act, to the verification.
+	// It is not held while a ladder waits for the problem to clear. An
+	// action resumed after a crash does not wait for a slot.
 	MaxActions int `json:"maxActions"`
 	// AckWait is how long JetStream waits for an ack before redelivering;
 	// long actions keep extending it while they run.

@@ -491,6 +491,10 @@ func (e *Engine) appendPending(ctx context.Context, r *run) error {
 // API server or key-value store unreachable).
 var errTransient = errors.New("transient")
 
+// errStopping ends a wait (for people, for an action slot) when the engine
+// stops; the event is handed back without using an attempt.
+var errStopping = errors.New("engine stopping")
+
 // Key-value state. Keys are hashed so any event id or target is a valid key.
 
 type eventState struct {

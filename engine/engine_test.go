@@ -72,9 +72,11 @@ type counter struct {
 	approvers []string
 	failAct   error
 	slow      time.Duration
-	// gate, when set, holds every act until it is closed; running and
-	// maxRunning count the acts in progress.
+	// gate, when set, holds every act (or only those on gateOnly, when
+	// set) until it is closed; running and maxRunning count the acts in
+	// progress.
 	gate       chan struct{}
+	gateOnly   string
 	running    int
 	maxRunning int
 }
@@ -90,6 +92,9 @@ func (c *counter) Act(ctx context.Context, req action.Request, _ action.Progress
 	c.running++
 	c.maxRunning = max(c.maxRunning, c.running)
 	gate := c.gate
+	if c.gateOnly != "" && req.Target != c.gateOnly {
+		gate = nil
+	}
 	c.mu.Unlock()
 	defer func() {
 		c.mu.Lock()
@@ -608,16 +613,23 @@ func TestApprovalWaitYieldsItsWorker(t *testing.T) {
 	}
 }
 
+// holdActs makes the test remediator's acts (only those on target, unless
+// it is empty) wait until the returned channel is closed.
+func (h *harness) holdActs(target string) chan struct{} {
+	gate := make(chan struct{})
+	h.rem.mu.Lock()
+	defer h.rem.mu.Unlock()
+	h.rem.gate, h.rem.gateOnly = gate, target
+	return gate
+}
+
 // MaxActions bounds the remediator steps running at once, and an event
 // waiting for a step's slot gives its worker to the events that only
 // decide: with two workers and one action slot, an action in progress and
 // one waiting behind it leave a worker for the rest.
 func TestMaxActionsBoundsActionsNotEvents(t *testing.T) {
 	h := newHarness(t, Config{Workers: 2, MaxActions: 1}, nil)
-	gate := make(chan struct{})
-	h.rem.mu.Lock()
-	h.rem.gate = gate
-	h.rem.mu.Unlock()
+	gate := h.holdActs("")
 	first, second := event("Count", "node/slot-1", bus.StatusFiring), event("Count", "node/slot-2", bus.StatusFiring)
 	h.publish(first, first.ID)
 	h.waitKinds(first.ID, "event", "decision", "action.started")
@@ -641,6 +653,60 @@ func TestMaxActionsBoundsActionsNotEvents(t *testing.T) {
 	defer h.rem.mu.Unlock()
 	if h.rem.maxRunning != 1 || len(h.rem.acts) != 2 {
 		t.Fatalf("%d acts, at most %d at once; want 2, one at a time", len(h.rem.acts), h.rem.maxRunning)
+	}
+}
+
+// An engine stopping while an event waits for an action slot hands the
+// event back without using an attempt (with maxAttempts 1, a failed
+// attempt would be the last), and starts no new step; the next start acts.
+func TestStopWhileWaitingForASlotUsesNoAttempt(t *testing.T) {
+	h := newHarness(t, Config{Workers: 2, MaxActions: 1, MaxAttempts: 1}, nil)
+	gate := h.holdActs("")
+	first, second := event("Count", "node/stop-1", bus.StatusFiring), event("Count", "node/stop-2", bus.StatusFiring)
+	h.publish(first, first.ID)
+	h.waitKinds(first.ID, "event", "decision", "action.started")
+	h.publish(second, second.ID)
+	h.waitKinds(second.ID, "event", "decision")
+	// Stop, and only then let the first action finish and free its slot.
+	h.cancel()
+	close(gate)
+	if err := <-h.done; err != nil {
+		t.Fatal(err)
+	}
+	h.cancel = nil
+	h.waitKinds(first.ID, "event", "decision", "action.started", "action.finished", "verified")
+	if recs := h.recordsFor(second.ID); len(recs) != 2 {
+		t.Fatalf("second event after the stop: %d records (the last %s: %s), want its event and decision only", len(recs), recs[len(recs)-1].Kind, recs[len(recs)-1].Details)
+	}
+	h.start()
+	h.waitKinds(second.ID, "event", "decision", "action.started", "action.finished", "verified")
+}
+
+// An action resumed after a crash is under way in the world already: it
+// does not queue behind new actions for a slot, during which its target
+// lease would go unrenewed.
+func TestResumedActionDoesNotWaitForASlot(t *testing.T) {
+	h := newHarness(t, Config{Workers: 4, MaxActions: 1}, nil)
+	defer close(h.holdActs("node/busy"))
+	busy := event("Count", "node/busy", bus.StatusFiring)
+	h.publish(busy, busy.ID)
+	h.waitKinds(busy.ID, "event", "decision", "action.started") // holds the only slot
+	// A previous replica audited the event, claimed and started the
+	// action, then died.
+	e := event("Count", "node/resumed", bus.StatusFiring)
+	if err := putJSON(t.Context(), h.streams.Actions, eventKey(e.ID), eventState{State: "received", Time: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	if err := putJSON(t.Context(), h.streams.Actions, idempotencyKey(e.ID, "test.count", e.Subject),
+		actionState{ActionID: "act-crashed", State: "started", Step: "act", Time: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	h.publish(e, e.ID)
+	h.waitKinds(e.ID, "decision", "action.finished", "verified")
+	h.rem.mu.Lock()
+	defer h.rem.mu.Unlock()
+	if !slices.Equal(h.rem.acts, []string{"act-crashed"}) {
+		t.Fatalf("acts = %v, want the resumed action alone (the busy one still holds its slot)", h.rem.acts)
 	}
 }
 

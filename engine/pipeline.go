@@ -437,9 +437,18 @@ func (e *Engine) runStep(ctx context.Context, r *run) (stop bool, err error) {
 
 // actionSlot takes one of the MaxActions slots. While every one is taken
 // the event's records so far go to the trail, and the event gives its
-// worker to other events (most of which never act) and waits; the wait
-// ends with the engine's shutdown, and the event is then redelivered.
+// worker to other events (most of which never act) and waits. Once the
+// engine is stopping no new step starts: the event is handed back for
+// redelivery. An action resumed after a crash or a takeover does not
+// wait: it is already under way in the world, and its target lease is
+// not renewed while it would be queued.
 func (e *Engine) actionSlot(ctx context.Context, r *run) (release func(), err error) {
+	if r.state == "claimed" || r.state == "started" {
+		return func() {}, nil
+	}
+	if e.isStopping() {
+		return nil, errStopping
+	}
 	release = func() { <-e.actions }
 	select {
 	case e.actions <- struct{}{}:
@@ -450,16 +459,33 @@ func (e *Engine) actionSlot(ctx context.Context, r *run) (release func(), err er
 		return nil, err
 	}
 	e.Metrics.ActionSlotWait(ctx, 1)
-	defer e.Metrics.ActionSlotWait(ctx, -1)
 	reacquire := yieldSlot(ctx)
-	defer reacquire()
 	select {
 	case e.actions <- struct{}{}:
-		return release, nil
 	case <-e.stopping:
-		return nil, fmt.Errorf("%w: stopping while waiting for one of %d action slots", errTransient, cap(e.actions))
+		err = errStopping
 	case <-ctx.Done():
-		return nil, fmt.Errorf("%w: waiting for one of %d action slots: %w", errTransient, cap(e.actions), ctx.Err())
+		err = fmt.Errorf("%w: waiting for one of %d action slots: %w", errTransient, cap(e.actions), ctx.Err())
+	}
+	e.Metrics.ActionSlotWait(ctx, -1)
+	if err == nil && e.isStopping() {
+		<-e.actions // a slot and the stop came at once: start nothing new
+		err = errStopping
+	}
+	reacquire()
+	if err != nil {
+		return nil, err
+	}
+	return release, nil
+}
+
+// isStopping reports whether Run's context has ended.
+func (e *Engine) isStopping() bool {
+	select {
+	case <-e.stopping:
+		return true
+	default:
+		return false
 	}
 }
 
@@ -659,6 +685,9 @@ func (e *Engine) approve(ctx context.Context, r *run) (bool, error) {
 	reacquire := yieldSlot(ctx)
 	ans, err := e.Approver.Approve(waitCtx, req)
 	reacquire()
+	if err != nil && e.isStopping() {
+		return false, fmt.Errorf("%w: approval: %w", errStopping, err)
+	}
 	if err != nil {
 		return false, fmt.Errorf("%w: approval: %w", errTransient, err)
 	}
@@ -984,6 +1013,13 @@ func (e *Engine) retry(ctx context.Context, r *run, stage string, err error, log
 		if ferr := e.flush(ctx, r); ferr != nil {
 			log.WarnContext(ctx, "audit before retrying", "stage", stage, "err", ferr)
 		}
+	}
+	if errors.Is(err, errStopping) {
+		// Waiting for people or a slot ended with the engine: not a
+		// failure, so no attempt is used; another engine or this one's
+		// next start takes the event at once.
+		_ = r.msg.Nak()
+		return
 	}
 	if errors.Is(err, errTargetBusy) && ctx.Err() == nil {
 		// Waiting for another action on the target is not a failure: the
