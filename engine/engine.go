@@ -196,7 +196,10 @@ func (e *Engine) Run(ctx context.Context) error {
 		}
 		return fmt.Errorf("engine: create consumer %s: %w", bus.ConsumerEngine, err)
 	}
-	it, err := cons.Messages(jetstream.PullMaxMessages(e.cfg.Workers * 8))
+	// Two events buffered per worker keep every worker fed (eight gave
+	// no more throughput) and bound what a crashed replica leaves to be
+	// redelivered only after AckWait.
+	it, err := cons.Messages(jetstream.PullMaxMessages(e.cfg.Workers * 2))
 	if err != nil {
 		return fmt.Errorf("engine: consume %s: %w", bus.ConsumerEngine, err)
 	}
