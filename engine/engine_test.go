@@ -382,6 +382,39 @@ func TestLadderResumesAtTheUnfinishedStep(t *testing.T) {
 	}
 }
 
+// A ladder waiting for the problem to clear after a rung gives its worker
+// to other events, and a stop ends the wait at once instead of after the
+// shutdown grace; the redelivery goes on with the rest of the wait.
+func TestLadderWaitYieldsItsWorkerAndEndsAtStop(t *testing.T) {
+	h := newHarness(t, Config{Workers: 1, ShutdownGrace: time.Minute}, nil)
+	ladder := event("SlowLadder", "node/wait-1", bus.StatusFiring)
+	h.publish(ladder, ladder.ID)
+	h.waitKinds(ladder.ID, "event", "decision", "action.started", "action.finished", "verified") // the first rung; 30s wait
+	other := event("Count", "node/wait-2", bus.StatusFiring)
+	h.publish(other, other.ID)
+	h.waitKinds(other.ID, "event", "decision", "action.started", "action.finished", "verified")
+
+	start := time.Now()
+	h.stop()
+	if took := time.Since(start); took > 10*time.Second {
+		t.Fatalf("shutdown took %s with a ladder waiting: the wait held it for the grace", took)
+	}
+	if recs := h.recordsFor(ladder.ID); len(recs) != 5 {
+		t.Fatalf("ladder after the stop: %d records, want the first rung's five", len(recs))
+	}
+	// Resolved meanwhile: the redelivered ladder sees it and settles,
+	// without the second rung.
+	h.publish(event("SlowLadder", "node/wait-1", bus.StatusResolved), "resolved-wait-1")
+	h.start()
+	recs := h.waitKinds(ladder.ID, "event", "decision", "action.started", "action.finished", "verified", "suppressed")
+	if why := detail(recs[5], "reason"); !strings.Contains(why, "cleared") {
+		t.Errorf("settled with %q, want the problem cleared", why)
+	}
+	if acts, _ := h.eng.Remediators["test.second"].(*second).counts(); acts != 0 {
+		t.Errorf("second rung ran %d times", acts)
+	}
+}
+
 func TestResolvedEventOnlyUndoes(t *testing.T) {
 	h := newHarness(t, Config{}, nil)
 	e := event("Count", "node/c", bus.StatusResolved)

@@ -490,20 +490,29 @@ func (e *Engine) isStopping() bool {
 }
 
 // waitCleared waits until the problem has cleared (a newer resolved event
-// is in the stream) or until deadline.
+// is in the stream) or until deadline. The wait (a rung's, often minutes)
+// gives the event's worker to other events, and ends when the engine
+// stops: the redelivery waits only what is left of it.
 func (e *Engine) waitCleared(ctx context.Context, r *run, deadline time.Time) (bool, error) {
+	if cleared, _, err := e.superseded(ctx, r); err != nil || cleared || !e.now().Before(deadline) {
+		return cleared, err
+	}
+	reacquire := yieldSlot(ctx)
+	defer reacquire()
 	for {
+		select {
+		case <-ctx.Done():
+			return false, fmt.Errorf("%w: %w", errTransient, ctx.Err())
+		case <-e.stopping:
+			return false, fmt.Errorf("%w: waiting for the problem to clear", errStopping)
+		case <-time.After(min(250*time.Millisecond, time.Until(deadline))):
+		}
 		cleared, _, err := e.superseded(ctx, r)
 		if err != nil || cleared {
 			return cleared, err
 		}
 		if !e.now().Before(deadline) {
 			return false, nil
-		}
-		select {
-		case <-ctx.Done():
-			return false, fmt.Errorf("%w: %w", errTransient, ctx.Err())
-		case <-time.After(min(250*time.Millisecond, time.Until(deadline))):
 		}
 	}
 }
