@@ -382,6 +382,26 @@ func TestLadderResumesAtTheUnfinishedStep(t *testing.T) {
 	}
 }
 
+// handledWhileWaiting proves a worker is free: an event on target is
+// handled to the end.
+func (h *harness) handledWhileWaiting(target string) {
+	h.t.Helper()
+	other := event("Count", target, bus.StatusFiring)
+	h.publish(other, other.ID)
+	h.waitKinds(other.ID, "event", "decision", "action.started", "action.finished", "verified")
+}
+
+// stopsAtOnce stops the engine and fails if that waited for the shutdown
+// grace because of what (the harness's tests set a grace of a minute).
+func (h *harness) stopsAtOnce(what string) {
+	h.t.Helper()
+	start := time.Now()
+	h.stop()
+	if took := time.Since(start); took > 10*time.Second {
+		h.t.Fatalf("shutdown took %s with %s: the wait held it for the grace", took, what)
+	}
+}
+
 // A ladder waiting for the problem to clear after a rung gives its worker
 // to other events, and a stop ends the wait at once instead of after the
 // shutdown grace; the redelivery goes on with the rest of the wait.
@@ -390,15 +410,8 @@ func TestLadderWaitYieldsItsWorkerAndEndsAtStop(t *testing.T) {
 	ladder := event("SlowLadder", "node/wait-1", bus.StatusFiring)
 	h.publish(ladder, ladder.ID)
 	h.waitKinds(ladder.ID, "event", "decision", "action.started", "action.finished", "verified") // the first rung; 30s wait
-	other := event("Count", "node/wait-2", bus.StatusFiring)
-	h.publish(other, other.ID)
-	h.waitKinds(other.ID, "event", "decision", "action.started", "action.finished", "verified")
-
-	start := time.Now()
-	h.stop()
-	if took := time.Since(start); took > 10*time.Second {
-		t.Fatalf("shutdown took %s with a ladder waiting: the wait held it for the grace", took)
-	}
+	h.handledWhileWaiting("node/wait-2")
+	h.stopsAtOnce("a ladder waiting")
 	if recs := h.recordsFor(ladder.ID); len(recs) != 5 {
 		t.Fatalf("ladder after the stop: %d records, want the first rung's five", len(recs))
 	}
@@ -632,15 +645,8 @@ func TestApprovalWaitYieldsItsWorker(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("approval never asked")
 	}
-	other := event("Count", "node/w2", bus.StatusFiring)
-	h.publish(other, other.ID)
-	h.waitKinds(other.ID, "event", "decision", "action.started", "action.finished", "verified")
-
-	start := time.Now()
-	h.stop()
-	if took := time.Since(start); took > 10*time.Second {
-		t.Fatalf("shutdown took %s with an approval pending: the wait held it for the grace", took)
-	}
+	h.handledWhileWaiting("node/w2")
+	h.stopsAtOnce("an approval pending")
 	if acts, _ := h.rem.counts(); acts != 1 {
 		t.Fatalf("%d actions, want the one that needed no approval", acts)
 	}
