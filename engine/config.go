@@ -17,11 +17,13 @@ type Config struct {
 	// no) and spend their time waiting on JetStream, so this is well
 	// above MaxActions.
 	Workers int `json:"workers"`
-	// MaxActions is how many remediator steps run at once: from the last
-	// look at whether the problem is still current, through the target's
-	// lease, the re-check, the claim and the act, to the verification.
-	// It is not held while a ladder waits for the problem to clear. An
-	// action resumed after a crash does not wait for a slot.
+	// MaxActions is how many remediator steps run at once: from the
+	// blast-radius budget and the rate limits (a first step) or the last
+	// look at whether the problem is still current (later steps), through
+	// the target's lease, the re-check, the claim and the act, to the
+	// verification. It is not held while people are asked or a ladder
+	// waits for the problem to clear. An action resumed after a crash
+	// does not wait for a slot.
 	MaxActions int `json:"maxActions"`
 	// AckWait is how long JetStream waits for an ack before redelivering;
 	// long actions keep extending it while they run.

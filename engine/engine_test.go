@@ -652,6 +652,34 @@ func TestApprovalWaitYieldsItsWorker(t *testing.T) {
 	}
 }
 
+// queueBehind starts an action on busy that holds the engine's only
+// action slot until gate is closed, then an event of typ on target that
+// decides and queues for the slot (its records are flushed as it starts
+// waiting, so seeing them means it waits).
+func (h *harness) queueBehind(busy, typ, target string) (gate chan struct{}, first, queued *bus.Event) {
+	h.t.Helper()
+	gate = h.holdActs(busy)
+	first, queued = event("Count", busy, bus.StatusFiring), event(typ, target, bus.StatusFiring)
+	h.publish(first, first.ID)
+	h.waitKinds(first.ID, "event", "decision", "action.started")
+	h.publish(queued, queued.ID)
+	h.waitKinds(queued.ID, "event", "decision")
+	return gate, first, queued
+}
+
+// stopReleasing stops the engine and, only once it is stopping, closes
+// gate, so that the action it holds finishes and frees its slot within the
+// shutdown grace.
+func (h *harness) stopReleasing(gate chan struct{}) {
+	h.t.Helper()
+	h.cancel()
+	close(gate)
+	if err := <-h.done; err != nil {
+		h.t.Fatal(err)
+	}
+	h.cancel = nil
+}
+
 // holdActs makes the test remediator's acts (only those on target, unless
 // it is empty) wait until the returned channel is closed.
 func (h *harness) holdActs(target string) chan struct{} {
@@ -668,12 +696,7 @@ func (h *harness) holdActs(target string) chan struct{} {
 // one waiting behind it leave a worker for the rest.
 func TestMaxActionsBoundsActionsNotEvents(t *testing.T) {
 	h := newHarness(t, Config{Workers: 2, MaxActions: 1}, nil)
-	gate := h.holdActs("")
-	first, second := event("Count", "node/slot-1", bus.StatusFiring), event("Count", "node/slot-2", bus.StatusFiring)
-	h.publish(first, first.ID)
-	h.waitKinds(first.ID, "event", "decision", "action.started")
-	h.publish(second, second.ID)
-	h.waitKinds(second.ID, "event", "decision") // decided; now waits for the slot
+	gate, first, second := h.queueBehind("node/slot-1", "Count", "node/slot-2")
 	others := make([]*bus.Event, 5)
 	for i := range others {
 		others[i] = event("NothingToDo", fmt.Sprintf("node/slot-other-%d", i), bus.StatusFiring)
@@ -700,25 +723,25 @@ func TestMaxActionsBoundsActionsNotEvents(t *testing.T) {
 // attempt would be the last), and starts no new step; the next start acts.
 func TestStopWhileWaitingForASlotUsesNoAttempt(t *testing.T) {
 	h := newHarness(t, Config{Workers: 2, MaxActions: 1, MaxAttempts: 1}, nil)
-	gate := h.holdActs("")
-	first, second := event("Count", "node/stop-1", bus.StatusFiring), event("Count", "node/stop-2", bus.StatusFiring)
-	h.publish(first, first.ID)
-	h.waitKinds(first.ID, "event", "decision", "action.started")
-	h.publish(second, second.ID)
-	h.waitKinds(second.ID, "event", "decision")
-	// Stop, and only then let the first action finish and free its slot.
-	h.cancel()
-	close(gate)
-	if err := <-h.done; err != nil {
-		t.Fatal(err)
-	}
-	h.cancel = nil
+	gate, first, second := h.queueBehind("node/stop-1", "Count", "node/stop-2")
+	h.stopReleasing(gate)
 	h.waitKinds(first.ID, "event", "decision", "action.started", "action.finished", "verified")
 	if recs := h.recordsFor(second.ID); len(recs) != 2 {
 		t.Fatalf("second event after the stop: %d records (the last %s: %s), want its event and decision only", len(recs), recs[len(recs)-1].Kind, recs[len(recs)-1].Details)
 	}
 	h.start()
 	h.waitKinds(second.ID, "event", "decision", "action.started", "action.finished", "verified")
+}
+
+// The rate limits are spent by an event holding an action slot, not by one
+// queued for a slot: stopped while it waits, its redelivery is not refused
+// by a limit of one that it never acted under.
+func TestQueuedEventSpendsNoRateLimit(t *testing.T) {
+	h := newHarness(t, Config{Workers: 2, MaxActions: 1}, nil)
+	gate, _, limited := h.queueBehind("node/q-busy", "Limited", "node/q-limited")
+	h.stopReleasing(gate)
+	h.start()
+	h.waitKinds(limited.ID, "event", "decision", "action.started", "action.finished", "verified")
 }
 
 // An action resumed after a crash is under way in the world already: it

@@ -65,6 +65,7 @@ type run struct {
 	actionID   string
 	state      string // action state found in the bucket ("" when new)
 	reserved   *guard.Reservation
+	slot       func() // gives back the action slot held (see actionSlot); nil when none
 	tookOut    bool
 	outcome    string
 	lease      atomic.Pointer[lease] // the action this run holds, renewed while it runs
@@ -135,6 +136,7 @@ func (e *Engine) handle(ctx context.Context, m jetstream.Msg) {
 			r.reserved.Release(ctx, r.tookOut)
 		}
 	}()
+	defer r.releaseSlot()
 
 	for _, st := range e.pipeline() {
 		sctx, sspan := e.Tracer.Start(ctx, "engine."+st.name)
@@ -417,11 +419,12 @@ func (e *Engine) act(ctx context.Context, r *run) (bool, error) {
 // of the engine's action slots meanwhile. Once it is verified, the target
 // is free for other actions while a ladder waits for the problem to clear.
 func (e *Engine) runStep(ctx context.Context, r *run) (stop bool, err error) {
-	release, err := e.actionSlot(ctx, r)
-	if err != nil {
-		return false, err
+	if r.slot == nil { // the first step's was taken by the guard
+		if r.slot, err = e.actionSlot(ctx, r); err != nil {
+			return false, err
+		}
 	}
-	defer release()
+	defer r.releaseSlot()
 	stop, err = e.actStep(ctx, r)
 	if err != nil || (stop && !r.stepFailed) {
 		return stop, err
@@ -479,6 +482,14 @@ func (e *Engine) actionSlot(ctx context.Context, r *run) (release func(), err er
 	return release, nil
 }
 
+// releaseSlot gives the run's action slot back, if it holds one.
+func (r *run) releaseSlot() {
+	if r.slot != nil {
+		r.slot()
+		r.slot = nil
+	}
+}
+
 // isStopping reports whether Run's context has ended.
 func (e *Engine) isStopping() bool {
 	select {
@@ -494,6 +505,7 @@ func (e *Engine) isStopping() bool {
 // gives the event's worker to other events, and ends when the engine
 // stops: the redelivery waits only what is left of it.
 func (e *Engine) waitCleared(ctx context.Context, r *run, deadline time.Time) (bool, error) {
+	r.releaseSlot() // held when the guard took it for a step finished before
 	if cleared, _, err := e.superseded(ctx, r); err != nil || cleared || !e.now().Before(deadline) {
 		return cleared, err
 	}
@@ -584,6 +596,14 @@ func (e *Engine) guard(ctx context.Context, r *run) (bool, error) {
 	if r.undo {
 		return false, nil // an undo gives capacity back: no budget, no rate limits
 	}
+	// The budget and the rate limits are spent by an event about to act,
+	// holding an action slot, not by one that would then queue for one
+	// (and, stopped meanwhile, spend them again on its redelivery).
+	release, err := e.actionSlot(ctx, r)
+	if err != nil {
+		return false, err
+	}
+	r.slot = release
 	if e.disruptive(r.decision) {
 		if e.Budget == nil {
 			return true, e.suppress(ctx, r, outcomeSuppressed, "blast-radius budget unknown: Kubernetes is not configured (fail closed)")
@@ -691,6 +711,7 @@ func (e *Engine) approve(ctx context.Context, r *run) (bool, error) {
 	if err := e.flush(ctx, r); err != nil {
 		return false, err
 	}
+	r.releaseSlot() // people take minutes; the step takes a slot again
 	reacquire := yieldSlot(ctx)
 	ans, err := e.Approver.Approve(waitCtx, req)
 	reacquire()
