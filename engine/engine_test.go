@@ -72,11 +72,10 @@ type counter struct {
 	approvers []string
 	failAct   error
 	slow      time.Duration
-	// gate, when set, holds every act (or only those on gateOnly, when
-	// set) until it is closed; running and maxRunning count the acts in
-	// progress.
+	// gate, when set, holds the acts on gateTarget until it is closed;
+	// running and maxRunning count the acts in progress.
 	gate       chan struct{}
-	gateOnly   string
+	gateTarget string
 	running    int
 	maxRunning int
 }
@@ -92,7 +91,7 @@ func (c *counter) Act(ctx context.Context, req action.Request, _ action.Progress
 	c.running++
 	c.maxRunning = max(c.maxRunning, c.running)
 	gate := c.gate
-	if c.gateOnly != "" && req.Target != c.gateOnly {
+	if req.Target != c.gateTarget {
 		gate = nil
 	}
 	c.mu.Unlock()
@@ -404,7 +403,7 @@ func (h *harness) stopsAtOnce(what string) {
 
 // A ladder waiting for the problem to clear after a rung gives its worker
 // to other events, and a stop ends the wait at once instead of after the
-// shutdown grace; the redelivery goes on with the rest of the wait.
+// shutdown grace; the redelivery picks the ladder up again.
 func TestLadderWaitYieldsItsWorkerAndEndsAtStop(t *testing.T) {
 	h := newHarness(t, Config{Workers: 1, ShutdownGrace: time.Minute}, nil)
 	ladder := event("SlowLadder", "node/wait-1", bus.StatusFiring)
@@ -680,13 +679,13 @@ func (h *harness) stopReleasing(gate chan struct{}) {
 	h.cancel = nil
 }
 
-// holdActs makes the test remediator's acts (only those on target, unless
-// it is empty) wait until the returned channel is closed.
+// holdActs makes the test remediator's acts on target wait until the
+// returned channel is closed.
 func (h *harness) holdActs(target string) chan struct{} {
 	gate := make(chan struct{})
 	h.rem.mu.Lock()
 	defer h.rem.mu.Unlock()
-	h.rem.gate, h.rem.gateOnly = gate, target
+	h.rem.gate, h.rem.gateTarget = gate, target
 	return gate
 }
 

@@ -505,7 +505,6 @@ func (e *Engine) isStopping() bool {
 // gives the event's worker to other events, and ends when the engine
 // stops: the redelivery waits only what is left of it.
 func (e *Engine) waitCleared(ctx context.Context, r *run, deadline time.Time) (bool, error) {
-	r.releaseSlot() // held when the guard took it for a step finished before
 	if cleared, _, err := e.superseded(ctx, r); err != nil || cleared || !e.now().Before(deadline) {
 		return cleared, err
 	}
@@ -596,14 +595,17 @@ func (e *Engine) guard(ctx context.Context, r *run) (bool, error) {
 	if r.undo {
 		return false, nil // an undo gives capacity back: no budget, no rate limits
 	}
-	// The budget and the rate limits are spent by an event about to act,
-	// holding an action slot, not by one that would then queue for one
-	// (and, stopped meanwhile, spend them again on its redelivery).
-	release, err := e.actionSlot(ctx, r)
-	if err != nil {
-		return false, err
+	// The budget and the rate limits are spent by an event about to start
+	// an action, holding an action slot, not by one that would then queue
+	// for one (and, stopped meanwhile, spend them again on its
+	// redelivery). A step an earlier attempt began or finished needs none.
+	if r.state == "" {
+		release, err := e.actionSlot(ctx, r)
+		if err != nil {
+			return false, err
+		}
+		r.slot = release
 	}
-	r.slot = release
 	if e.disruptive(r.decision) {
 		if e.Budget == nil {
 			return true, e.suppress(ctx, r, outcomeSuppressed, "blast-radius budget unknown: Kubernetes is not configured (fail closed)")

@@ -59,7 +59,12 @@ func (d *Detector) onNode(old, n *nodeInfo) {
 		d.nodeGoneLocked(old.Name, now)
 		old = nil
 	}
-	held := n.Annotations[AnnotationProblems]
+	// The problems node.cordon holds the node for (perhaps fired by an
+	// earlier run or another replica).
+	var held []string
+	if v := n.Annotations[AnnotationProblems]; v != "" {
+		held = strings.Split(v, ",")
+	}
 	byType := d.problems[n.Name]
 	for i := range d.cfg.Conditions {
 		rule := &d.cfg.Conditions[i]
@@ -67,9 +72,7 @@ func (d *Detector) onNode(old, n *nodeInfo) {
 		c := n.condition(t)
 		holding := c != nil && slices.Contains(rule.Statuses, string(c.Status))
 		p := byType[t]
-		// healerHolds: node.cordon holds the node for this very problem
-		// (perhaps fired by an earlier run or another replica).
-		healerHolds := held != "" && holdsProblem(held, bus.ProblemID(Source, ConditionKey(n.Name, rule.Type)))
+		healerHolds := len(held) > 0 && slices.Contains(held, bus.ProblemID(Source, ConditionKey(n.Name, rule.Type)))
 		switch {
 		case holding && p == nil:
 			p = &problem{rule: rule, cond: *c, since: sinceOf(c, now), labels: n.labels}
@@ -315,17 +318,6 @@ func sinceOf(c *nodeCondition, now time.Time) time.Time {
 		return now
 	}
 	return c.LastTransitionTime.Time
-}
-
-// holdsProblem reports whether the comma-separated list of problem ids in
-// AnnotationProblems contains id.
-func holdsProblem(list, id string) bool {
-	for p := range strings.SplitSeq(list, ",") {
-		if p == id {
-			return true
-		}
-	}
-	return false
 }
 
 // transitioned reports whether condition c is new or changed since old.
