@@ -26,6 +26,9 @@ type EmbeddedConfig struct {
 	// Users, when set, turns authentication on: only these users may
 	// connect, each with its permissions (AgentPermissions for agents).
 	Users []*server.User
+	// Auth, when set, decides who may connect instead of Users (serve's
+	// embedded server uses EmbeddedAuth).
+	Auth server.Authentication
 	// TLS, when set, makes clients connect over TLS.
 	TLS *tls.Config
 }
@@ -78,9 +81,11 @@ func StartEmbedded(cfg EmbeddedConfig, log *slog.Logger) (*server.Server, error)
 		NoSigs:     true,
 		NoLog:      true,
 		Users:      cfg.Users,
-		TLSConfig:  cfg.TLS,
-		TLS:        cfg.TLS != nil,
-		TLSVerify:  cfg.TLS != nil && cfg.TLS.ClientAuth == tls.RequireAndVerifyClientCert,
+
+		CustomClientAuthentication: cfg.Auth,
+		TLSConfig:                  cfg.TLS,
+		TLS:                        cfg.TLS != nil,
+		TLSVerify:                  cfg.TLS != nil && cfg.TLS.ClientAuth == tls.RequireAndVerifyClientCert,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("embedded nats: %w", err)

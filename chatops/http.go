@@ -102,9 +102,11 @@ func (s *Slack) ServeInteractions(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	for _, c := range clicks {
-		req, err := s.Broker.Decide(r.Context(), c.id, approval.Ballot{
-			Via: approval.ViaSlack, User: c.user, Approve: c.approve, Digest: c.digest,
-		})
+		voter, err := s.Broker.SlackVoter(r.Context(), c.user)
+		var req approval.Request
+		if err == nil {
+			req, err = s.Broker.Decide(r.Context(), c.id, approval.Ballot{Voter: voter, Approve: c.approve, Digest: c.digest})
+		}
 		if err != nil {
 			s.Log.WarnContext(r.Context(), "slack: vote refused", "approval_id", c.id, "user", c.user, "err", err)
 			s.tell(r.Context(), c.channel, c.user, "Your vote on "+c.id+" did not count: "+err.Error())
@@ -220,9 +222,10 @@ func (s *Slack) command(ctx context.Context, cmd slack.SlashCommand) (text strin
 				return "The action of " + req.ID + " changed since it was first posted: approve what you saw, `/healer approve " + req.ID + " <digest>`, with the digest on its latest message.", false
 			}
 		}
-		req, err = s.Broker.Decide(ctx, req.ID, approval.Ballot{
-			Via: approval.ViaSlack, User: who, Approve: verb == "approve", Digest: digest, Reason: reason,
-		})
+		voter, err := s.Broker.SlackVoter(ctx, who)
+		if err == nil {
+			req, err = s.Broker.Decide(ctx, req.ID, approval.Ballot{Voter: voter, Approve: verb == "approve", Digest: digest, Reason: reason})
+		}
 		if err != nil {
 			return "Not counted: " + err.Error(), false
 		}
@@ -231,7 +234,7 @@ func (s *Slack) command(ctx context.Context, cmd slack.SlashCommand) (text strin
 		if s.Pauses == nil {
 			return "Pauses are not available in this healer.", false
 		}
-		if !s.Broker.IsApprover(ctx, approval.ViaSlack, who) {
+		if _, err := s.Broker.SlackVoter(ctx, who); err != nil {
 			return "Only approvers may pause or resume healer.", false
 		}
 		scope, err := parseScope(args, s.Pauses.Known)

@@ -5,6 +5,8 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"os"
+	"path/filepath"
 	"strings"
 
 	"github.com/selfheal/healer/bus"
@@ -14,6 +16,9 @@ import (
 const agentUsage = `Usage:
   healer agent --node NAME [flags]                 run the node agent
   healer agent permissions --node NAME [--kv B]    the NATS permissions of NAME's agent user
+  healer agent dev-credentials --node NAME [--data-dir DIR] [--out FILE]
+                                                   NAME's password on the embedded NATS server of
+                                                   "healer serve --data-dir DIR" (make run)
 
 Run "healer agent -h" for the flags.
 `
@@ -21,6 +26,9 @@ Run "healer agent -h" for the flags.
 func agentCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if len(args) > 0 && args[0] == "permissions" {
 		return agentPermissionsCmd(args[1:], stdout, stderr)
+	}
+	if len(args) > 0 && args[0] == "dev-credentials" {
+		return agentDevCredentialsCmd(args[1:], stdout, stderr)
 	}
 	fs := flag.NewFlagSet("healer agent", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -84,6 +92,48 @@ func agentCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		log.Error("healer agent failed", "err", err)
 		return 1
 	}
+	return 0
+}
+
+// agentDevCredentialsCmd writes the password of a node's agent on the
+// embedded NATS server of a serve with the same data dir, and prints how
+// to start the agent with it.
+func agentDevCredentialsCmd(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("healer agent dev-credentials", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	node := fs.String("node", "", "node name")
+	dataDir := fs.String("data-dir", "data", "data dir of the healer serve whose embedded NATS the agent joins")
+	out := fs.String("out", "", "password file to write (default DATA-DIR/agents/NODE.password)")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if _, err := bus.NodeToken(*node); err != nil {
+		fmt.Fprintln(stderr, "healer agent dev-credentials: --node:", err)
+		return 2
+	}
+	keyPath := filepath.Join(*dataDir, bus.AgentKeyFile)
+	if _, err := os.Stat(keyPath); err != nil {
+		fmt.Fprintf(stderr, "healer agent dev-credentials: %s: start \"healer serve --data-dir %s\" once first (it makes the key): %v\n", keyPath, *dataDir, err)
+		return 1
+	}
+	key, err := bus.LoadAgentKey(keyPath)
+	if err != nil {
+		fmt.Fprintln(stderr, "healer agent dev-credentials:", err)
+		return 1
+	}
+	if *out == "" {
+		*out = filepath.Join(*dataDir, "agents", *node+".password")
+	}
+	if err := os.MkdirAll(filepath.Dir(*out), 0o700); err != nil {
+		fmt.Fprintln(stderr, "healer agent dev-credentials:", err)
+		return 1
+	}
+	if err := os.WriteFile(*out, []byte(bus.AgentPasswordFromKey(key, *node)+"\n"), 0o600); err != nil {
+		fmt.Fprintln(stderr, "healer agent dev-credentials:", err)
+		return 1
+	}
+	fmt.Fprintf(stdout, "wrote the NATS password of %s's agent to %s (mode 0600)\nstart the agent with:\n  healer agent --node %s --nats-user %s --nats-password-file %s [--config F]\n",
+		*node, *out, *node, *node, *out)
 	return 0
 }
 

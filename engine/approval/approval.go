@@ -62,6 +62,11 @@ var (
 	// ErrNotAudited means the vote counts but its audit record could not
 	// be written; the engine's own approval record still names the voters.
 	ErrNotAudited = errors.New("vote counted, but the audit trail did not take its record")
+	// ErrUnverifiedIdentity refuses a member of an approver group who is
+	// not a configured approver where it matters who they are: on a
+	// request that needs two people, or one that a person asked for.
+	errUnchanged          = errors.New("unchanged")
+	ErrUnverifiedIdentity = errors.New("a member of an approver group who is not a configured approver (approvals.approvers) cannot vote where two people must agree or where a person asked for the action")
 )
 
 // Request is one action waiting for humans, as stored in the bucket.
@@ -99,14 +104,17 @@ type Request struct {
 	Replaced int `json:"replaced,omitempty"`
 }
 
-// Vote is one person's approval or denial.
+// Vote is one person's approval or denial. It names the person and the
+// channel, never a credential.
 type Vote struct {
 	// Person is who voted: an approver's configured name, or slack:<user
-	// id> for a member of an approver group.
+	// id> for a member of an approver group who is not a configured
+	// approver.
 	Person string `json:"person"`
-	// Via is the channel (slack, cli, web) and User the identity there.
+	// Via is the channel (slack, cli, web); User is the Slack user id of
+	// a vote through Slack, and empty otherwise.
 	Via     string    `json:"via"`
-	User    string    `json:"user"`
+	User    string    `json:"user,omitempty"`
 	Approve bool      `json:"approve"`
 	Reason  string    `json:"reason,omitempty"`
 	Time    time.Time `json:"time"`
@@ -502,13 +510,39 @@ func (b *Broker) expire(ctx context.Context, id string) (Request, error) {
 	return r, nil
 }
 
+// Voter is a person who may vote, resolved once at the door from what
+// the channel authenticated: an approver's own token (CLI, web page) or a
+// Slack user id (Slack signed the request). Only the broker makes one
+// (TokenVoter, SlackVoter), so a vote always names a configured approver,
+// or a member of an approver group, and never carries the credential.
+type Voter struct {
+	person, via, slackID string
+	// groupOnly marks a member of an approver group who is not a
+	// configured approver: their name is only their Slack id, so they
+	// cannot be told apart from a configured approver voting a second
+	// time through another channel.
+	groupOnly bool
+}
+
+// Person is the voter's name: the configured approver's, or slack:<id>.
+func (v Voter) Person() string { return v.person }
+
+// Via is the channel the voter came through.
+func (v Voter) Via() string { return v.via }
+
+// Actor is how the voter is named in the audit trail: via:person
+// (slack:<id> for a member of an approver group).
+func (v Voter) Actor() string {
+	if v.groupOnly {
+		return v.person
+	}
+	return v.via + ":" + v.person
+}
+
 // Ballot is one person's vote as it arrives.
 type Ballot struct {
-	// Via and User identify the voter: for Slack, the Slack user id
-	// (Slack authenticated them); for the CLI and the web page, User is
-	// the approver's personal token, which names them.
-	Via, User string
-	Approve   bool
+	Voter   Voter
+	Approve bool
 	// Digest is the digest of the action the voter was shown.
 	Digest string
 	Reason string
@@ -520,10 +554,11 @@ type Ballot struct {
 // only for the exact action shown (its digest) and only before expiry.
 // Every vote is audited with the voter.
 func (b *Broker) Decide(ctx context.Context, id string, ballot Ballot) (Request, error) {
-	person, err := b.person(ctx, ballot.Via, ballot.User)
-	if err != nil {
-		return Request{}, err
+	voter := ballot.Voter
+	if voter.person == "" {
+		return Request{}, fmt.Errorf("%w: nobody identified", ErrNotApprover)
 	}
+	person := voter.person
 	b.deciding.RLock()
 	audited := sync.OnceFunc(b.deciding.RUnlock)
 	defer audited()
@@ -538,12 +573,14 @@ func (b *Broker) Decide(ctx context.Context, id string, ballot Ballot) (Request,
 			return nil
 		case ballot.Digest != r.Digest:
 			return ErrDigestMismatch
-		case r.Requester != "" && b.samePerson(person, ballot, r.Requester):
+		case r.Requester != "" && b.samePerson(voter, r.Requester):
 			return ErrSelfApproval
+		case voter.groupOnly && ballot.Approve && (r.Need > 1 || r.Requester != ""):
+			return ErrUnverifiedIdentity
 		case slices.ContainsFunc(r.Votes, func(v Vote) bool { return v.Person == person }):
 			return ErrAlreadyVoted
 		}
-		r.Votes = append(r.Votes, Vote{Person: person, Via: ballot.Via, User: ballot.User, Approve: ballot.Approve, Reason: ballot.Reason, Time: b.now().UTC()})
+		r.Votes = append(r.Votes, Vote{Person: person, Via: voter.via, User: voter.slackID, Approve: ballot.Approve, Reason: ballot.Reason, Time: b.now().UTC()})
 		switch {
 		case !ballot.Approve:
 			r.State, r.Decided = StateDenied, b.now().UTC()
@@ -565,12 +602,8 @@ func (b *Broker) Decide(ctx context.Context, id string, ballot Ballot) (Request,
 	if ballot.Approve {
 		vote = "approve"
 	}
-	actor := ballot.Via + ":" + ballot.User
-	if ballot.Via != ViaSlack {
-		actor = ballot.Via + ":" + person // never the token
-	}
-	if err := b.audit(ctx, r, actor, vote, audit.Details(
-		"approval_id", r.ID, "vote", vote, "person", person, "via", ballot.Via, "reason", ballot.Reason,
+	if err := b.audit(ctx, r, voter.Actor(), vote, audit.Details(
+		"approval_id", r.ID, "vote", vote, "person", person, "via", voter.via, "slack_user", voter.slackID, "reason", ballot.Reason,
 		"approvals", len(r.Approvals()), "need", r.Need, "state", r.State, "digest", r.Digest)); err != nil {
 		audited()
 		b.updated(ctx, r)
@@ -588,57 +621,65 @@ func (b *Broker) votesAudited() {
 	defer b.deciding.Unlock()
 }
 
-// person resolves a voter to the person who votes, or ErrNotApprover.
-func (b *Broker) person(ctx context.Context, via, user string) (string, error) {
+// TokenVoter resolves a vote through the CLI or the web page: the voter
+// is the approver whose own token it is. The shared API token names
+// nobody and cannot vote.
+func (b *Broker) TokenVoter(via, token string) (Voter, error) {
+	if via != ViaCLI && via != ViaWeb {
+		return Voter{}, fmt.Errorf("a token vote comes through %s or %s, not %q", ViaCLI, ViaWeb, via)
+	}
+	name := b.TokenOwner(token)
+	if name == "" {
+		return Voter{}, fmt.Errorf("%w: that is not an approver's own token (the shared API token cannot vote)", ErrNotApprover)
+	}
+	return Voter{person: name, via: via}, nil
+}
+
+// SlackVoter resolves a vote through Slack, whose request signature
+// vouches for the user id: the configured approver with that Slack id,
+// else a member of one of the approver groups (who, not being a
+// configured approver, can only approve what one person may approve
+// alone: see ErrUnverifiedIdentity).
+func (b *Broker) SlackVoter(ctx context.Context, user string) (Voter, error) {
 	if strings.TrimSpace(user) == "" {
-		return "", fmt.Errorf("%w: no user given", ErrNotApprover)
+		return Voter{}, fmt.Errorf("%w: no Slack user given", ErrNotApprover)
 	}
-	switch via {
-	case ViaSlack:
-		for _, a := range b.cfg.Approvers {
-			if a.Slack != "" && a.Slack == user {
-				return a.Name, nil
+	for _, a := range b.cfg.Approvers {
+		if a.Slack != "" && a.Slack == user {
+			return Voter{person: a.Name, via: ViaSlack, slackID: user}, nil
+		}
+	}
+	if b.inGroup != nil {
+		for _, g := range b.cfg.SlackGroups {
+			ok, err := b.inGroup(ctx, g, user)
+			if err != nil {
+				return Voter{}, fmt.Errorf("check membership of Slack group %s: %w", g, err)
+			}
+			if ok {
+				return Voter{person: "slack:" + user, via: ViaSlack, slackID: user, groupOnly: true}, nil
 			}
 		}
-		if b.inGroup != nil {
-			for _, g := range b.cfg.SlackGroups {
-				ok, err := b.inGroup(ctx, g, user)
-				if err != nil {
-					return "", fmt.Errorf("check membership of Slack group %s: %w", g, err)
-				}
-				if ok {
-					return "slack:" + user, nil
-				}
-			}
-		}
-	case ViaCLI, ViaWeb:
-		if name := b.TokenOwner(user); name != "" {
-			return name, nil
-		}
-		return "", fmt.Errorf("%w: that is not an approver's own token (the shared API token cannot vote)", ErrNotApprover)
-	default:
-		return "", fmt.Errorf("unknown channel %q", via)
 	}
-	return "", fmt.Errorf("%w: %s user %q", ErrNotApprover, via, user)
+	return Voter{}, fmt.Errorf("%w: Slack user %q", ErrNotApprover, user)
 }
 
 // samePerson reports whether the voter is the requester, however the
 // requester is named: an approver's name, their Slack id or slack:<id>.
-func (b *Broker) samePerson(person string, ballot Ballot, requester string) bool {
+func (b *Broker) samePerson(v Voter, requester string) bool {
 	resolved := requester
 	for _, a := range b.cfg.Approvers {
 		if requester == a.Name || (a.Slack != "" && (requester == a.Slack || requester == "slack:"+a.Slack)) {
 			resolved = a.Name
 		}
 	}
-	return person == resolved || person == requester ||
-		(ballot.Via == ViaSlack && (ballot.User == requester || "slack:"+ballot.User == requester))
+	return v.person == resolved || v.person == requester ||
+		(v.slackID != "" && (v.slackID == requester || "slack:"+v.slackID == requester))
 }
 
-// IsApprover reports whether the user may approve (and so pause) through via.
-func (b *Broker) IsApprover(ctx context.Context, via, user string) bool {
-	_, err := b.person(ctx, via, user)
-	return err == nil
+// IsConfiguredApprover reports whether the Slack user is a configured
+// approver (not only a member of an approver group).
+func (b *Broker) IsConfiguredApprover(slackUser string) bool {
+	return slackUser != "" && slices.ContainsFunc(b.cfg.Approvers, func(a Approver) bool { return a.Slack == slackUser })
 }
 
 // Get returns the request with id.
@@ -675,6 +716,48 @@ func (b *Broker) List(ctx context.Context) ([]Request, error) {
 		return y.Created.Compare(x.Created)
 	})
 	return out, nil
+}
+
+// Scrub removes credentials that older versions stored in votes: a vote
+// through the CLI or the web page kept the voter's own token as its
+// user. It returns how many requests it rewrote. Serve runs it at start;
+// tokens that were stored should be rotated all the same, since a copy
+// may have been read.
+func (b *Broker) Scrub(ctx context.Context) (int, error) {
+	lister, err := b.kv.ListKeys(ctx)
+	if errors.Is(err, jetstream.ErrNoKeysFound) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("list approval requests: %w", err)
+	}
+	var n int
+	for key := range lister.Keys() {
+		if !validID(key) {
+			continue
+		}
+		var changed bool
+		_, err := b.update(ctx, key, func(r *Request) error {
+			changed = false
+			for i, v := range r.Votes {
+				if v.User != "" && (v.Via != ViaSlack || b.TokenOwner(v.User) != "") {
+					r.Votes[i].User, changed = "", true
+				}
+			}
+			if !changed {
+				return errUnchanged
+			}
+			return nil
+		})
+		switch {
+		case errors.Is(err, errUnchanged), errors.Is(err, ErrNotFound):
+		case err != nil:
+			return n, err
+		default:
+			n++
+		}
+	}
+	return n, nil
 }
 
 func (b *Broker) get(ctx context.Context, id string) (Request, uint64, error) {

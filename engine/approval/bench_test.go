@@ -21,7 +21,7 @@ func BenchmarkVoteToAnswer(b *testing.B) {
 		ch, req := approveAsync(b, b.Context(), engineSide, ar)
 		b.StartTimer()
 		start := time.Now()
-		if _, err := voter.Decide(b.Context(), req.ID, Ballot{Via: ViaCLI, User: tok("alice"), Approve: true, Digest: req.Digest}); err != nil {
+		if _, err := decide(b.Context(), voter, req.ID, ballot{Via: ViaCLI, User: tok("alice"), Approve: true, Digest: req.Digest}); err != nil {
 			b.Fatal(err)
 		}
 		if a := <-ch; a.err != nil || !a.a.Approved {

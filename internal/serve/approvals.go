@@ -88,8 +88,13 @@ func (h *approvalsHandler) vote(w http.ResponseWriter, r *http.Request, id, tok,
 		http.Error(w, "vote: digest is required: the digest of the request you looked at", http.StatusBadRequest)
 		return
 	}
+	voter, err := h.broker.TokenVoter(approval.ViaCLI, tok)
+	if err != nil {
+		http.Error(w, err.Error(), ApprovalStatus(err))
+		return
+	}
 	req, err := h.broker.Decide(r.Context(), id, approval.Ballot{
-		Via: approval.ViaCLI, User: tok, Approve: v.Vote == "approve", Digest: v.Digest, Reason: v.Reason,
+		Voter: voter, Approve: v.Vote == "approve", Digest: v.Digest, Reason: v.Reason,
 	})
 	if err != nil {
 		h.log.WarnContext(r.Context(), "vote refused", "approval_id", id, "by", owner, "err", err)
@@ -105,7 +110,7 @@ func ApprovalStatus(err error) int {
 	switch {
 	case errors.Is(err, approval.ErrNotFound):
 		return http.StatusNotFound
-	case errors.Is(err, approval.ErrNotApprover), errors.Is(err, approval.ErrSelfApproval):
+	case errors.Is(err, approval.ErrNotApprover), errors.Is(err, approval.ErrSelfApproval), errors.Is(err, approval.ErrUnverifiedIdentity):
 		return http.StatusForbidden
 	case errors.Is(err, approval.ErrExpired):
 		return http.StatusGone
@@ -141,6 +146,10 @@ func (p pageApprovals) Pending(ctx context.Context) ([]audit.PendingApproval, er
 }
 
 func (p pageApprovals) Vote(ctx context.Context, id, token, digest string, approve bool, reason string) (string, error) {
-	_, err := p.b.Decide(ctx, id, approval.Ballot{Via: approval.ViaWeb, User: token, Approve: approve, Digest: digest, Reason: reason})
-	return p.b.TokenOwner(token), err
+	voter, err := p.b.TokenVoter(approval.ViaWeb, token)
+	if err != nil {
+		return "", err
+	}
+	_, err = p.b.Decide(ctx, id, approval.Ballot{Voter: voter, Approve: approve, Digest: digest, Reason: reason})
+	return voter.Person(), err
 }

@@ -50,7 +50,11 @@ type Config struct {
 	NATSCAFile   string `json:"natsCAFile"`
 	NATSCertFile string `json:"natsCertFile"`
 	NATSKeyFile  string `json:"natsKeyFile"`
-	// NATSListen is where the embedded server accepts clients (agents, CLI).
+	// NATSListen is where the embedded server accepts clients (agents,
+	// tools). It takes only serve and node agents with their own
+	// passwords (`healer agent dev-credentials`), and only on a loopback
+	// address: agents on other machines need a NATS cluster with users
+	// and TLS (natsURL).
 	NATSListen string `json:"natsListen"`
 	// RedisURL selects Redis for rate limits; empty uses the in-process
 	// limiter, which is correct for a single replica only.
@@ -192,7 +196,7 @@ func (c *Config) Validate() error {
 		errs = append(errs, fmt.Errorf("listen %q: %w", c.Listen, err))
 	}
 	if c.NATSURL == "" {
-		if _, _, err := net.SplitHostPort(c.NATSListen); err != nil {
+		if err := loopbackOnly(c.NATSListen); err != nil {
 			errs = append(errs, fmt.Errorf("natsListen %q: %w", c.NATSListen, err))
 		}
 	}
@@ -288,6 +292,10 @@ func (c *Config) WebhookTokenPath() string { return filepath.Join(c.DataDir, "we
 // APITokenPath is where a generated API token is kept.
 func (c *Config) APITokenPath() string { return filepath.Join(c.DataDir, "api-token") }
 
+// AgentKeyPath is where the embedded NATS server's agent key is kept:
+// each node agent's password derives from it.
+func (c *Config) AgentKeyPath() string { return filepath.Join(c.DataDir, bus.AgentKeyFile) }
+
 // validateNATSAuth reports conflicting or half-given NATS credentials.
 func (c *Config) validateNATSAuth() error {
 	var errs []error
@@ -310,4 +318,20 @@ func (c *Config) validateNATSAuth() error {
 		errs = append(errs, errors.New("nats credentials and TLS files are for an external server: set natsURL too"))
 	}
 	return errors.Join(errs...)
+}
+
+// loopbackOnly refuses a listen address off loopback: the embedded NATS
+// server has no TLS, so its passwords would cross the network in clear.
+func loopbackOnly(addr string) error {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return err
+	}
+	if host == "localhost" {
+		return nil
+	}
+	if ip := net.ParseIP(host); ip != nil && ip.IsLoopback() {
+		return nil
+	}
+	return errors.New("the embedded NATS server listens on loopback only (it has no TLS); for agents on other machines run a NATS cluster with users and TLS and set natsURL")
 }

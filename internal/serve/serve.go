@@ -60,6 +60,7 @@ type Server struct {
 	addr net.Addr
 
 	ns      *natsserver.Server // nil with an external NATS
+	nsAuth  *bus.EmbeddedAuth  // who the embedded server lets in
 	nc      *nats.Conn
 	js      jetstream.JetStream
 	streams *bus.Streams
@@ -435,6 +436,12 @@ func (s *Server) setupApprovals(ctx context.Context, pauses chatops.PauseStore) 
 	if err != nil {
 		return nil, nil, fmt.Errorf("approvals: %w", err)
 	}
+	switch n, err := broker.Scrub(ctx); {
+	case err != nil:
+		return nil, nil, fmt.Errorf("approvals: remove stored tokens: %w", err)
+	case n > 0:
+		s.log.Warn("approval requests stored approvers' tokens (an older version kept them with CLI and web votes): removed them; ROTATE every approver's token", "requests", n)
+	}
 	if !cfg.SlackEnabled() {
 		return broker, nil, nil
 	}
@@ -623,6 +630,25 @@ func (s *Server) NATSClientURL() string {
 	return s.cfg.NATSURL
 }
 
+// NATSOptions are the connection options serve logs in with to its
+// embedded server, for tools and tests that run serve in-process; nil
+// with an external NATS.
+func (s *Server) NATSOptions() []nats.Option {
+	if s.nsAuth == nil {
+		return nil
+	}
+	return []nats.Option{s.nsAuth.ServeOption()}
+}
+
+// AgentPassword is the password of node's agent on the embedded server
+// ("" with an external NATS, whose users are the operator's).
+func (s *Server) AgentPassword(node string) (string, error) {
+	if s.nsAuth == nil {
+		return "", errors.New("serve runs no embedded NATS: agents log in as the NATS cluster's users")
+	}
+	return s.nsAuth.AgentPassword(node)
+}
+
 // Wait blocks until the server has shut down and returns why it stopped
 // (nil after ctx ended).
 func (s *Server) Wait() error {
@@ -671,7 +697,17 @@ func (s *Server) connectNATS(ctx context.Context) (string, error) {
 			return "", fmt.Errorf("natsListen %q: %w", s.cfg.NATSListen, err)
 		}
 		dir := filepath.Join(s.cfg.DataDir, "nats")
-		s.ns, err = bus.StartEmbedded(bus.EmbeddedConfig{StoreDir: dir, Host: host, Port: p}, s.log)
+		key, err := bus.LoadAgentKey(s.cfg.AgentKeyPath())
+		if err != nil {
+			return "", fmt.Errorf("embedded nats: %w", err)
+		}
+		// Which agents are masters is not known here: each may hold VIP
+		// leases. A NATS cluster of your own gives the bucket to masters only.
+		s.nsAuth, err = bus.NewEmbeddedAuth(key, bus.AgentPermissionsOptions{KVBuckets: []string{vip.Bucket}}, s.log)
+		if err != nil {
+			return "", err
+		}
+		s.ns, err = bus.StartEmbedded(bus.EmbeddedConfig{StoreDir: dir, Host: host, Port: p, Auth: s.nsAuth}, s.log)
 		if err != nil {
 			return "", err
 		}
@@ -679,7 +715,7 @@ func (s *Server) connectNATS(ctx context.Context) (string, error) {
 		s.closers = append(s.closers, func() { ns.Shutdown(); ns.WaitForShutdown() })
 		url = ns.ClientURL()
 		abs, _ := filepath.Abs(dir)
-		desc = fmt.Sprintf("embedded JetStream at %s, data in %s", url, abs)
+		desc = fmt.Sprintf("embedded JetStream at %s, data in %s; agents log in as their node: healer agent dev-credentials --data-dir %s --node NAME", url, abs, s.cfg.DataDir)
 	}
 	opts := []nats.Option{
 		nats.Name("healer-serve"),
@@ -692,15 +728,16 @@ func (s *Server) connectNATS(ctx context.Context) (string, error) {
 		}),
 		nats.ReconnectHandler(func(nc *nats.Conn) { s.log.Info("nats reconnected", "url", nc.ConnectedUrlRedacted()) }),
 	}
-	auth, err := s.natsAuth()
-	if err != nil {
-		return "", err
-	}
-	opts = append(opts, auth...)
 	if s.ns != nil {
 		// The embedded server is reached in-process, without loopback TCP;
 		// its listener is for agents and tools.
-		opts = append(opts, nats.InProcessServer(s.ns))
+		opts = append(opts, s.nsAuth.ServeOption(), nats.InProcessServer(s.ns))
+	} else {
+		auth, err := s.natsAuth()
+		if err != nil {
+			return "", err
+		}
+		opts = append(opts, auth...)
 	}
 	nc, err := nats.Connect(url, opts...)
 	if err != nil {

@@ -173,8 +173,8 @@ func TestSlackApprovalsGateACordon(t *testing.T) {
 	for _, r := range recs {
 		chain = append(chain, string(r.Kind)+"/"+r.Actor)
 	}
-	want := []string{"event/healer/engine", "decision/healer/engine", "approval/healer/engine", "approval/slack:UALICE",
-		"approval/slack:UBOB", "approval/healer/engine", "action.started/healer/engine", "action.finished/healer/engine", "verified/healer/engine"}
+	want := []string{"event/healer/engine", "decision/healer/engine", "approval/healer/engine", "approval/slack:alice",
+		"approval/slack:bob", "approval/healer/engine", "action.started/healer/engine", "action.finished/healer/engine", "verified/healer/engine"}
 	if !testenv.IsSubsequence(chain, want) {
 		t.Fatalf("records of worker-1:\n%s\nwant in order %v", strings.Join(chain, "\n"), want)
 	}
