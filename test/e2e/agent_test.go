@@ -39,7 +39,7 @@ func startAgent(t testing.TB, e *env, node string, maxRestarts int) *nodeDaemon 
 	cfg := agent.Config{
 		Node:    node,
 		DataDir: t.TempDir(),
-		NATS:    agent.NATS{URL: e.srv.NATSClientURL()},
+		NATS:    e.agentNATS(t, node),
 		Restart: restart.Config{
 			Flap: restart.Flap{MaxRestarts: maxRestarts, Window: time.Hour},
 			Components: []restart.Component{{

@@ -103,7 +103,7 @@ func TestExpiringCertificateRenewedAndServed(t *testing.T) {
 	cmd, cmdEnv := testenv.FakeDaemonCommand(t, addr)
 	cmdEnv = append(cmdEnv, testenv.FakeDaemonTLSEnv+"="+certFile+":"+keyFile)
 	cfg := agent.Config{
-		Node: "master-1", DataDir: t.TempDir(), NATS: agent.NATS{URL: h.srv.NATSClientURL()},
+		Node: "master-1", DataDir: t.TempDir(), NATS: h.agentNATS(t, "master-1"),
 		Restart: restart.Config{Components: []restart.Component{{
 			Name: "kube-apiserver", Kind: restart.KindProcess, Command: cmd, Env: cmdEnv,
 			LogFile: filepath.Join(t.TempDir(), "apiserver.log"), StopGrace: 2 * time.Second,

@@ -481,7 +481,7 @@ func TestFaultAuditRefusedNoAction(t *testing.T) {
 	cfg.Engine.RetryDelay = 200 * time.Millisecond
 	h := startHealer(t, cfg)
 
-	js := jetStreamAt(t, h.srv.NATSClientURL())
+	js := jetStreamAt(t, h.srv.NATSClientURL(), h.srv.NATSOptions()...)
 	// limitAudit lets the audit stream take extra more records and refuse
 	// the rest; a negative extra lifts the limit.
 	limitAudit := func(extra int64) {

@@ -43,7 +43,7 @@ func TestAlertToCordon(t *testing.T) {
 		}
 		return n.Spec.Unschedulable, n.Annotations[nodedrain.AnnotationOwner]
 	}
-	js := jetStreamAt(t, h.srv.NATSURL())
+	js := jetStreamAt(t, h.srv.NATSURL(), h.srv.NATSOptions()...)
 	eventCount := func() uint64 {
 		s, err := js.Stream(ctx, bus.StreamEvents)
 		if err != nil {

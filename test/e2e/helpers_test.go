@@ -19,6 +19,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/selfheal/healer/audit"
+	"github.com/selfheal/healer/internal/agent"
 	"github.com/selfheal/healer/internal/serve"
 	"github.com/selfheal/healer/internal/testenv"
 )
@@ -222,9 +223,9 @@ func describe(recs []audit.Record) string {
 
 // jetStreamAt is a test's own JetStream client of the NATS at url, closed
 // when t ends.
-func jetStreamAt(t testing.TB, url string) jetstream.JetStream {
+func jetStreamAt(t testing.TB, url string, opts ...nats.Option) jetstream.JetStream {
 	t.Helper()
-	nc, err := nats.Connect(url, nats.Name("e2e test"))
+	nc, err := nats.Connect(url, append(opts, nats.Name("e2e test"))...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -234,6 +235,17 @@ func jetStreamAt(t testing.TB, url string) jetstream.JetStream {
 		t.Fatal(err)
 	}
 	return js
+}
+
+// agentNATS is how node's agent reaches e's embedded NATS: as its node's
+// own user, with the password serve derives for it.
+func (e *env) agentNATS(t testing.TB, node string) agent.NATS {
+	t.Helper()
+	pw, err := e.srv.AgentPassword(node)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return agent.NATS{URL: e.srv.NATSClientURL(), User: node, PasswordFile: writeFile(t, node+"-nats-password", pw)}
 }
 
 func jsonUnmarshal(b []byte, v any) error { return json.Unmarshal(b, v) }

@@ -48,7 +48,7 @@ func startMaster(t *testing.T, e *env, h *testenv.NetHost) *master {
 	cfg := agent.Config{
 		Node:         h.Name,
 		DataDir:      t.TempDir(),
-		NATS:         agent.NATS{URL: e.srv.NATSClientURL()},
+		NATS:         e.agentNATS(t, h.Name),
 		Restart:      restart.Config{Components: []restart.Component{}},
 		RuntimePanic: agent.RuntimePanicConfig{Disabled: true},
 		VIP:          &vip.Config{VIPs: []vip.VIPConfig{{Address: e2eVIP + "/24", Interface: testenv.HostLink}}},
@@ -93,7 +93,7 @@ func TestVIPFailsOverThroughEngine(t *testing.T) {
 	sampler := testenv.SampleAddr(t, vipAddr, m1, m2)
 
 	// m1 takes the VIP, asked as an operator would.
-	nc, err := nats.Connect(e.srv.NATSClientURL(), nats.Name("e2e operator"))
+	nc, err := nats.Connect(e.srv.NATSClientURL(), append(e.srv.NATSOptions(), nats.Name("e2e operator"))...)
 	if err != nil {
 		t.Fatal(err)
 	}
