@@ -33,6 +33,11 @@ type Config struct {
 	MaxAttempts int `json:"maxAttempts"`
 	// RetryDelay is the first redelivery delay; it grows with each attempt.
 	RetryDelay time.Duration `json:"retryDelay"`
+	// DecisionTimeout bounds one policy decision (and, apart, the shadow
+	// policies' decision). A decision that takes longer is cut off and the
+	// event suppressed and audited as such: a policy that loops or chews
+	// through a huge input never holds up the pipeline.
+	DecisionTimeout time.Duration `json:"decisionTimeout"`
 	// ActionTimeout bounds one remediator action.
 	ActionTimeout time.Duration `json:"actionTimeout"`
 	// VerifyTimeout bounds the wait for an action's effect to show.
@@ -65,6 +70,9 @@ func (c *Config) ApplyDefaults() {
 	if c.RetryDelay == 0 {
 		c.RetryDelay = time.Second
 	}
+	if c.DecisionTimeout == 0 {
+		c.DecisionTimeout = 100 * time.Millisecond
+	}
 	if c.ActionTimeout == 0 {
 		c.ActionTimeout = 5 * time.Minute
 	}
@@ -95,6 +103,9 @@ func (c *Config) Validate() error {
 	}
 	if c.ActionTimeout <= 0 || c.VerifyTimeout <= 0 || c.ShutdownGrace <= 0 || c.RetryDelay <= 0 {
 		errs = append(errs, errors.New("engine: actionTimeout, verifyTimeout, shutdownGrace and retryDelay must be positive"))
+	}
+	if c.DecisionTimeout < time.Millisecond || c.DecisionTimeout >= c.AckWait {
+		errs = append(errs, fmt.Errorf("engine: decisionTimeout %s: must be at least 1ms and less than ackWait (%s)", c.DecisionTimeout, c.AckWait))
 	}
 	if c.Budget.HoldTTL < c.AckWait {
 		// A silent replica's actions are fenced off after ackWait; its

@@ -11,4 +11,9 @@
 // is never taken unless its start could be audited. A redelivered event never acts twice: every
 // action is claimed under an idempotency key (event, remediator, target) in
 // a JetStream key-value bucket before it starts.
+//
+// A policy decision is cut off at DecisionTimeout, and the event is then
+// suppressed. A panic in a stage is recovered and logged with its stack;
+// the event is handed back for redelivery and, after MaxAttempts, given up
+// and audited naming the stage and the panic.
 package engine

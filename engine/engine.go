@@ -134,6 +134,9 @@ type Engine struct {
 	// (approval) then ends at once, while actions get ShutdownGrace.
 	stopping <-chan struct{}
 
+	// late is the cause of a decision cut off by DecisionTimeout.
+	late error
+
 	// actions holds a token per remediator step running (MaxActions).
 	actions chan struct{}
 
@@ -167,7 +170,7 @@ func New(cfg Config, deps Deps) (*Engine, error) {
 		deps.Tracer = noop.NewTracerProvider().Tracer("")
 	}
 	return &Engine{
-		cfg: cfg, Deps: deps, now: time.Now, instance: newActionID()[4:],
+		cfg: cfg, Deps: deps, now: time.Now, instance: newActionID()[4:], late: lateDecision{limit: cfg.DecisionTimeout},
 		actions: make(chan struct{}, cfg.MaxActions), recent: map[string][]policies.RecentAction{},
 	}, nil
 }

@@ -59,6 +59,12 @@ decision := {"remediator": "test.count", "approval": "none", "reason": "limited"
 	"rate_limit": {"key": "count", "max": 1, "per": "1h"}} if {
 	input.event.type == "Limited"
 }
+
+# Tens of seconds of evaluation, in little memory: far past any deadline.
+decision := {"remediator": "test.count", "approval": "none", "reason": "slow"} if {
+	input.event.type == "Slow"
+	count([1 | some i in numbers.range(1, 5000); some j in numbers.range(1, 5000); i * j < 0]) == 0
+}
 `
 
 // counter is a test remediator that records every call, so tests can
@@ -72,6 +78,10 @@ type counter struct {
 	approvers []string
 	failAct   error
 	slow      time.Duration
+	// panicAct and panicValidate, when set, are panicked with by Act
+	// and Validate.
+	panicAct      any
+	panicValidate any
 	// gate, when set, holds the acts on gateTarget until it is closed;
 	// running and maxRunning count the acts in progress.
 	gate       chan struct{}
@@ -83,11 +93,23 @@ type counter struct {
 func (c *counter) Info() action.Info {
 	return action.Info{Name: "test.count", Summary: "counts", TargetKind: "node"}
 }
-func (c *counter) Validate(map[string]any) error                { return nil }
+func (c *counter) Validate(map[string]any) error {
+	c.mu.Lock()
+	v := c.panicValidate
+	c.mu.Unlock()
+	if v != nil {
+		panic(v)
+	}
+	return nil
+}
 func (c *counter) Check(context.Context, action.Request) error  { return nil }
 func (c *counter) Verify(context.Context, action.Request) error { return nil }
 func (c *counter) Act(ctx context.Context, req action.Request, _ action.Progress) (action.Result, error) {
 	c.mu.Lock()
+	if v := c.panicAct; v != nil {
+		c.mu.Unlock()
+		panic(v)
+	}
 	c.running++
 	c.maxRunning = max(c.maxRunning, c.running)
 	gate := c.gate

@@ -18,6 +18,7 @@ type Metrics struct {
 	actions    metric.Int64Counter
 	handled    metric.Float64Histogram
 	slotWait   metric.Int64UpDownCounter
+	panics     metric.Int64Counter
 }
 
 // NewMetrics creates the instruments on meter.
@@ -44,6 +45,9 @@ func NewMetrics(meter metric.Meter) (*Metrics, error) {
 		return nil, err
 	}
 	if m.slotWait, err = meter.Int64UpDownCounter("healer_action_slot_waiting", metric.WithDescription("Events waiting for one of the engine's maxActions slots.")); err != nil {
+		return nil, err
+	}
+	if m.panics, err = meter.Int64Counter("healer_stage_panics", metric.WithDescription("Panics recovered in a pipeline stage, by stage; the event is handed back.")); err != nil {
 		return nil, err
 	}
 	return &m, nil
@@ -92,4 +96,9 @@ func (m *Metrics) Handled(ctx context.Context, outcome string, took time.Duratio
 // action slot.
 func (m *Metrics) ActionSlotWait(ctx context.Context, delta int64) {
 	m.slotWait.Add(ctx, delta)
+}
+
+// StagePanic counts a panic recovered in a stage.
+func (m *Metrics) StagePanic(ctx context.Context, stage string) {
+	m.panics.Add(ctx, 1, metric.WithAttributes(attribute.String("stage", stage)))
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"runtime/debug"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -140,7 +141,7 @@ func (e *Engine) handle(ctx context.Context, m jetstream.Msg) {
 
 	for _, st := range e.pipeline() {
 		sctx, sspan := e.Tracer.Start(ctx, "engine."+st.name)
-		stop, err := st.run(sctx, r)
+		stop, err := e.runStage(sctx, st, r, log)
 		if err != nil {
 			sspan.RecordError(err)
 			sspan.SetStatus(codes.Error, err.Error())
@@ -177,6 +178,49 @@ func (e *Engine) handle(ctx context.Context, m jetstream.Msg) {
 	log.DebugContext(ctx, "event handled", "outcome", r.outcome, "remediator", r.remName, "took", e.now().Sub(start))
 }
 
+// runStage runs one stage of the run. A panic in it is recovered, counted
+// and logged with its stack, and returned as a *stagePanic: a transient
+// error, so the event is handed back for redelivery and, after
+// MaxAttempts, given up and audited like any other (action.failed for an
+// action under way, else suppressed), naming the stage and the panic.
+func (e *Engine) runStage(ctx context.Context, st stage, r *run, log *slog.Logger) (stop bool, err error) {
+	defer func() {
+		v := recover()
+		if v == nil {
+			return
+		}
+		p := &stagePanic{stage: st.name, value: panicValue(v)}
+		e.Metrics.StagePanic(ctx, st.name)
+		log.ErrorContext(ctx, "stage panicked; the event is handed back", "stage", st.name, "panic", p.value, "stack", string(debug.Stack()))
+		stop, err = false, p
+	}()
+	return st.run(ctx, r)
+}
+
+// stagePanic is a panic recovered in a stage. It is transient: a panic on
+// one delivery (a nil field in an odd answer) may not recur on the next.
+type stagePanic struct {
+	stage string
+	value string
+}
+
+// Error names the stage and the panic value.
+func (p *stagePanic) Error() string { return fmt.Sprintf("stage %s panicked: %s", p.stage, p.value) }
+
+// Unwrap makes a stage panic an errTransient.
+func (p *stagePanic) Unwrap() error { return errTransient }
+
+// panicValue is a recovered value as audit records show it: its text,
+// cut to a length that keeps a record small.
+func panicValue(v any) string {
+	const limit = 512
+	s := fmt.Sprint(v)
+	if len(s) > limit {
+		s = strings.ToValidUTF8(s[:limit], "") + "…"
+	}
+	return s
+}
+
 // dedupe audits an event the first time it is seen and settles duplicates.
 func (e *Engine) dedupe(ctx context.Context, r *run) (bool, error) {
 	st, _, err := getJSON[eventState](ctx, e.Streams.Actions, eventKey(r.ev.ID))
@@ -211,12 +255,16 @@ func (e *Engine) decide(ctx context.Context, r *run) (bool, error) {
 		Budget:        e.budgetInput(r.ev),
 		RecentActions: e.recentFor(r.ev.Subject, now),
 	}}
-	d, err := r.policy.Decide(ctx, &in)
+	d, err := e.decideInTime(ctx, r.policy, &in)
 	e.Metrics.Decision(ctx, d.Remediator, e.now().Sub(now))
 	if err == nil {
 		err = d.Validate()
 	}
-	if err != nil {
+	var late lateDecision
+	switch {
+	case errors.As(err, &late):
+		return true, e.suppress(ctx, r, outcomeSuppressed, late.Error(), "decision_timeout", late.limit.String())
+	case err != nil:
 		return true, e.suppress(ctx, r, outcomeSuppressed, "policy evaluation failed: "+err.Error())
 	}
 	r.decision, r.remName = d, d.Remediator
@@ -262,6 +310,26 @@ func (e *Engine) decide(ctx context.Context, r *run) (bool, error) {
 	return false, e.selectStep(ctx, r, 0)
 }
 
+// decideInTime asks p for the decision on in, cut off after
+// DecisionTimeout. A decision cut off returns a lateDecision.
+func (e *Engine) decideInTime(ctx context.Context, p *policies.Policy, in *policies.Input) (policies.Decision, error) {
+	dctx, cancel := context.WithTimeoutCause(ctx, e.cfg.DecisionTimeout, e.late)
+	defer cancel()
+	d, err := p.Decide(dctx, in)
+	if err != nil && ctx.Err() == nil && context.Cause(dctx) == e.late {
+		return policies.Decision{}, e.late
+	}
+	return d, err
+}
+
+// lateDecision is why a decision was cut off: it took longer than limit.
+type lateDecision struct{ limit time.Duration }
+
+// Error says so, as the suppressed record's reason.
+func (l lateDecision) Error() string {
+	return fmt.Sprintf("policy decision exceeded its %s deadline", l.limit)
+}
+
 // shadow decides the event with the candidate policies too and audits how
 // their decision differs from the live one. It never changes what the
 // engine does, and its failures only get logged; the error it returns is
@@ -274,7 +342,7 @@ func (e *Engine) shadow(ctx context.Context, r *run, in *policies.Input, live po
 	if cand == nil {
 		return nil
 	}
-	d, err := cand.Decide(ctx, in)
+	d, err := e.decideInTime(ctx, cand, in)
 	if err == nil {
 		err = d.Validate()
 	}

@@ -40,7 +40,8 @@ type Policy struct {
 
 // Load reads the policies in dir ("" for the embedded defaults), runs
 // their Rego unit tests and prepares data.healer.decision for evaluation.
-// A policy that does not parse or compile, does not define
+// A policy that does not parse or compile, calls a builtin healer keeps
+// out of policies (see [BuiltinError]), does not define
 // data.healer.decision, or fails or errors in any of its own tests is
 // refused, with an error naming the file or the tests.
 func Load(ctx context.Context, dir string) (*Policy, error) {
@@ -61,7 +62,8 @@ func Load(ctx context.Context, dir string) (*Policy, error) {
 	// out, and print() calls are compiled away.
 	modules := maps.Clone(src.modules)
 	maps.DeleteFunc(modules, func(name string, _ *ast.Module) bool { return src.tests[name] })
-	compiler := ast.NewCompiler().WithEnablePrintStatements(false)
+	caps := sandboxCapabilities()
+	compiler := ast.NewCompiler().WithCapabilities(caps).WithEnablePrintStatements(false)
 	if compiler.Compile(modules); compiler.Failed() {
 		return nil, &CompileError{Source: where, Err: compiler.Errors}
 	}
@@ -73,6 +75,7 @@ func Load(ctx context.Context, dir string) (*Policy, error) {
 		rego.Query(Query),
 		rego.Compiler(compiler),
 		rego.Store(inmem.New()),
+		rego.Capabilities(caps),
 	).PrepareForEval(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("policy dir %s: prepare %s: %w", where, Query, err)

@@ -186,11 +186,16 @@ func (e *CompileError) Unwrap() error { return e.Err }
 // RunTests compiles all files of s, tests included, and runs the Rego unit
 // tests (rules named test_*; todo_test_* are skipped) with OPA's tester,
 // the way `opa test` does. The results are sorted by file and line. A
-// compile error is returned as a *CompileError.
+// compile error is returned as a *CompileError, and so is a file that uses
+// a builtin healer keeps out of policies (network, files, the process's
+// environment), with a *BuiltinError naming the file, line and builtin.
 func (s *Source) RunTests(ctx context.Context, opts TestOptions) ([]*tester.Result, error) {
+	if err := checkSandbox(s.modules); err != nil {
+		return nil, &CompileError{Source: cmp.Or(s.Dir, EmbeddedName), Err: err}
+	}
 	runner := tester.NewRunner().
 		SetDefaultRegoVersion(ast.RegoV1).
-		SetCompiler(ast.NewCompiler().WithEnablePrintStatements(true)).
+		SetCompiler(ast.NewCompiler().WithCapabilities(sandboxCapabilities()).WithEnablePrintStatements(true)).
 		SetStore(inmem.New()).
 		SetModules(s.modules).
 		CapturePrintOutput(true).

@@ -4,10 +4,13 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"reflect"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -263,6 +266,36 @@ func TestPolicyEvalCmd(t *testing.T) {
 				if !strings.Contains(errOut, want) {
 					t.Errorf("stderr does not contain %q:\n%s", want, errOut)
 				}
+			}
+		})
+	}
+}
+
+// TestPolicyCmdsRefuseNetworkBuiltins runs test and eval on a policy that
+// calls http.send (its test would make the call): both refuse it naming
+// the file, line and builtin, and nothing reaches the server.
+func TestPolicyCmdsRefuseNetworkBuiltins(t *testing.T) {
+	var hits atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) { hits.Add(1) }))
+	t.Cleanup(srv.Close)
+	dir := policyDir(t, map[string]string{
+		"healer.rego": "package healer\n\ndecision := {\"remediator\": \"node.cordon\", \"reason\": \"cordon\"} if {\n" +
+			"\thttp.send({\"method\": \"GET\", \"url\": \"" + srv.URL + "\"}).status_code == 200\n}\n",
+		"healer_test.rego": cliTestHeader + "\ntest_cordons if healer.decision with input as {\"event\": {\"type\": \"A\"}}\n",
+	})
+	input := filepath.Join("..", "..", "policies", "testdata", "kernel-deadlock.input.json")
+	want := filepath.Join(dir, "healer.rego") + ":4: builtin http.send is not allowed in healer policies (network)"
+	for _, args := range [][]string{{"test", dir}, {"eval", "--policies", dir, "--input", input}} {
+		t.Run(args[0], func(t *testing.T) {
+			code, out, errOut := runPolicy(t, args...)
+			if code != 1 {
+				t.Errorf("exit code %d, want 1\nstdout:\n%s\nstderr:\n%s", code, out, errOut)
+			}
+			if !strings.Contains(errOut, want) {
+				t.Errorf("stderr does not contain %q:\n%s", want, errOut)
+			}
+			if n := hits.Load(); n != 0 {
+				t.Errorf("the policy reached the server %d times", n)
 			}
 		})
 	}

@@ -17,11 +17,14 @@ func TestLoadFile(t *testing.T) {
 	}{
 		{
 			name: "durations as people write them",
-			yaml: "redisURL: redis://r:6379/0\nstreams:\n  replicas: 3\n  duplicateWindow: 15m\nengine:\n  actionTimeout: 90s\n  budget: {minNodes: 2, percent: 5}\nalertmanager:\n  targets:\n    - {label: host, kind: node, stripPort: true}\n" +
+			yaml: "redisURL: redis://r:6379/0\nstreams:\n  replicas: 3\n  duplicateWindow: 15m\nengine:\n  actionTimeout: 90s\n  decisionTimeout: 250ms\n  budget: {minNodes: 2, percent: 5}\nalertmanager:\n  targets:\n    - {label: host, kind: node, stripPort: true}\n" +
 				"nodeProblem:\n  publishTimeout: 3s\n  conditions:\n    - {type: Ready, statuses: [\"False\", \"Unknown\"], for: 2m, eventType: NodeNotReady}\n",
 			check: func(t *testing.T, c *Config) {
 				if c.Streams.DuplicateWindow != 15*time.Minute || c.Engine.ActionTimeout != 90*time.Second || c.Streams.Replicas != 3 {
 					t.Errorf("durations: %+v %+v", c.Streams, c.Engine.ActionTimeout)
+				}
+				if c.Engine.DecisionTimeout != 250*time.Millisecond {
+					t.Errorf("engine.decisionTimeout %s, want 250ms", c.Engine.DecisionTimeout)
 				}
 				if r := c.NodeProblem.Conditions; len(r) != 1 || r[0].For != 2*time.Minute || r[0].Statuses[1] != "Unknown" || c.NodeProblem.PublishTimeout != 3*time.Second {
 					t.Errorf("nodeProblem: %+v", c.NodeProblem)
@@ -114,7 +117,13 @@ func TestValidate(t *testing.T) {
 		mutate  func(*Config)
 		wantErr string
 	}{
-		{name: "defaults are valid", mutate: func(*Config) {}},
+		{name: "defaults are valid", mutate: func(c *Config) {
+			if c.Engine.DecisionTimeout != 100*time.Millisecond {
+				t.Errorf("default engine.decisionTimeout %s, want 100ms", c.Engine.DecisionTimeout)
+			}
+		}},
+		{name: "decision deadline below 1ms", mutate: func(c *Config) { c.Engine.DecisionTimeout = time.Microsecond }, wantErr: "decisionTimeout 1µs: must be at least 1ms and less than ackWait"},
+		{name: "decision deadline as long as ackWait", mutate: func(c *Config) { c.Engine.DecisionTimeout = c.Engine.AckWait }, wantErr: "decisionTimeout 30s: must be at least 1ms"},
 		{name: "bad listen", mutate: func(c *Config) { c.Listen = "8080" }, wantErr: "listen"},
 		{name: "bad redis url", mutate: func(c *Config) { c.RedisURL = "localhost:6379" }, wantErr: "redis://"},
 		{name: "policies not a dir", mutate: func(c *Config) { c.Policies = "/nonexistent/policies" }, wantErr: "policies"},
