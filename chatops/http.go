@@ -234,15 +234,16 @@ func (s *Slack) command(ctx context.Context, cmd slack.SlashCommand) (text strin
 		if s.Pauses == nil {
 			return "Pauses are not available in this healer.", false
 		}
-		if _, err := s.Broker.SlackVoter(ctx, who); err != nil {
+		voter, err := s.Broker.SlackVoter(ctx, who)
+		if err != nil {
 			return "Only approvers may pause or resume healer.", false
 		}
 		scope, err := parseScope(args, s.Pauses.Known)
 		if err != nil {
 			return err.Error() + "\n" + commandUsage, false
 		}
-		actor := "slack:" + who
-		by := cmd.UserName + " (slack " + who + ")"
+		actor := voter.Actor()
+		by := voter.Person() + " (slack " + who + ")"
 		if verb == "pause" {
 			p := guard.Pause{Remediator: scope.remediator, Target: scope.target, Reason: scope.reason, By: by}
 			if p.Reason == "" {

@@ -20,6 +20,7 @@ import (
 	"github.com/selfheal/healer/audit"
 	"github.com/selfheal/healer/bus"
 	"github.com/selfheal/healer/engine"
+	"github.com/selfheal/healer/internal/httpauth"
 )
 
 // Bucket is the NATS KV bucket of approval requests.
@@ -301,8 +302,8 @@ func NewBroker(cfg Config, kv jetstream.KeyValue, trail *audit.Trail, log *slog.
 			return nil, fmt.Errorf("approvals: token of %s: %w", a.Name, err)
 		}
 		tok := strings.TrimSpace(string(b))
-		if len(tok) < 16 {
-			return nil, fmt.Errorf("approvals: token of %s in %s: want at least 16 characters", a.Name, a.TokenFile)
+		if err := httpauth.CheckLength("approvals: the token of "+a.Name+" in "+a.TokenFile, tok); err != nil {
+			return nil, err
 		}
 		if other, dup := seen[tok]; dup {
 			return nil, fmt.Errorf("approvals: %s and %s have the same token", other, a.Name)

@@ -38,7 +38,7 @@ func newFixture(t *testing.T) *fixture {
 }
 
 // tok is the personal token of an approver in the tests.
-func tok(name string) string { return "token-of-" + name + "-0123456789abcdef" }
+func tok(name string) string { return "token-of-" + name + "-0123456789abcdef0123456789abcdef" }
 
 func tokenFile(tb testing.TB, name string) string {
 	tb.Helper()

@@ -90,10 +90,14 @@ func (p *Pause) Covers(remediator, target string) bool {
 	return err == nil && ok
 }
 
+// KillSwitch reports whether the pause covers every remediator on every
+// target.
+func (p *Pause) KillSwitch() bool { return p.Remediator == "" && p.Target == "" }
+
 // Scope describes what the pause covers, for messages.
 func (p *Pause) Scope() string {
 	switch {
-	case p.Remediator == "" && p.Target == "":
+	case p.KillSwitch():
 		return "everything (kill switch)"
 	case p.Target == "":
 		return p.Remediator

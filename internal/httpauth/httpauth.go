@@ -52,6 +52,19 @@ func BearerToken(r *http.Request) string {
 	return strings.TrimSpace(got)
 }
 
+// MinTokenLen is the shortest token healer accepts from configuration:
+// 32 bytes, as long as a generated token's randomness.
+const MinTokenLen = 32
+
+// CheckLength refuses a configured token too short to withstand
+// guessing; what names it (never its value).
+func CheckLength(what, tok string) error {
+	if len(tok) < MinTokenLen {
+		return fmt.Errorf("%s is %d bytes long: want at least %d (generate one with: openssl rand -hex 32)", what, len(tok), MinTokenLen)
+	}
+	return nil
+}
+
 // Source says where a token came from, for the start-up log line.
 type Source struct {
 	// From is "env", "file" or "generated".
@@ -80,13 +93,22 @@ func Load(env, file, genPath string) (string, Source, error) {
 		if tok == "" {
 			return "", Source{}, fmt.Errorf("token file %s is empty", file)
 		}
+		if err := CheckLength("the token in "+file, tok); err != nil {
+			return "", Source{}, err
+		}
 		return tok, Source{From: "file", Path: file}, nil
 	}
 	if v := strings.TrimSpace(os.Getenv(env)); v != "" {
+		if err := CheckLength("the token in $"+env, v); err != nil {
+			return "", Source{}, err
+		}
 		return v, Source{From: "env " + env}, nil
 	}
 	if b, err := os.ReadFile(genPath); err == nil {
 		if tok := strings.TrimSpace(string(b)); tok != "" {
+			if err := CheckLength("the token in "+genPath, tok); err != nil {
+				return "", Source{}, err
+			}
 			return tok, Source{From: "file", Path: genPath}, nil
 		}
 	} else if !errors.Is(err, os.ErrNotExist) {

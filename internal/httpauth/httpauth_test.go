@@ -63,17 +63,17 @@ func TestLoad(t *testing.T) {
 	}
 
 	file := filepath.Join(dir, "given")
-	if err := os.WriteFile(file, []byte("  from-file\n"), 0o600); err != nil {
+	if err := os.WriteFile(file, []byte("  from-file-0123456789abcdef0123456789\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if tok, _, err := Load("HEALER_TEST_TOKEN", file, gen); err != nil || tok != "from-file" {
+	if tok, _, err := Load("HEALER_TEST_TOKEN", file, gen); err != nil || tok != "from-file-0123456789abcdef0123456789" {
 		t.Fatalf("file: %q %v", tok, err)
 	}
-	t.Setenv("HEALER_TEST_TOKEN", "from-env")
-	if tok, _, err := Load("HEALER_TEST_TOKEN", file, gen); err != nil || tok != "from-file" {
+	t.Setenv("HEALER_TEST_TOKEN", "from-env-0123456789abcdef0123456789ab")
+	if tok, _, err := Load("HEALER_TEST_TOKEN", file, gen); err != nil || tok != "from-file-0123456789abcdef0123456789" {
 		t.Fatalf("a token file given as a flag must beat the environment: %q %v", tok, err)
 	}
-	if tok, src, err := Load("HEALER_TEST_TOKEN", "", gen); err != nil || tok != "from-env" || strings.Contains(src.String(), "from-env") {
+	if tok, src, err := Load("HEALER_TEST_TOKEN", "", gen); err != nil || tok != "from-env-0123456789abcdef0123456789ab" || strings.Contains(src.String(), "from-env") {
 		t.Fatalf("env: %q %q %v", tok, src, err)
 	}
 	t.Setenv("HEALER_TEST_TOKEN", "")
@@ -84,5 +84,28 @@ func TestLoad(t *testing.T) {
 	}
 	if _, _, err := Load("HEALER_TEST_TOKEN", filepath.Join(dir, "missing"), gen); err == nil {
 		t.Fatal("missing token file accepted")
+	}
+}
+
+// A configured token shorter than 32 bytes is refused, from a file or the
+// environment, with an error that names where it is but not what it is.
+func TestLoadRefusesShortTokens(t *testing.T) {
+	dir := t.TempDir()
+	short := "x"
+	file := filepath.Join(dir, "short")
+	if err := os.WriteFile(file, []byte(short+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := Load("HEALER_TEST_TOKEN", file, filepath.Join(dir, "gen")); err == nil || !strings.Contains(err.Error(), "want at least 32") || !strings.Contains(err.Error(), file) {
+		t.Errorf("short token file: %v", err)
+	}
+	t.Setenv("HEALER_TEST_TOKEN", "short-but-not-one-char")
+	_, _, err := Load("HEALER_TEST_TOKEN", "", filepath.Join(dir, "gen"))
+	if err == nil || !strings.Contains(err.Error(), "$HEALER_TEST_TOKEN") || strings.Contains(err.Error(), "short-but-not-one-char") {
+		t.Errorf("short token in the environment: %v", err)
+	}
+	t.Setenv("HEALER_TEST_TOKEN", strings.Repeat("k", 32))
+	if tok, _, err := Load("HEALER_TEST_TOKEN", "", filepath.Join(dir, "gen")); err != nil || len(tok) != 32 {
+		t.Errorf("32-byte token: %q, %v", tok, err)
 	}
 }

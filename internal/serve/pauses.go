@@ -13,6 +13,7 @@ import (
 
 	"github.com/selfheal/healer/audit"
 	"github.com/selfheal/healer/engine/guard"
+	"github.com/selfheal/healer/internal/httpauth"
 )
 
 // PausesPath is the API of pauses, the kill switch and maintenance
@@ -29,8 +30,14 @@ type PauseRequest struct {
 	From       time.Time `json:"from,omitzero"`
 	Until      time.Time `json:"until,omitzero"`
 	Reason     string    `json:"reason"`
-	By         string    `json:"by"`
+	// By is who the caller says they are. It is kept only as a claim
+	// (claimed_by in the audit record): the pause is recorded as set by
+	// the owner of the token, "api" for the shared API token.
+	By string `json:"by,omitempty"`
 }
+
+// apiIdentity names whoever holds the shared API token: it names nobody.
+const apiIdentity = "api"
 
 // pausesHandler serves PausesPath; each change is audited before it is
 // answered.
@@ -39,23 +46,47 @@ type pausesHandler struct {
 	trail  *audit.Trail
 	known  func(string) bool
 	log    *slog.Logger
+	// apiToken opens the API; approver, when approvers are configured,
+	// names the approver whose own token a request carries ("" for none).
+	apiToken string
+	approver func(token string) string
+}
+
+// identify names the caller: an approver by their own token, "api" for
+// the shared API token, "" for anyone else.
+func (h *pausesHandler) identify(r *http.Request) string {
+	if h.approver != nil {
+		if name := h.approver(httpauth.BearerToken(r)); name != "" {
+			return name
+		}
+	}
+	if httpauth.Valid([]byte(h.apiToken), r) {
+		return apiIdentity
+	}
+	return ""
 }
 
 func (h *pausesHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	id := strings.TrimPrefix(strings.TrimPrefix(r.URL.Path, PausesPath), "/")
+	who := h.identify(r)
+	if who == "" {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="healer"`)
+		http.Error(w, "missing or invalid bearer token: the API token, or an approver's own token", http.StatusUnauthorized)
+		return
+	}
 	switch {
 	case r.Method == http.MethodGet && id == "":
 		writeJSON(w, http.StatusOK, h.pauses.List())
 	case r.Method == http.MethodPost && id == "":
-		h.set(w, r)
+		h.set(w, r, who)
 	case r.Method == http.MethodDelete && id != "":
-		h.clear(w, r, id)
+		h.clear(w, r, id, who)
 	default:
 		http.Error(w, "GET or POST "+PausesPath+", DELETE "+PausesPath+"/<id>", http.StatusMethodNotAllowed)
 	}
 }
 
-func (h *pausesHandler) set(w http.ResponseWriter, r *http.Request) {
+func (h *pausesHandler) set(w http.ResponseWriter, r *http.Request, who string) {
 	var req PauseRequest
 	dec := json.NewDecoder(io.LimitReader(r.Body, 64<<10))
 	dec.DisallowUnknownFields()
@@ -63,7 +94,7 @@ func (h *pausesHandler) set(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "pause: "+err.Error(), http.StatusBadRequest)
 		return
 	}
-	p := guard.Pause{Remediator: req.Remediator, Target: req.Target, From: req.From, Until: req.Until, Reason: req.Reason, By: req.By}
+	p := guard.Pause{Remediator: req.Remediator, Target: req.Target, From: req.From, Until: req.Until, Reason: req.Reason, By: who}
 	if req.For != "" {
 		d, err := time.ParseDuration(req.For)
 		if err != nil || d <= 0 {
@@ -88,20 +119,23 @@ func (h *pausesHandler) set(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "pause: "+err.Error(), http.StatusBadRequest)
 		return
 	}
-	if err := h.SetPause(r.Context(), &p, "api:"+p.By); err != nil {
+	if err := h.setPause(r.Context(), &p, actorOf(who), req.By); err != nil {
 		http.Error(w, "pause: could not store it: "+err.Error(), http.StatusServiceUnavailable)
 		return
 	}
 	writeJSON(w, http.StatusCreated, p)
 }
 
-func (h *pausesHandler) clear(w http.ResponseWriter, r *http.Request, id string) {
-	by := r.URL.Query().Get("by")
-	if by == "" {
-		http.Error(w, "pause: clear needs ?by=<who>", http.StatusBadRequest)
-		return
+func (h *pausesHandler) clear(w http.ResponseWriter, r *http.Request, id, who string) {
+	if who == apiIdentity && h.approver != nil {
+		for _, p := range h.pauses.List() {
+			if p.ID == id && p.KillSwitch() {
+				http.Error(w, "pause: clearing the kill switch needs an approver's own token (approvals.approvers[].tokenFile); the shared API token names nobody", http.StatusForbidden)
+				return
+			}
+		}
 	}
-	p, err := h.ClearPause(r.Context(), id, "api:"+by)
+	p, err := h.ClearPause(r.Context(), id, actorOf(who))
 	switch {
 	case errors.Is(err, guard.ErrNoPause):
 		http.Error(w, err.Error(), http.StatusNotFound)
@@ -113,15 +147,30 @@ func (h *pausesHandler) clear(w http.ResponseWriter, r *http.Request, id string)
 	writeJSON(w, http.StatusOK, p)
 }
 
+// actorOf is the audit actor of an API caller: "api" for the shared
+// token, api:<approver> for an approver's own.
+func actorOf(who string) string {
+	if who == apiIdentity {
+		return apiIdentity
+	}
+	return "api:" + who
+}
+
 // SetPause stores p and audits it as set by actor.
 func (h *pausesHandler) SetPause(ctx context.Context, p *guard.Pause, actor string) error {
+	return h.setPause(ctx, p, actor, "")
+}
+
+// setPause stores p and audits it as set by actor; claimed is who the
+// caller said they were, if anything.
+func (h *pausesHandler) setPause(ctx context.Context, p *guard.Pause, actor, claimed string) error {
 	if err := h.pauses.Set(ctx, p); err != nil {
 		h.log.ErrorContext(ctx, "store pause", "err", err)
 		return err
 	}
 	if _, err := h.trail.Append(ctx, audit.Record{
 		Kind: audit.KindPauseSet, Actor: actor, Target: p.Target, Remediator: p.Remediator,
-		Details: audit.Details("pause", p.ID, "scope", p.Scope(), "from", p.From, "until", p.Until, "reason", p.Reason, "by", p.By),
+		Details: audit.Details("pause", p.ID, "scope", p.Scope(), "from", p.From, "until", p.Until, "reason", p.Reason, "by", p.By, "claimed_by", claimed),
 	}); err != nil {
 		h.log.ErrorContext(ctx, "audit pause", "pause", p.ID, "err", err)
 	}

@@ -202,7 +202,7 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (_ *Server, err er
 		return nil, err
 	}
 	pauses := guard.NewPauses(pauseKV, log)
-	ph := &pausesHandler{pauses: pauses, trail: s.trail, log: log, known: func(n string) bool {
+	ph := &pausesHandler{pauses: pauses, trail: s.trail, log: log, apiToken: s.APIToken, known: func(n string) bool {
 		return slices.ContainsFunc(remediators.Table(), func(e remediators.Entry) bool { return e.Name == n })
 	}}
 	broker, slackApp, err := s.setupApprovals(ctx, ph)
@@ -212,6 +212,7 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (_ *Server, err er
 	var approver engine.Approver
 	var notifier engine.Notifier
 	if broker != nil {
+		ph.approver = broker.TokenOwner
 		approver = broker
 	}
 	if slackApp != nil {
@@ -246,8 +247,8 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (_ *Server, err er
 	mux := http.NewServeMux()
 	mux.Handle("POST "+alertmanager.Path, httpauth.Bearer(s.WebhookToken, det))
 	mux.Handle("/api/v1/audit", audit.NewHandler(s.trail, s.APIToken, log))
-	mux.Handle(PausesPath, httpauth.Bearer(s.APIToken, ph))
-	mux.Handle(PausesPath+"/", httpauth.Bearer(s.APIToken, ph))
+	mux.Handle(PausesPath, ph)
+	mux.Handle(PausesPath+"/", ph)
 	if broker != nil {
 		ah := &approvalsHandler{broker: broker, apiToken: s.APIToken, log: log}
 		mux.Handle(ApprovalsPath, ah)

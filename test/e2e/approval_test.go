@@ -78,7 +78,7 @@ func startApprovalHealerBudget(t *testing.T, withSlack bool, budget int, nodes .
 }
 
 // approverToken is the personal token of an approver in these tests.
-func approverToken(name string) string { return "e2e-approver-token-of-" + name }
+func approverToken(name string) string { return "e2e-approver-token-of-" + name + "-0123456789abcdef" }
 
 func approverTokenFile(t *testing.T, name string) string {
 	t.Helper()

@@ -74,8 +74,8 @@ func TestCredentialsFromFiles(t *testing.T) {
 			bad := cfg
 			mutate(&bad)
 			bad.DataDir, bad.Listen = t.TempDir(), "127.0.0.1:0"
-			bad.WebhookTokenFile = writeFile(t, "wh", "wh-token-value")
-			bad.APITokenFile = writeFile(t, "api", "api-token-value")
+			bad.WebhookTokenFile = writeFile(t, "wh", "wh-token-value-0123456789abcdef0123456789")
+			bad.APITokenFile = writeFile(t, "api", "api-token-value-0123456789abcdef0123456789")
 			ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
 			defer cancel()
 			srv, err := serve.Start(ctx, bad, slog.New(slog.DiscardHandler))

@@ -49,10 +49,10 @@ func startHealerTB(t testing.TB, cfg serve.Config) *env {
 		cfg.NATSListen = "127.0.0.1:-1"
 	}
 	if cfg.WebhookTokenFile == "" {
-		cfg.WebhookTokenFile = writeFile(t, "webhook-token", "wh-"+t.Name())
+		cfg.WebhookTokenFile = writeFile(t, "webhook-token", "wh-"+t.Name()+"-0123456789abcdef0123456789abcdef")
 	}
 	if cfg.APITokenFile == "" {
-		cfg.APITokenFile = writeFile(t, "api-token", "api-"+t.Name())
+		cfg.APITokenFile = writeFile(t, "api-token", "api-"+t.Name()+"-0123456789abcdef0123456789abcdef")
 	}
 	ctx, cancel := context.WithCancel(t.Context())
 	level := slog.LevelDebug
