@@ -23,9 +23,17 @@ import (
 	"github.com/selfheal/healer/internal/httpauth"
 )
 
-// cookieName carries the API token for the web page, so a browser can
-// stay signed in without sending an Authorization header.
-const cookieName = "healer_api_token"
+// cookieName carries the id of a sign-in session of the web page, so a
+// browser can stay signed in without sending an Authorization header. The
+// cookie is never the token itself.
+const cookieName = "healer_session"
+
+// sessionTTL is how long a sign-in lasts; maxSessions bounds how many are
+// kept (the oldest goes first).
+const (
+	sessionTTL  = 12 * time.Hour
+	maxSessions = 10000
+)
 
 //go:embed web
 var webFiles embed.FS
@@ -63,7 +71,7 @@ type PageOptions struct {
 // as a bearer token, or entered once in the sign-in form (POST /login),
 // which keeps it in an HttpOnly, SameSite=Strict cookie.
 func NewPage(t *Trail, apiToken string, log *slog.Logger, opts PageOptions) http.Handler {
-	p := &page{trail: t, token: []byte(apiToken), log: log, opts: opts, tmpl: template.Must(
+	p := &page{trail: t, token: []byte(apiToken), log: log, opts: opts, sessions: newSessions(time.Now), tmpl: template.Must(
 		template.New("page").Funcs(template.FuncMap{
 			"time":  func(t time.Time) string { return t.UTC().Format("2006-01-02 15:04:05.000Z") },
 			"short": func(s string) string { return s[:min(len(s), 12)] },
@@ -87,11 +95,12 @@ func NewPage(t *Trail, apiToken string, log *slog.Logger, opts PageOptions) http
 }
 
 type page struct {
-	trail *Trail
-	token []byte
-	log   *slog.Logger
-	opts  PageOptions
-	tmpl  *template.Template
+	trail    *Trail
+	token    []byte
+	log      *slog.Logger
+	opts     PageOptions
+	tmpl     *template.Template
+	sessions *sessions
 }
 
 func securityHeaders(next http.Handler) http.Handler {
@@ -110,7 +119,7 @@ func (p *page) authorized(r *http.Request) bool {
 		return true
 	}
 	c, err := r.Cookie(cookieName)
-	return err == nil && len(p.token) > 0 && subtle.ConstantTimeCompare([]byte(c.Value), p.token) == 1
+	return err == nil && len(p.token) > 0 && p.sessions.valid(c.Value)
 }
 
 // auth serves the sign-in form to a request without the token.
@@ -147,20 +156,23 @@ func (p *page) csrf() string {
 func (p *page) login(w http.ResponseWriter, r *http.Request) {
 	r.Body = http.MaxBytesReader(w, r.Body, 4096)
 	tok := r.PostFormValue("token")
-	next := r.PostFormValue("next")
-	if u, err := url.Parse(next); err != nil || next == "" || u.Host != "" || u.Scheme != "" || !strings.HasPrefix(next, "/") || strings.HasPrefix(next, "//") {
-		next = "/"
-	}
+	next := localPath(r.PostFormValue("next"))
 	if len(p.token) == 0 || subtle.ConstantTimeCompare([]byte(tok), p.token) != 1 {
 		w.Header().Set("Content-Type", "text/html; charset=utf-8")
 		w.WriteHeader(http.StatusUnauthorized)
 		p.render(w, r, "login", map[string]any{"Error": "That token is not the API token.", "Next": next})
 		return
 	}
+	id, err := p.sessions.start()
+	if err != nil {
+		p.log.ErrorContext(r.Context(), "audit page: start a session", "err", err)
+		http.Error(w, "sign-in unavailable", http.StatusInternalServerError)
+		return
+	}
 	//nolint:gosec // Secure follows the connection: the dev default is plain HTTP on loopback
 	http.SetCookie(w, &http.Cookie{
-		Name: cookieName, Value: tok, Path: "/", HttpOnly: true,
-		SameSite: http.SameSiteStrictMode, Secure: secure(r), MaxAge: int((12 * time.Hour).Seconds()),
+		Name: cookieName, Value: id, Path: "/", HttpOnly: true,
+		SameSite: http.SameSiteStrictMode, Secure: secure(r), MaxAge: int(sessionTTL.Seconds()),
 	})
 	http.Redirect(w, r, next, http.StatusSeeOther)
 }
@@ -185,6 +197,9 @@ func secure(r *http.Request) bool {
 }
 
 func (p *page) logout(w http.ResponseWriter, r *http.Request) {
+	if c, err := r.Cookie(cookieName); err == nil {
+		p.sessions.end(c.Value)
+	}
 	http.SetCookie(w, &http.Cookie{Name: cookieName, Value: "", Path: "/", HttpOnly: true, SameSite: http.SameSiteStrictMode, Secure: secure(r), MaxAge: -1}) //nolint:gosec // Secure follows the connection, as at sign-in
 	http.Redirect(w, r, "/", http.StatusSeeOther)
 }

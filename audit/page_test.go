@@ -109,4 +109,45 @@ func TestPageNeedsTheTokenAndGuardsItsForms(t *testing.T) {
 	if !strings.Contains(c, "HttpOnly") || !strings.Contains(c, "SameSite=Strict") {
 		t.Errorf("cookie %q", c)
 	}
+	for _, next := range []string{"/\\evil.example", "/\\/evil.example/", "https://evil.example/", "/\t/evil.example", "javascript:alert(1)"} {
+		if resp := post("/login", url.Values{"token": {testToken}, "next": {next}}, ""); resp.Header.Get("Location") != "/" {
+			t.Errorf("sign-in with next=%q redirects to %q, want /", next, resp.Header.Get("Location"))
+		}
+	}
+	if resp := post("/login", url.Values{"token": {testToken}, "next": {"/records/7?x=1"}}, ""); resp.Header.Get("Location") != "/records/7?x=1" {
+		t.Errorf("sign-in with a page of this site redirects to %q", resp.Header.Get("Location"))
+	}
+
+	// The cookie is a session id, not the token; the token itself in the
+	// cookie does not sign in; signing out ends the session.
+	var session *http.Cookie
+	for _, ck := range resp.Cookies() {
+		session = ck
+	}
+	if session == nil || strings.Contains(session.Value, testToken) || session.Value == "" {
+		t.Fatalf("sign-in cookie %+v", session)
+	}
+	withCookie := func(method, path string, ck *http.Cookie) int {
+		t.Helper()
+		req, _ := http.NewRequestWithContext(t.Context(), method, srv.URL+path, nil)
+		req.AddCookie(ck)
+		resp, err := noRedirect.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = resp.Body.Close()
+		return resp.StatusCode
+	}
+	if code := withCookie(http.MethodGet, "/", session); code != http.StatusOK {
+		t.Errorf("page with the session cookie: %d", code)
+	}
+	if code := withCookie(http.MethodGet, "/", &http.Cookie{Name: session.Name, Value: testToken}); code != http.StatusUnauthorized {
+		t.Errorf("page with the API token as the cookie: %d, want 401", code)
+	}
+	if code := withCookie(http.MethodPost, "/logout", session); code != http.StatusSeeOther {
+		t.Errorf("sign out: %d", code)
+	}
+	if code := withCookie(http.MethodGet, "/", session); code != http.StatusUnauthorized {
+		t.Errorf("page after signing out: %d, want 401", code)
+	}
 }
