@@ -413,13 +413,47 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (_ *Server, err er
 		log.Info("shutting down: no new webhooks; finishing events in hand")
 		shutdownCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.ShutdownTimeout)
 		defer cancel()
-		_ = s.http.Shutdown(shutdownCtx)
-		stopEngine()
-		wg.Wait()
-		s.close()
+		err = boundedShutdown(shutdownCtx, []shutdownStep{
+			{"http server", func() { _ = s.http.Shutdown(shutdownCtx) }},
+			{"engine", func() { stopEngine(); wg.Wait() }},
+			{"connections and embedded servers", s.close},
+		})
+		if err != nil {
+			log.Error("shutdown cut short: exiting with work unfinished; JetStream redelivers what was not acknowledged", "err", err, "shutdown_timeout", cfg.ShutdownTimeout)
+			if s.runErr == nil {
+				s.runErr = err
+			}
+			return
+		}
 		log.Info("shutdown complete")
 	}()
 	return s, nil
+}
+
+// shutdownStep is one part of a clean shutdown, in order.
+type shutdownStep struct {
+	what string
+	run  func()
+}
+
+// boundedShutdown runs the steps in order until ctx ends. A step still
+// running then is left behind (the process is about to exit) and named in
+// the error, so a stuck engine, NATS or audit stream never holds the
+// process past its shutdown timeout.
+func boundedShutdown(ctx context.Context, steps []shutdownStep) error {
+	for _, st := range steps {
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			st.run()
+		}()
+		select {
+		case <-done:
+		case <-ctx.Done():
+			return fmt.Errorf("shutdown: %s still stopping after the shutdown timeout: %w", st.what, context.Cause(ctx))
+		}
+	}
+	return nil
 }
 
 // setupApprovals returns the approval broker when anyone may approve, and
