@@ -328,7 +328,7 @@ func TestConfigValidate(t *testing.T) {
 	}{
 		{"systemd ok", restart.Component{Name: "kubelet", Kind: "systemd", Unit: "kubelet.service", Health: ok}, ""},
 		{"bad unit", restart.Component{Name: "kubelet", Kind: "systemd", Unit: "kubelet; rm -rf /", Health: ok}, "not a systemd unit"},
-		{"bad name", restart.Component{Name: "Kube let", Kind: "systemd", Unit: "kubelet.service", Health: ok}, "name must be"},
+		{"bad name", restart.Component{Name: "Kube let", Kind: "systemd", Unit: "kubelet.service", Health: ok}, `name "Kube let": want 1 to 63 lower-case`},
 		{"unknown kind", restart.Component{Name: "x", Kind: "shell", Health: ok}, "kind"},
 		{"process without command", restart.Component{Name: "x", Kind: "process", Health: ok}, "command is required"},
 		{"static pod hold in manifests", restart.Component{Name: "x", Kind: "staticpod", Manifest: "/etc/kubernetes/manifests/x.yaml", HoldDir: "/etc/kubernetes/manifests", Health: ok}, "holdDir"},
