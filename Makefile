@@ -67,6 +67,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzAppendJSON -fuzztime $(FUZZTIME) ./bus/
 	$(GO) test -run '^$$' -fuzz FuzzInteractionPayload -fuzztime $(FUZZTIME) ./chatops/
 	$(GO) test -run '^$$' -fuzz FuzzSlashScope -fuzztime $(FUZZTIME) ./chatops/
+	$(GO) test -run '^$$' -fuzz FuzzAgentVerbParams -fuzztime $(FUZZTIME) -parallel 1 ./internal/agent/
 
 ## manifests: deploy/'s RBAC template from the remediator registry, and deploy/manifests/healer.yaml from the Helm chart.
 manifests:

@@ -5,8 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"log/slog"
-	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -116,57 +114,4 @@ func (c *AgentClient) CallProgress(ctx context.Context, req action.NodeRequest, 
 		}
 		return rep.Outcome(req.Node)
 	}
-}
-
-// ErrForgedEvent is returned to an agent that sends an event about a node
-// other than its own.
-var ErrForgedEvent = errors.New("event names another node")
-
-// RelayAgentEvents takes the events agents send on
-// healer.agent.<node>.events and stores them in HEALER_EVENTS through pub,
-// answering each agent once its event is stored. An event must be about the
-// agent's own node (subject node/<node>): an agent's credentials only let
-// it publish on its own subject, so this stops one node from raising
-// events about another. Serve replicas share the work in one queue group.
-// The subscription ends when ctx does.
-func RelayAgentEvents(ctx context.Context, nc *nats.Conn, pub *Publisher, log *slog.Logger) error {
-	subj := SubjectAgentPrefix + ".*." + AgentEventsSuffix
-	sub, err := nc.QueueSubscribe(subj, QueueAgentRelay, func(m *nats.Msg) {
-		ack := relayOne(ctx, pub, m)
-		if ack.Error != "" {
-			log.WarnContext(ctx, "agent event refused", "subject", m.Subject, "err", ack.Error)
-		}
-		b, _ := json.Marshal(ack) // a struct of a bool and a string always encodes
-		if m.Reply != "" {
-			_ = m.Respond(b) // the agent retries when the ack is lost
-		}
-	})
-	if err != nil {
-		return fmt.Errorf("subscribe %s: %w", subj, err)
-	}
-	go func() {
-		<-ctx.Done()
-		_ = sub.Unsubscribe()
-	}()
-	return nil
-}
-
-func relayOne(ctx context.Context, pub *Publisher, m *nats.Msg) AgentEventAck {
-	parts := strings.Split(m.Subject, ".")
-	if len(parts) != 4 {
-		return AgentEventAck{Error: "bad subject " + m.Subject}
-	}
-	node := NodeFromToken(parts[2])
-	ev, err := DecodeEvent(m.Data)
-	if err != nil {
-		return AgentEventAck{Error: err.Error()}
-	}
-	if want := "node/" + node; ev.Subject != want {
-		return AgentEventAck{Error: fmt.Sprintf("%v: agent of node %s sent event %s about %q", ErrForgedEvent, node, ev.ID, ev.Subject)}
-	}
-	res, err := pub.Publish(ctx, ev)
-	if err != nil {
-		return AgentEventAck{Error: err.Error()}
-	}
-	return AgentEventAck{Duplicate: res.Duplicates > 0}
 }

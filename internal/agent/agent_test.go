@@ -15,7 +15,6 @@ import (
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/selfheal/healer/bus"
 	"github.com/selfheal/healer/internal/agent"
@@ -216,52 +215,6 @@ func TestAgentConfinedToItsNode(t *testing.T) {
 		if !strings.Contains(strings.ToLower(v), "permissions violation") {
 			t.Errorf("unexpected error %q", v)
 		}
-	}
-}
-
-func TestAgentEventsRelayedOnlyForOwnNode(t *testing.T) {
-	ctx, cancel := context.WithCancel(t.Context())
-	defer cancel()
-	env := startNATS(t, []string{"node-a"}, false)
-	js, err := jetstream.New(env.service)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var sc bus.StreamsConfig
-	sc.ApplyDefaults()
-	streams, err := bus.EnsureStreams(ctx, js, sc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := bus.RelayAgentEvents(ctx, env.service, bus.NewPublisher(js, 5*time.Second), slog.New(slog.DiscardHandler)); err != nil {
-		t.Fatal(err)
-	}
-	a := env.startAgent(ctx, "node-a", testenv.FreeAddr(t))
-	pub, err := agent.NewPublisher(a.Conn(), "node-a")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ev := func(id, subject string) *bus.Event {
-		return &bus.Event{SpecVersion: bus.SpecVersion, ID: id, Source: "runtimepanic", Type: "RuntimePanic",
-			Subject: subject, Time: time.Now().UTC(), Status: bus.StatusFiring, Key: id}
-	}
-	res, err := pub.Publish(ctx, ev("e1", "node/node-a"))
-	if err != nil || res.Stored != 1 {
-		t.Fatalf("own event: %+v %v", res, err)
-	}
-	res, err = pub.Publish(ctx, ev("e1", "node/node-a"))
-	if err != nil || res.Duplicates != 1 {
-		t.Fatalf("same event again: %+v %v, want a duplicate", res, err)
-	}
-	if _, err := pub.Publish(ctx, ev("e2", "node/node-b")); err == nil || !strings.Contains(err.Error(), bus.ErrForgedEvent.Error()) {
-		t.Fatalf("event about another node: %v, want refused", err)
-	}
-	info, err := streams.Events.Info(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if info.State.Msgs != 1 {
-		t.Fatalf("HEALER_EVENTS holds %d events, want 1", info.State.Msgs)
 	}
 }
 

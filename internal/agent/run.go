@@ -14,6 +14,7 @@ import (
 	"github.com/vishvananda/netns"
 	"go.opentelemetry.io/otel/attribute"
 
+	"github.com/selfheal/healer/bus"
 	"github.com/selfheal/healer/detectors/certexpiry"
 	"github.com/selfheal/healer/detectors/logpipeline"
 	"github.com/selfheal/healer/detectors/runtimepanic"
@@ -170,29 +171,15 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger, deps Deps) (*Agent
 		}
 		names = append(names, "vip keeper")
 	}
-	if cfg.CertExpiry != nil {
-		d, err := certexpiry.New(*cfg.CertExpiry, pub, base)
+	for _, nd := range nodeDetectors() {
+		run, err := nd.build(cfg, pub, base, deps)
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("detector %s: %w", nd.source, err)
 		}
-		detectors = append(detectors, d.Run)
-		names = append(names, certexpiry.EventSource)
-	}
-	if len(cfg.LogPipeline.Shippers) > 0 {
-		d, err := logpipeline.New(cfg.LogPipeline, pub, base.With("node", cfg.Node))
-		if err != nil {
-			return nil, err
+		if run != nil {
+			detectors = append(detectors, run)
+			names = append(names, nd.source)
 		}
-		detectors = append(detectors, d.Run)
-		names = append(names, logpipeline.EventSource)
-	}
-	if !cfg.RuntimePanic.Disabled {
-		d, err := runtimepanic.New(cfg.RuntimePanic.Config, pub, base, deps.RuntimePanic...)
-		if err != nil {
-			return nil, err
-		}
-		detectors = append(detectors, d.Run)
-		names = append(names, runtimepanic.EventSource)
 	}
 
 	serveErr := make(chan error, 1)
@@ -233,6 +220,61 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger, deps Deps) (*Agent
 		log.Info("agent stopped")
 	}()
 	return a, nil
+}
+
+// nodeDetector is one of the detectors an agent runs on its node.
+type nodeDetector struct {
+	// source is the source of the detector's events.
+	source string
+	// build returns the detector's Run, or nil when cfg leaves it off.
+	build func(cfg Config, pub bus.EventPublisher, log *slog.Logger, deps Deps) (func(context.Context) error, error)
+}
+
+// nodeDetectors is the one list of node-local detectors: the agent starts
+// them from it, and serve relays an agent's events only from their
+// sources (EventSources).
+func nodeDetectors() []nodeDetector {
+	return []nodeDetector{
+		{certexpiry.EventSource, func(cfg Config, pub bus.EventPublisher, log *slog.Logger, _ Deps) (func(context.Context) error, error) {
+			if cfg.CertExpiry == nil {
+				return nil, nil
+			}
+			d, err := certexpiry.New(*cfg.CertExpiry, pub, log)
+			return runOf(d, err)
+		}},
+		{logpipeline.EventSource, func(cfg Config, pub bus.EventPublisher, log *slog.Logger, _ Deps) (func(context.Context) error, error) {
+			if len(cfg.LogPipeline.Shippers) == 0 {
+				return nil, nil
+			}
+			d, err := logpipeline.New(cfg.LogPipeline, pub, log.With("node", cfg.Node))
+			return runOf(d, err)
+		}},
+		{runtimepanic.EventSource, func(cfg Config, pub bus.EventPublisher, log *slog.Logger, deps Deps) (func(context.Context) error, error) {
+			if cfg.RuntimePanic.Disabled {
+				return nil, nil
+			}
+			d, err := runtimepanic.New(cfg.RuntimePanic.Config, pub, log, deps.RuntimePanic...)
+			return runOf(d, err)
+		}},
+	}
+}
+
+// runOf is a built detector's Run.
+func runOf[D interface{ Run(context.Context) error }](d D, err error) (func(context.Context) error, error) {
+	if err != nil {
+		return nil, err
+	}
+	return d.Run, nil
+}
+
+// EventSources are the sources of the node-local detectors' events: the
+// only sources serve accepts from an agent (bus.RelayConfig).
+func EventSources() []string {
+	out := []string{}
+	for _, d := range nodeDetectors() {
+		out = append(out, d.source)
+	}
+	return out
 }
 
 // Wait blocks until the agent has stopped.

@@ -44,6 +44,7 @@ import (
 	"github.com/selfheal/healer/engine"
 	"github.com/selfheal/healer/engine/approval"
 	"github.com/selfheal/healer/engine/guard"
+	"github.com/selfheal/healer/internal/agent"
 	"github.com/selfheal/healer/internal/httpauth"
 	"github.com/selfheal/healer/internal/telemetry"
 	"github.com/selfheal/healer/policies"
@@ -319,8 +320,9 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (_ *Server, err er
 	}
 
 	// Node agents send their events through serve, which checks each is
-	// about the agent's own node before storing it.
-	if err := bus.RelayAgentEvents(engineCtx, s.nc, bus.NewPublisher(s.js, 5*time.Second), log); err != nil {
+	// about the agent's own node, from a node-local detector, before storing it.
+	relay := bus.RelayConfig{Sources: agent.EventSources(), Meter: mp.Meter("github.com/selfheal/healer/bus")}
+	if err := bus.RelayAgentEvents(engineCtx, s.nc, bus.NewPublisher(s.js, 5*time.Second), relay, log); err != nil {
 		stopEngine()
 		return nil, err
 	}

@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"github.com/selfheal/healer/remediators/action"
+	"github.com/selfheal/healer/remediators/agentparam"
 	"github.com/selfheal/healer/remediators/certrenew"
 	"github.com/selfheal/healer/remediators/restart"
 )
@@ -383,4 +384,67 @@ func TestRenewByFile(t *testing.T) {
 	if err := certrenew.New(nil, slog.New(slog.DiscardHandler)).Validate(map[string]any{"file": "pki/apiserver.crt"}); !errors.Is(err, action.ErrInvalidParams) {
 		t.Fatalf("a relative file: %v, want ErrInvalidParams", err)
 	}
+}
+
+// TestVerbsRefuseHostileParams: the action id (which names the backup
+// file), cert and file are checked by agentparam before anything is read
+// or written; a refused request leaves the PKI directory as it was.
+func TestVerbsRefuseHostileParams(t *testing.T) {
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	for _, tc := range []struct {
+		name   string
+		verb   string
+		id     string
+		params func(p *pki) map[string]any
+		param  string // the agentparam.Error's
+	}{
+		{"action id climbing out", certrenew.VerbRenew, "../../etc/passwd", byName, "action id"},
+		{"action id with a slash", certrenew.VerbRenew, "act/1", byName, "action id"},
+		{"absolute action id", certrenew.VerbRenew, "/var/lib/x", byName, "action id"},
+		{"action id with a NUL", certrenew.VerbRenew, "act\x001", byName, "action id"},
+		{"action id with a newline", certrenew.VerbRenew, "act-1\nx", byName, "action id"},
+		{"very long action id", certrenew.VerbRenew, string(make([]byte, 300)), byName, "action id"},
+		{"file through ..", certrenew.VerbRenew, "act-1", func(p *pki) map[string]any {
+			return map[string]any{"file": p.dir + "/../" + filepath.Base(p.dir) + "/" + filepath.Base(p.certFile)}
+		}, "file"},
+		{"file with a NUL", certrenew.VerbCheck, "c-1", func(p *pki) map[string]any { return map[string]any{"file": p.certFile + "\x00.bak"} }, "file"},
+		{"relative file", certrenew.VerbCheck, "c-1", func(*pki) map[string]any { return map[string]any{"file": "apiserver.crt"} }, "file"},
+		{"cert climbing out", certrenew.VerbCheck, "c-1", func(*pki) map[string]any { return map[string]any{"cert": "../ca"} }, "cert"},
+		{"cert with a newline", certrenew.VerbRenew, "act-1", func(*pki) map[string]any { return map[string]any{"cert": "apiserver\n"} }, "cert"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := newPKI(t, key, 365*24*time.Hour, 2*24*time.Hour)
+			v, err := certrenew.NewVerbs(certrenew.Config{Certs: []certrenew.Cert{p.cert("")}}, slog.New(slog.DiscardHandler))
+			if err != nil {
+				t.Fatal(err)
+			}
+			before := dirListing(t, p.dir)
+			_, err = verbNamed(t, v.Verbs(), tc.verb).Run(t.Context(), action.NodeRequest{ID: tc.id, Params: tc.params(p)}, nop)
+			var pe *agentparam.Error
+			if !errors.Is(err, action.ErrInvalidParams) || !errors.As(err, &pe) || pe.Param != tc.param {
+				t.Fatalf("Run = %v, want an agentparam refusal of %s", err, tc.param)
+			}
+			if after := dirListing(t, p.dir); !slices.Equal(before, after) {
+				t.Fatalf("the PKI directory changed: %v, was %v", after, before)
+			}
+			if readLeaf(t, p.certFile).SerialNumber.Cmp(p.leaf.SerialNumber) != 0 {
+				t.Fatal("the certificate was replaced")
+			}
+		})
+	}
+}
+
+func byName(*pki) map[string]any { return map[string]any{"cert": "apiserver"} }
+
+func dirListing(t *testing.T, dir string) []string {
+	t.Helper()
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	names := make([]string, 0, len(entries))
+	for _, e := range entries {
+		names = append(names, e.Name())
+	}
+	return names
 }

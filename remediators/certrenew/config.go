@@ -5,8 +5,9 @@ import (
 	"fmt"
 	"net"
 	"path/filepath"
-	"regexp"
 	"time"
+
+	"github.com/selfheal/healer/remediators/agentparam"
 )
 
 // Config is the node half's configuration: the certificates this node's
@@ -83,8 +84,6 @@ func (c *Config) ApplyDefaults() {
 	}
 }
 
-var certName = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,62}$`)
-
 // Validate reports every setting that could not work.
 func (c *Config) Validate() error {
 	var errs []error
@@ -94,8 +93,8 @@ func (c *Config) Validate() error {
 	seen := map[string]bool{}
 	for i, crt := range c.Certs {
 		where := fmt.Sprintf("certrenew: certs[%d] (%s)", i, crt.Name)
-		if !certName.MatchString(crt.Name) {
-			errs = append(errs, fmt.Errorf("%s: name must be lower case letters, digits, '.', '_' or '-'", where))
+		if err := agentparam.Name("name", crt.Name); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", where, err))
 		}
 		if seen[crt.Name] {
 			errs = append(errs, fmt.Errorf("%s: a second certificate with this name", where))
@@ -116,8 +115,10 @@ func (c *Config) Validate() error {
 				errs = append(errs, fmt.Errorf("%s: endpoint %q: %w", where, crt.Endpoint, err))
 			}
 		}
-		if crt.Component != "" && !certName.MatchString(crt.Component) {
-			errs = append(errs, fmt.Errorf("%s: component %q is not a component name", where, crt.Component))
+		if crt.Component != "" {
+			if err := agentparam.Name("component", crt.Component); err != nil {
+				errs = append(errs, fmt.Errorf("%s: %w", where, err))
+			}
 		}
 	}
 	return errors.Join(errs...)

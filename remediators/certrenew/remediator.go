@@ -5,10 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"path/filepath"
 	"time"
 
 	"github.com/selfheal/healer/remediators/action"
+	"github.com/selfheal/healer/remediators/agentparam"
 	"github.com/selfheal/healer/remediators/restart"
 )
 
@@ -46,29 +46,31 @@ func (r *Remediator) Info() action.Info {
 // Validate checks the params: cert (a certificate name the agent knows)
 // or file (the absolute path of a certificate the agent may renew).
 func (r *Remediator) Validate(params map[string]any) error {
+	_, _, err := targetParams(params)
+	return err
+}
+
+// targetParams reads the params naming a certificate, on either side: only
+// cert or file, exactly one of them, cert a name and file an absolute,
+// clean path (agentparam).
+func targetParams(params map[string]any) (name, file string, err error) {
 	var errs []error
-	name, err := action.StringParam(params, "cert", "")
-	if err != nil {
-		errs = append(errs, err)
-	}
-	file, err := action.StringParam(params, "file", "")
-	if err != nil {
-		errs = append(errs, err)
-	}
-	switch {
-	case (name == "") == (file == ""):
-		errs = append(errs, fmt.Errorf("%w: exactly one of cert and file is required", action.ErrInvalidParams))
-	case name != "" && !certName.MatchString(name):
-		errs = append(errs, fmt.Errorf("%w: cert %q: want a certificate name such as apiserver", action.ErrInvalidParams, name))
-	case file != "" && !filepath.IsAbs(file):
-		errs = append(errs, fmt.Errorf("%w: file %q: want an absolute path", action.ErrInvalidParams, file))
-	}
 	for k := range params {
 		if k != "cert" && k != "file" {
-			errs = append(errs, fmt.Errorf("%w: unknown param %q", action.ErrInvalidParams, k))
+			errs = append(errs, fmt.Errorf("%w: unknown param %s", action.ErrInvalidParams, agentparam.Quote(k)))
 		}
 	}
-	return errors.Join(errs...)
+	name, err = agentparam.StringParam(params, "cert", agentparam.Name)
+	errs = append(errs, err)
+	file, err = agentparam.StringParam(params, "file", agentparam.Path)
+	errs = append(errs, err)
+	if err := errors.Join(errs...); err != nil {
+		return "", "", err
+	}
+	if (name == "") == (file == "") {
+		return "", "", fmt.Errorf("%w: exactly one of cert and file is required", action.ErrInvalidParams)
+	}
+	return name, file, nil
 }
 
 // target is the params naming the certificate, as the agent takes them.

@@ -158,7 +158,7 @@ func writeAtomic(path, backup string, data []byte) error {
 		return fmt.Errorf("read %s: %w", path, err)
 	}
 	if _, err := os.Stat(backup); errors.Is(err, fs.ErrNotExist) {
-		if err := os.WriteFile(backup, old, 0o600); err != nil { //nolint:gosec // backup is the configured certificate path plus a sanitized action id
+		if err := os.WriteFile(backup, old, 0o600); err != nil { //nolint:gosec // backup is the configured certificate path plus an action id checked by agentparam.ID
 			return fmt.Errorf("back up %s: %w", path, err)
 		}
 	}

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/selfheal/healer/remediators/action"
+	"github.com/selfheal/healer/remediators/agentparam"
 )
 
 // Verb names on the wire.
@@ -63,31 +64,19 @@ var _ action.NodeVerb = verb{}
 
 // cert finds the configured certificate that params name, by "cert"
 // (its name) or "file" (its certificate file, as the certexpiry detector
-// reports it).
+// reports it). Both are checked by agentparam before they are looked up.
 func (v *Verbs) cert(params map[string]any) (Cert, error) {
-	for k := range params {
-		if k != "cert" && k != "file" {
-			return Cert{}, fmt.Errorf("%w: unknown param %q", action.ErrInvalidParams, k)
-		}
-	}
-	name, err := action.StringParam(params, "cert", "")
+	name, file, err := targetParams(params)
 	if err != nil {
 		return Cert{}, err
-	}
-	file, err := action.StringParam(params, "file", "")
-	if err != nil {
-		return Cert{}, err
-	}
-	if (name == "") == (file == "") {
-		return Cert{}, fmt.Errorf("%w: exactly one of cert and file is required", action.ErrInvalidParams)
 	}
 	if file != "" {
 		for _, c := range v.cfg.Certs {
-			if c.CertFile == filepath.Clean(file) {
+			if filepath.Clean(c.CertFile) == file {
 				return c, nil
 			}
 		}
-		return Cert{}, fmt.Errorf("%w: no renewable certificate is configured with file %q on this node", action.ErrInvalidParams, file)
+		return Cert{}, fmt.Errorf("%w: no renewable certificate is configured with file %s on this node", action.ErrInvalidParams, agentparam.Quote(file))
 	}
 	c, ok := v.certs[name]
 	if !ok {
@@ -96,27 +85,18 @@ func (v *Verbs) cert(params map[string]any) (Cert, error) {
 	return c, nil
 }
 
-// backupPath is where the certificate replaced by action id is kept.
-func backupPath(c Cert, id string) string { return c.CertFile + ".healer-" + sanitize(id) + ".bak" }
-
-func sanitize(id string) string {
-	b := []byte(id)
-	for i, ch := range b {
-		safe := ch >= 'a' && ch <= 'z' || ch >= 'A' && ch <= 'Z' || ch >= '0' && ch <= '9' || ch == '-' || ch == '_'
-		if !safe {
-			b[i] = '_'
-		}
-	}
-	return string(b)
-}
+// backupPath is where the certificate replaced by action id is kept; id
+// has passed agentparam.ID, so the backup stays beside the certificate.
+func backupPath(c Cert, id string) string { return c.CertFile + ".healer-" + id + ".bak" }
 
 func (v *Verbs) renew(ctx context.Context, req action.NodeRequest, progress action.Progress) (action.Result, error) {
 	c, err := v.cert(req.Params)
 	if err != nil {
 		return action.Result{}, err
 	}
-	if req.ID == "" {
-		return action.Result{}, fmt.Errorf("%w: a renewal needs an action id", action.ErrInvalidParams)
+	// The action id names the backup file.
+	if err := agentparam.ID("action id", req.ID); err != nil {
+		return action.Result{}, fmt.Errorf("%s: %w", VerbRenew, err)
 	}
 	v.mu.Lock()
 	defer v.mu.Unlock()

@@ -1,6 +1,7 @@
 package etcdmember
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -76,14 +77,17 @@ func specParams(s *MemberSpec) (map[string]any, error) {
 	return m, json.Unmarshal(b, &m)
 }
 
-// specFromParams decodes verb params into a spec and validates it.
+// specFromParams decodes verb params into a spec, refusing params it does
+// not know, and validates it.
 func specFromParams(params map[string]any) (MemberSpec, error) {
 	b, err := json.Marshal(params)
 	if err != nil {
 		return MemberSpec{}, fmt.Errorf("%w: %w", action.ErrInvalidParams, err)
 	}
 	var s MemberSpec
-	if err := json.Unmarshal(b, &s); err != nil {
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&s); err != nil {
 		return MemberSpec{}, fmt.Errorf("%w: %s: %w", action.ErrInvalidParams, VerbStart, err)
 	}
 	return s, s.Validate()

@@ -9,6 +9,7 @@ import (
 
 	"github.com/selfheal/healer/internal/etcdlocal"
 	"github.com/selfheal/healer/remediators/action"
+	"github.com/selfheal/healer/remediators/agentparam"
 )
 
 // Provisioner starts a replacement member on the host that runs it, with a
@@ -38,7 +39,17 @@ type MemberSpec struct {
 	InitialCluster string `json:"initial_cluster"`
 }
 
-// Validate reports what is missing.
+// maxURLs bounds the URL lists of a spec and maxInitial its initial
+// cluster: far more than any etcd cluster has.
+const (
+	maxURLs    = 8
+	maxInitial = 64
+)
+
+// Validate reports what is missing or malformed. The action id and the
+// member name become parts of file names on the host, and the URLs and the
+// initial cluster parts of the member's command line, so each is checked
+// against agentparam's allow-lists, not merely for being there.
 func (s *MemberSpec) Validate() error {
 	var errs []error
 	if s.ActionID == "" || s.Name == "" || s.InitialCluster == "" {
@@ -47,8 +58,56 @@ func (s *MemberSpec) Validate() error {
 	if len(s.PeerURLs) == 0 || len(s.ClientURLs) == 0 {
 		errs = append(errs, errors.New("peer_urls and client_urls are required"))
 	}
+	if s.ActionID != "" {
+		errs = append(errs, agentparam.ID("action_id", s.ActionID))
+	}
+	if s.Name != "" {
+		errs = append(errs, agentparam.ID("name", s.Name))
+	}
+	if s.ID != "" {
+		errs = append(errs, agentparam.HexID("id", s.ID))
+	}
+	for _, l := range []struct {
+		param string
+		urls  []string
+	}{{"peer_urls", s.PeerURLs}, {"client_urls", s.ClientURLs}} {
+		if len(l.urls) > maxURLs {
+			errs = append(errs, fmt.Errorf("%s: %d URLs, at most %d", l.param, len(l.urls), maxURLs))
+			continue
+		}
+		for i, u := range l.urls {
+			if _, err := agentparam.URL(fmt.Sprintf("%s[%d]", l.param, i), u); err != nil {
+				errs = append(errs, err)
+			}
+		}
+	}
+	if s.InitialCluster != "" {
+		errs = append(errs, validInitialCluster(s.InitialCluster))
+	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("%w: replacement member spec: %w", action.ErrInvalidParams, err)
+	}
+	return nil
+}
+
+// validInitialCluster checks --initial-cluster: name=URL pairs, separated
+// by commas.
+func validInitialCluster(v string) error {
+	pairs := strings.Split(v, ",")
+	if len(pairs) > maxInitial {
+		return fmt.Errorf("initial_cluster: %d members, at most %d", len(pairs), maxInitial)
+	}
+	for i, p := range pairs {
+		name, u, ok := strings.Cut(p, "=")
+		if !ok {
+			return &agentparam.Error{Param: fmt.Sprintf("initial_cluster[%d]", i), Value: p, Reason: "want name=URL"}
+		}
+		if err := agentparam.ID(fmt.Sprintf("initial_cluster[%d] name", i), name); err != nil {
+			return err
+		}
+		if _, err := agentparam.URL(fmt.Sprintf("initial_cluster[%d] URL", i), u); err != nil {
+			return err
+		}
 	}
 	return nil
 }

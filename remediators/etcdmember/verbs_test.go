@@ -231,3 +231,79 @@ func closedAddr(t *testing.T) string {
 	_ = ln.Close()
 	return addr
 }
+
+// TestStartRefusesHostileParams: every parameter of etcd.member.start
+// that reaches a file name or the member's command line is checked, and a
+// refused request touches nothing.
+func TestStartRefusesHostileParams(t *testing.T) {
+	long := strings.Repeat("a", 200)
+	for _, tc := range []struct {
+		name  string
+		param string // named in the error
+		set   func(p map[string]any)
+	}{
+		{"action id climbing out", "action_id", func(p map[string]any) { p["action_id"] = "../../etc/passwd" }},
+		{"action id climbing out after a name", "action_id", func(p map[string]any) { p["action_id"] = "x/../../../outside" }},
+		{"absolute action id", "action_id", func(p map[string]any) { p["action_id"] = "/etc/passwd" }},
+		{"action id with a NUL", "action_id", func(p map[string]any) { p["action_id"] = "act\x00m" }},
+		{"action id with a newline", "action_id", func(p map[string]any) { p["action_id"] = "act-m\n--data-dir=/" }},
+		{"very long action id", "action_id", func(p map[string]any) { p["action_id"] = long }},
+		{"member name climbing out", "name", func(p map[string]any) { p["name"] = "../master-1" }},
+		{"member id not hex", "id", func(p map[string]any) { p["id"] = "abc; rm" }},
+		{"peer URL with a path", "peer_urls[0]", func(p map[string]any) { p["peer_urls"] = []any{"https://10.0.0.11:2380/../x"} }},
+		{"client URL of a file", "client_urls[0]", func(p map[string]any) { p["client_urls"] = []any{"file:///etc/passwd"} }},
+		{"too many client URLs", "client_urls", func(p map[string]any) {
+			urls := make([]any, maxURLs+1)
+			for i := range urls {
+				urls[i] = "http://127.0.0.1:2379"
+			}
+			p["client_urls"] = urls
+		}},
+		{"initial cluster with a flag", "initial_cluster[1]", func(p map[string]any) {
+			p["initial_cluster"] = "master-0=https://10.0.0.10:2380,master-1=https://10.0.0.11:2380 --data-dir=/"
+		}},
+		{"initial cluster without =", "initial_cluster[0]", func(p map[string]any) { p["initial_cluster"] = "master-1" }},
+		{"unknown param", "unknown field", func(p map[string]any) { p["data_dir"] = "/" }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			manifest, dataDir := manifestDir(t)
+			before, _ := os.ReadFile(manifest)
+			verbs := NewVerbs(VerbsConfig{Manifest: manifest, StopTimeout: 100 * time.Millisecond}, testLogger(t))
+			spec := testSpec("http://" + closedAddr(t))
+			params, err := specParams(&spec)
+			if err != nil {
+				t.Fatal(err)
+			}
+			tc.set(params)
+			_, err = verbs.Verbs()[0].Run(t.Context(), action.NodeRequest{ID: "r", Verb: VerbStart, Params: params}, (&recorder{}).progress)
+			if !errors.Is(err, action.ErrInvalidParams) || !strings.Contains(err.Error(), tc.param) {
+				t.Fatalf("Run = %v, want ErrInvalidParams naming %s", err, tc.param)
+			}
+			if after, err := os.ReadFile(manifest); err != nil || string(after) != string(before) {
+				t.Fatalf("the manifest changed: %v", err)
+			}
+			if _, err := os.Stat(filepath.Join(filepath.Dir(manifest), ".healer-held")); err == nil {
+				t.Fatal("the manifest was held")
+			}
+			entries, _ := os.ReadDir(dataDir)
+			if len(entries) != 1 || entries[0].Name() != "member" {
+				t.Fatalf("the data dir changed: %v", entries)
+			}
+		})
+	}
+	t.Run("local provisioner", func(t *testing.T) {
+		dir := t.TempDir()
+		l, err := NewLocal(LocalConfig{Command: []string{"false"}, Members: map[string]LocalMember{"master-1": {DataDir: filepath.Join(dir, "data")}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		spec := testSpec("http://" + closedAddr(t))
+		spec.ActionID = "../../outside"
+		if err := l.Start(t.Context(), spec, (&recorder{}).progress); !errors.Is(err, action.ErrInvalidParams) {
+			t.Fatalf("Start = %v, want ErrInvalidParams", err)
+		}
+		if entries, _ := os.ReadDir(dir); len(entries) != 0 {
+			t.Fatalf("something was written: %v", entries)
+		}
+	})
+}

@@ -4,8 +4,9 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
-	"regexp"
 	"time"
+
+	"github.com/selfheal/healer/remediators/agentparam"
 )
 
 // Kinds of component.
@@ -135,12 +136,6 @@ func (c *Config) ApplyDefaults() {
 	}
 }
 
-// componentName is the form of a component name, in config and in params.
-var componentName = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,62}$`)
-
-// unitName is the form of a systemd unit name.
-var unitName = regexp.MustCompile(`^[A-Za-z0-9:_.@-]+\.(service|socket|target|timer)$`)
-
 // Validate reports every setting that could not work.
 func (c *Config) Validate() error {
 	var errs []error
@@ -153,8 +148,8 @@ func (c *Config) Validate() error {
 	seen := map[string]bool{}
 	for i, p := range c.Components {
 		where := fmt.Sprintf("restart: components[%d] (%s)", i, p.Name)
-		if !componentName.MatchString(p.Name) {
-			errs = append(errs, fmt.Errorf("%s: name must be lower case letters, digits, '.', '_' or '-'", where))
+		if err := agentparam.Name("name", p.Name); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", where, err))
 		}
 		if seen[p.Name] {
 			errs = append(errs, fmt.Errorf("%s: a second component with this name", where))
@@ -162,8 +157,8 @@ func (c *Config) Validate() error {
 		seen[p.Name] = true
 		switch p.Kind {
 		case KindSystemd:
-			if !unitName.MatchString(p.Unit) {
-				errs = append(errs, fmt.Errorf("%s: unit %q is not a systemd unit name", where, p.Unit))
+			if err := agentparam.Unit("unit", p.Unit); err != nil {
+				errs = append(errs, fmt.Errorf("%s: %w", where, err))
 			}
 		case KindStaticPod:
 			if !filepath.IsAbs(p.Manifest) || !filepath.IsAbs(p.HoldDir) {

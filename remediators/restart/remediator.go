@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/selfheal/healer/remediators/action"
+	"github.com/selfheal/healer/remediators/agentparam"
 )
 
 // Name is the remediator's policy name.
@@ -50,12 +51,12 @@ func (r *Remediator) Info() action.Info {
 // (bool), timeout (how long the agent may take, 1s to 30m).
 func (r *Remediator) Validate(params map[string]any) error {
 	var errs []error
-	name, err := action.StringParam(params, "component", "")
+	name, err := agentparam.StringParam(params, "component", agentparam.Name)
 	switch {
 	case err != nil:
 		errs = append(errs, err)
-	case !componentName.MatchString(name):
-		errs = append(errs, fmt.Errorf("%w: component %q: want a component name such as kubelet", action.ErrInvalidParams, name))
+	case name == "":
+		errs = append(errs, fmt.Errorf("%w: component is required (a component name such as kubelet)", action.ErrInvalidParams))
 	}
 	if _, err := action.BoolParam(params, "only_if_unhealthy"); err != nil {
 		errs = append(errs, err)
@@ -69,7 +70,7 @@ func (r *Remediator) Validate(params map[string]any) error {
 		switch k {
 		case "component", "only_if_unhealthy", "timeout":
 		default:
-			errs = append(errs, fmt.Errorf("%w: unknown param %q", action.ErrInvalidParams, k))
+			errs = append(errs, fmt.Errorf("%w: unknown param %s", action.ErrInvalidParams, agentparam.Quote(k)))
 		}
 	}
 	return errors.Join(errs...)

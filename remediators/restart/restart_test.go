@@ -15,6 +15,7 @@ import (
 
 	"github.com/selfheal/healer/internal/testenv"
 	"github.com/selfheal/healer/remediators/action"
+	"github.com/selfheal/healer/remediators/agentparam"
 	"github.com/selfheal/healer/remediators/restart"
 )
 
@@ -147,6 +148,46 @@ func TestRestartRefusesBadParams(t *testing.T) {
 				t.Fatalf("got %v, want ErrInvalidParams", err)
 			}
 		})
+	}
+}
+
+// TestRestartRefusesHostileParams: the component name is checked by
+// agentparam before it is looked up, on both verbs, and params the verbs do
+// not take are refused rather than ignored.
+func TestRestartRefusesHostileParams(t *testing.T) {
+	v, err := restart.NewVerbs(restart.Config{}, discard())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name   string
+		params map[string]any
+		param  string // the agentparam.Error's; "" for an unknown param
+	}{
+		{"component climbing out", map[string]any{"component": "../../etc/passwd"}, "component"},
+		{"absolute component", map[string]any{"component": "/usr/bin/kubelet"}, "component"},
+		{"component with a NUL", map[string]any{"component": "kubelet\x00"}, "component"},
+		{"component with a newline", map[string]any{"component": "kubelet\nsshd"}, "component"},
+		{"component as a shell command", map[string]any{"component": "kubelet.service; rm -rf /"}, "component"},
+		{"very long component", map[string]any{"component": strings.Repeat("k", 1000)}, "component"},
+		{"a unit to restart", map[string]any{"component": "kubelet", "unit": "sshd.service"}, ""},
+		{"a command to run", map[string]any{"component": "kubelet", "command": []any{"/bin/sh"}}, ""},
+	} {
+		for _, name := range []string{restart.VerbRestart, restart.VerbCheck} {
+			t.Run(name+"/"+tc.name, func(t *testing.T) {
+				_, err := verb(t, v, name).Run(t.Context(), action.NodeRequest{ID: "x", Params: tc.params}, nop)
+				if !errors.Is(err, action.ErrInvalidParams) {
+					t.Fatalf("got %v, want ErrInvalidParams", err)
+				}
+				var pe *agentparam.Error
+				switch {
+				case tc.param == "" && !strings.Contains(err.Error(), "unknown param"):
+					t.Fatalf("got %v, want an unknown param", err)
+				case tc.param != "" && (!errors.As(err, &pe) || pe.Param != tc.param):
+					t.Fatalf("got %v, want an agentparam refusal of %s", err, tc.param)
+				}
+			})
+		}
 	}
 }
 
@@ -328,7 +369,11 @@ func TestConfigValidate(t *testing.T) {
 	}{
 		{"systemd ok", restart.Component{Name: "kubelet", Kind: "systemd", Unit: "kubelet.service", Health: ok}, ""},
 		{"bad unit", restart.Component{Name: "kubelet", Kind: "systemd", Unit: "kubelet; rm -rf /", Health: ok}, "not a systemd unit"},
-		{"bad name", restart.Component{Name: "Kube let", Kind: "systemd", Unit: "kubelet.service", Health: ok}, "name must be"},
+		{"unit starting with a dash", restart.Component{Name: "kubelet", Kind: "systemd", Unit: "-kubelet.service", Health: ok}, "not a systemd unit"},
+		{"unit with two @", restart.Component{Name: "kubelet", Kind: "systemd", Unit: "a@b@c.service", Health: ok}, "not a systemd unit"},
+		{"unit of 256 bytes", restart.Component{Name: "kubelet", Kind: "systemd", Unit: strings.Repeat("k", 248) + ".service", Health: ok}, "not a systemd unit"},
+		{"template unit", restart.Component{Name: "kubelet", Kind: "systemd", Unit: "kubelet@main.service", Health: ok}, ""},
+		{"bad name", restart.Component{Name: "Kube let", Kind: "systemd", Unit: "kubelet.service", Health: ok}, `name "Kube let": want 1 to 63 lower-case`},
 		{"unknown kind", restart.Component{Name: "x", Kind: "shell", Health: ok}, "kind"},
 		{"process without command", restart.Component{Name: "x", Kind: "process", Health: ok}, "command is required"},
 		{"static pod hold in manifests", restart.Component{Name: "x", Kind: "staticpod", Manifest: "/etc/kubernetes/manifests/x.yaml", HoldDir: "/etc/kubernetes/manifests", Health: ok}, "holdDir"},

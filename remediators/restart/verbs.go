@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/selfheal/healer/remediators/action"
+	"github.com/selfheal/healer/remediators/agentparam"
 )
 
 // Verb names on the wire.
@@ -159,8 +160,16 @@ func (v verb) Run(ctx context.Context, req action.NodeRequest, p action.Progress
 	return v.run(ctx, req, p)
 }
 
+// component finds the configured component that params name. The name
+// is checked by agentparam before it is looked up; any other parameter
+// than the verbs' own is refused.
 func (v *Verbs) component(params map[string]any) (*component, error) {
-	name, err := action.StringParam(params, "component", "")
+	for k := range params {
+		if k != "component" && k != "only_if_unhealthy" {
+			return nil, fmt.Errorf("%w: unknown param %s", action.ErrInvalidParams, agentparam.Quote(k))
+		}
+	}
+	name, err := agentparam.StringParam(params, "component", agentparam.Name)
 	if err != nil {
 		return nil, err
 	}
