@@ -68,9 +68,10 @@ func rawMessages(tb testing.TB, js jetstream.JetStream) [][]byte {
 	if err != nil {
 		tb.Fatalf("open audit stream: %v", err)
 	}
-	last := stream.CachedInfo().State.LastSeq
+	state := stream.CachedInfo().State
+	last := state.LastSeq
 	out := make([][]byte, 0, last)
-	for seq := uint64(1); seq <= last; seq++ {
+	for seq := max(state.FirstSeq, 1); seq <= last; seq++ {
 		msg, err := stream.GetMsg(ctx, seq)
 		if err != nil {
 			tb.Fatalf("get audit message %d: %v", seq, err)

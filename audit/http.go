@@ -59,15 +59,7 @@ func NewHandler(t *Trail, apiToken string, log *slog.Logger) http.Handler {
 
 func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
-	if !h.authorized(r) {
-		w.Header().Set("WWW-Authenticate", `Bearer realm="healer"`)
-		writeError(w, http.StatusUnauthorized, "missing or invalid bearer token")
-		h.log.WarnContext(ctx, "audit api: unauthorized request", "remote", r.RemoteAddr)
-		return
-	}
-	if r.Method != http.MethodGet {
-		w.Header().Set("Allow", http.MethodGet)
-		writeError(w, http.StatusMethodNotAllowed, fmt.Sprintf("method %s not allowed, use GET", r.Method))
+	if !h.admit(w, r) {
 		return
 	}
 	f, err := parseFilter(r.URL.Query(), time.Now())
@@ -92,13 +84,81 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusServiceUnavailable, "audit trail unavailable")
 		return
 	}
+	writeJSON(w, h.log, r, recs)
+}
+
+// CheckpointsPath is the path NewCheckpointsHandler serves.
+const CheckpointsPath = APIPath + "/checkpoints"
+
+// CheckpointSource is where the checkpoints API reads from: serve's
+// Checkpointer.
+type CheckpointSource interface {
+	Checkpoints() ([]SignedCheckpoint, error)
+	PublicKey() PublicKey
+}
+
+var _ CheckpointSource = (*Checkpointer)(nil)
+
+// CheckpointsAnswer is the body of GET CheckpointsPath.
+type CheckpointsAnswer struct {
+	// PublicKey is the PEM public key the checkpoints verify with, and
+	// KeyID its id. Trusting it only catches tampering through NATS, not
+	// by whoever controls the server.
+	PublicKey string `json:"public_key"`
+	KeyID     string `json:"key_id"`
+	// Checkpoints are every checkpoint serve keeps, in no order.
+	Checkpoints []SignedCheckpoint `json:"checkpoints"`
+}
+
+// NewCheckpointsHandler serves GET /api/v1/audit/checkpoints: the signed
+// checkpoints src keeps and the public key they verify with, as a
+// CheckpointsAnswer. Authentication and errors are as NewHandler's.
+func NewCheckpointsHandler(src CheckpointSource, apiToken string, log *slog.Logger) http.Handler {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	h := &handler{log: log, token: sha256.Sum256([]byte(apiToken)), hasToken: apiToken != ""}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !h.admit(w, r) {
+			return
+		}
+		scs, err := src.Checkpoints()
+		if err != nil {
+			h.log.ErrorContext(r.Context(), "audit api: read checkpoints", "error", err)
+			writeError(w, http.StatusServiceUnavailable, "audit checkpoints unavailable")
+			return
+		}
+		pub := src.PublicKey()
+		writeJSON(w, h.log, r, CheckpointsAnswer{PublicKey: string(pub.PEM()), KeyID: pub.ID(), Checkpoints: scs})
+	})
+}
+
+// admit answers a request without the API token (401) or with another
+// method than GET (405), and reports whether it may be served.
+func (h *handler) admit(w http.ResponseWriter, r *http.Request) bool {
+	if !h.authorized(r) {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="healer"`)
+		writeError(w, http.StatusUnauthorized, "missing or invalid bearer token")
+		h.log.WarnContext(r.Context(), "audit api: unauthorized request", "remote", r.RemoteAddr)
+		return false
+	}
+	if r.Method != http.MethodGet {
+		w.Header().Set("Allow", http.MethodGet)
+		writeError(w, http.StatusMethodNotAllowed, fmt.Sprintf("method %s not allowed, use GET", r.Method))
+		return false
+	}
+	return true
+}
+
+// writeJSON writes v as a 200 answer, without HTML escaping.
+func writeJSON(w http.ResponseWriter, log *slog.Logger, r *http.Request, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")
 	enc := json.NewEncoder(w)
 	// Details must reach clients byte for byte as stored.
 	enc.SetEscapeHTML(false)
-	if err := enc.Encode(recs); err != nil {
-		h.log.WarnContext(ctx, "audit api: write response", "error", err)
+	if err := enc.Encode(v); err != nil {
+		log.WarnContext(r.Context(), "audit api: write response", "error", err)
 	}
 }
 

@@ -51,6 +51,16 @@ const (
 	// KindPolicyShadow records that candidate (shadow) policies decided an
 	// event otherwise than the live ones; nothing is acted on because of it.
 	KindPolicyShadow Kind = "policy.shadow"
+	// KindAuditForeign records that the audit stream holds a record that
+	// healer's committer did not write (it has no valid tag): something
+	// else with write access to the stream appended it. Its details name
+	// the record's seq and why it is foreign.
+	KindAuditForeign Kind = "audit.foreign"
+	// KindAuditAccepted records that serve was started with
+	// --accept-new-audit-trail on a trail that disagrees with its newest
+	// signed checkpoint; its details say what the checkpoint said, what
+	// the stream holds and who accepted it.
+	KindAuditAccepted Kind = "audit.accepted"
 )
 
 // Kinds returns every valid kind, in pipeline order.
@@ -59,6 +69,7 @@ func Kinds() []Kind {
 		KindEvent, KindDecision, KindSuppressed, KindApproval,
 		KindActionStarted, KindActionProgress, KindActionFinished, KindActionFailed, KindVerified,
 		KindPolicyLoaded, KindPolicyRefused, KindPauseSet, KindPauseCleared, KindPolicyShadow,
+		KindAuditForeign, KindAuditAccepted,
 	}
 }
 
@@ -111,6 +122,12 @@ type Record struct {
 	PrevHash string `json:"prev_hash"`
 	// Hash is the hex SHA-256 of the record's canonical form.
 	Hash string `json:"hash"`
+	// Tag is the committer's authentication tag: 32 hex digits of
+	// HMAC-SHA256 over Hash, with a key derived from serve's signing key.
+	// It is outside the canonical form (and so outside Hash), written
+	// after "hash" when set. Records written without a signing key have
+	// none.
+	Tag string `json:"tag,omitempty"`
 }
 
 // ComputeHash returns the hex SHA-256 of the record's canonical form, which
@@ -120,17 +137,31 @@ func (r *Record) ComputeHash() string {
 	return hex.EncodeToString(sum[:])
 }
 
-// seal sets Hash and returns the stored form of the record (what
-// MarshalJSON returns), encoding the canonical form once for both. The
-// record must have been normalized: its details are then canonical
-// already and are not encoded again.
-func (r *Record) seal() []byte {
+// seal sets Hash, and Tag when key is not nil, and returns the stored
+// form of the record (what MarshalJSON returns), encoding the canonical
+// form once for both. The record must have been normalized: its details
+// are then canonical already and are not encoded again.
+func (r *Record) seal(key *SigningKey) []byte {
 	b := r.appendForm(make([]byte, 0, 512+len(r.Details)), false, r.Details)
 	sum := sha256.Sum256(b)
 	r.Hash = hex.EncodeToString(sum[:])
-	b = append(b[:len(b)-1], `,"hash":`...) // the closing brace goes after the hash
-	b = appendString(b, r.Hash)
-	return append(b, '}')
+	r.Tag = ""
+	if key != nil {
+		r.Tag = key.tag(r.Hash)
+	}
+	return r.appendTail(b[:len(b)-1]) // the closing brace goes after the hash
+}
+
+// appendTail appends the hash member, the tag member when there is a
+// tag, and the closing brace.
+func (r *Record) appendTail(dst []byte) []byte {
+	dst = append(dst, `,"hash":`...)
+	dst = appendString(dst, r.Hash)
+	if r.Tag != "" {
+		dst = append(dst, `,"tag":`...)
+		dst = appendString(dst, r.Tag)
+	}
+	return append(dst, '}')
 }
 
 // MarshalJSON encodes the record in canonical form followed by "hash".
@@ -142,7 +173,7 @@ func (r Record) MarshalJSON() ([]byte, error) {
 }
 
 // appendCanonical appends the canonical form of r to dst, with the hash
-// member last when withHash is set. Details that are not valid JSON are
+// member (and the tag, if any) last when withHash is set. Details that are not valid JSON are
 // written trimmed but otherwise as they are, so that such a record still
 // gets a (never matching) hash instead of an error.
 func (r *Record) appendCanonical(dst []byte, withHash bool) []byte {
@@ -183,8 +214,7 @@ func (r *Record) appendForm(dst []byte, withHash bool, details []byte) []byte {
 	dst = append(dst, `,"prev_hash":`...)
 	dst = appendString(dst, r.PrevHash)
 	if withHash {
-		dst = append(dst, `,"hash":`...)
-		dst = appendString(dst, r.Hash)
+		return r.appendTail(dst)
 	}
 	return append(dst, '}')
 }

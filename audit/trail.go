@@ -7,7 +7,9 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -31,6 +33,22 @@ var ErrTailInvalid = errors.New("last message of the audit stream is not a valid
 type Trail struct {
 	js  jetstream.JetStream
 	log *slog.Logger
+	// key tags the records the committer writes; nil writes no tags and
+	// checks none.
+	key *SigningKey
+
+	// tagsFrom is the first seq from which records must carry a valid
+	// tag; 0 until SetTagsFrom (nothing is checked before).
+	tagsFrom atomic.Uint64
+	// foreignSeen counts the foreign records noticed; alarmed holds their
+	// seqs, so that each is alarmed once.
+	foreignSeen atomic.Uint64
+	amu         sync.Mutex
+	alarmed     map[uint64]bool
+	// lastSeq is the highest seq the committer knows to be stored;
+	// appended is poked after each commit.
+	lastSeq  atomic.Uint64
+	appended chan struct{}
 
 	// qmu guards the appends waiting for the committer, and whether one
 	// runs: at most one goroutine commits at a time.
@@ -44,13 +62,88 @@ type Trail struct {
 	tailHash string
 }
 
+// TrailOption configures a Trail.
+type TrailOption func(*Trail)
+
+// WithSigningKey makes the committer tag every record it writes with a
+// key derived from k, and check the tag of the records it finds at the
+// tail of the stream (see SetTagsFrom): a record without a valid tag is
+// foreign, and is alarmed about (see ForeignSeen).
+func WithSigningKey(k *SigningKey) TrailOption { return func(t *Trail) { t.key = k } }
+
 // NewTrail returns a Trail on the stream bus.StreamAudit, which the caller
 // creates with bus.EnsureStreams. A nil log discards log output.
-func NewTrail(js jetstream.JetStream, log *slog.Logger) *Trail {
+func NewTrail(js jetstream.JetStream, log *slog.Logger, opts ...TrailOption) *Trail {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Trail{js: js, log: log}
+	t := &Trail{js: js, log: log, alarmed: map[uint64]bool{}, appended: make(chan struct{}, 1)}
+	for _, o := range opts {
+		o(t)
+	}
+	return t
+}
+
+// SetTagsFrom says from which seq on the records of the stream must carry
+// the committer's tag (records before it predate tagging). Until it is
+// called, tags are written but not checked.
+func (t *Trail) SetTagsFrom(seq uint64) { t.tagsFrom.Store(seq) }
+
+// ForeignSeen returns how many foreign records this Trail has noticed.
+func (t *Trail) ForeignSeen() uint64 { return t.foreignSeen.Load() }
+
+// maxAlarmed bounds the seqs remembered as alarmed: past it, a flood of
+// forged records is still counted and logged but no longer audited one by
+// one.
+const maxAlarmed = 1000
+
+// isForeign reports why rec, stored at seq, was not written by a
+// committer holding the key, or "" when it was (or when tags are not
+// checked at seq).
+func (t *Trail) isForeign(seq uint64, rec *Record) string {
+	from := t.tagsFrom.Load()
+	switch {
+	case t.key == nil || from == 0 || seq < from:
+		return ""
+	case rec.Tag == "":
+		return "it has no tag"
+	case !t.key.validTag(rec.Hash, rec.Tag):
+		return "its tag is not the committer's"
+	}
+	return ""
+}
+
+// alarmForeign raises the alarm about a foreign record at seq: an ERROR
+// log line, the ForeignSeen count and an audit.foreign record, once per
+// seq. It does not wait for the record to be appended.
+func (t *Trail) alarmForeign(ctx context.Context, seq uint64, rec *Record, why string) {
+	t.amu.Lock()
+	if t.alarmed[seq] {
+		t.amu.Unlock()
+		return
+	}
+	audited := len(t.alarmed) < maxAlarmed
+	if audited {
+		t.alarmed[seq] = true
+	}
+	t.amu.Unlock()
+	t.foreignSeen.Add(1)
+	t.log.ErrorContext(ctx, "AUDIT TRAIL HOLDS A RECORD HEALER DID NOT WRITE: something else with write access to the audit stream appended it",
+		"stream", bus.StreamAudit, "seq", seq, "record_id", rec.ID, "record_kind", rec.Kind, "record_actor", rec.Actor, "reason", why)
+	if !audited {
+		return
+	}
+	r := Record{
+		Kind: KindAuditForeign, Actor: "healer/audit", Target: "audit/" + strconv.FormatUint(seq, 10),
+		Details: Details("foreign_seq", seq, "foreign_id", rec.ID, "foreign_kind", rec.Kind, "reason", why),
+	}
+	if err := r.normalize(time.Now()); err != nil {
+		return
+	}
+	p := &pendingAppend{rec: r, done: make(chan struct{}), onFail: func(err error) {
+		t.log.ErrorContext(ctx, "audit the foreign record", "seq", seq, "error", err)
+	}}
+	t.enqueue(p)
 }
 
 // Append adds r to the trail and returns the stored record. It fills Seq,
@@ -104,13 +197,7 @@ func (t *Trail) AppendAll(ctx context.Context, recs ...Record) ([]Record, error)
 		}
 		ps[i] = &pendingAppend{rec: r, done: make(chan struct{})}
 	}
-	t.qmu.Lock()
-	t.queue = append(t.queue, ps...)
-	if !t.committing {
-		t.committing = true
-		go t.commitLoop() //nolint:contextcheck // commits for every waiting caller, not under one caller's context
-	}
-	t.qmu.Unlock()
+	t.enqueue(ps...)
 	out := make([]Record, 0, len(ps))
 	for _, p := range ps {
 		select {
@@ -126,16 +213,32 @@ func (t *Trail) AppendAll(ctx context.Context, recs ...Record) ([]Record, error)
 	return out, nil
 }
 
+// enqueue queues ps for the committer, starting it when none runs.
+func (t *Trail) enqueue(ps ...*pendingAppend) {
+	t.qmu.Lock()
+	t.queue = append(t.queue, ps...)
+	if !t.committing {
+		t.committing = true
+		go t.commitLoop() //nolint:contextcheck // commits for every waiting caller, not under one caller's context
+	}
+	t.qmu.Unlock()
+}
+
 // pendingAppend is a record waiting for the committer, and its result.
 type pendingAppend struct {
 	rec  Record
 	done chan struct{} // closed when out or err is set
 	out  Record
 	err  error
+	// onFail, when set, is told the error of an append nobody waits for.
+	onFail func(error)
 }
 
 func (p *pendingAppend) finish(out Record, err error) {
 	p.out, p.err = out, err
+	if err != nil && p.onFail != nil {
+		p.onFail(err)
+	}
 	close(p.done)
 }
 
@@ -189,6 +292,7 @@ func (t *Trail) commit(batch []*pendingAppend) {
 		}
 		if ok > 0 {
 			t.tailSeq, t.tailHash = recs[ok-1].Seq, recs[ok-1].Hash
+			t.noteAppended(t.tailSeq)
 		}
 		batch = batch[ok:]
 		if err == nil {
@@ -234,7 +338,7 @@ func (t *Trail) publishChained(ctx context.Context, batch []*pendingAppend) ([]R
 	for _, p := range batch {
 		rec := p.rec
 		rec.Seq, rec.PrevHash = seq+1, hash
-		body := rec.seal()
+		body := rec.seal(t.key)
 		opts := []jetstream.PublishOpt{jetstream.WithExpectStream(bus.StreamAudit), jetstream.WithExpectLastSequence(seq), jetstream.WithMsgID(rec.ID)}
 		if prevID != "" {
 			// The sequence alone is not enough here: had the record
@@ -273,6 +377,26 @@ func (t *Trail) publishChained(ctx context.Context, batch []*pendingAppend) ([]R
 	}
 	return recs, sendErr
 }
+
+// noteAppended records that the stream reaches seq and pokes whoever
+// waits on Appended.
+func (t *Trail) noteAppended(seq uint64) {
+	if seq > t.lastSeq.Load() {
+		t.lastSeq.Store(seq)
+	}
+	select {
+	case t.appended <- struct{}{}:
+	default:
+	}
+}
+
+// Appended is poked (without blocking: several commits may make one poke)
+// after the committer appended records; KnownLastSeq then says how far
+// the stream reaches.
+func (t *Trail) Appended() <-chan struct{} { return t.appended }
+
+// KnownLastSeq is the highest seq this Trail's committer saw stored.
+func (t *Trail) KnownLastSeq() uint64 { return t.lastSeq.Load() }
 
 // landed returns how many of recs, in order, are in the stream with the
 // hashes they were given: records whose acknowledgement was lost.
@@ -326,7 +450,13 @@ func (t *Trail) loadTail(ctx context.Context) error {
 		t.log.ErrorContext(ctx, "audit trail tail was altered; refusing to extend it", "stream_seq", last, "problem", problem)
 		return fmt.Errorf("%w: at stream sequence %d, %s", ErrTailInvalid, last, problem)
 	}
+	// Another writer extended the trail: it should have been another
+	// committer holding the key (another replica).
+	if why := t.isForeign(last, &rec); why != "" {
+		t.alarmForeign(ctx, last, &rec, why)
+	}
 	t.tailOK, t.tailSeq, t.tailHash = true, last, rec.Hash
+	t.noteAppended(last)
 	return nil
 }
 

@@ -88,6 +88,13 @@ func (v *Verifier) check(r *Record, streamSeq uint64) string {
 		_ = json.Unmarshal(r.Details, &d)
 		return fmt.Sprintf("the message at stream sequence %d is not a valid audit record: %s", r.Seq, d.Error)
 	}
+	if pos == 1 && r.Seq > 1 {
+		missing := "record 1 is"
+		if r.Seq > 2 {
+			missing = fmt.Sprintf("records 1..%d are", r.Seq-1)
+		}
+		return fmt.Sprintf("%s missing: the trail starts with record %q at seq %d", missing, r.ID, r.Seq)
+	}
 	if r.Seq != pos {
 		return fmt.Sprintf("expected seq %d but found record %q with seq %d: records are missing, duplicated or out of order", pos, r.ID, r.Seq)
 	}

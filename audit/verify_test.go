@@ -68,7 +68,7 @@ func TestAuditVerifyRecords(t *testing.T) {
 			}
 			return c
 		}, 4, 3, "does not match hash"},
-		{"does not start at seq 1", func() []audit.Record { return chain(5)[2:] }, 3, 1, "expected seq 1"},
+		{"does not start at seq 1", func() []audit.Record { return chain(5)[2:] }, 3, 1, "records 1..2 are missing: the trail starts with"},
 		{"first record not chained to genesis", func() []audit.Record {
 			c := chain(2)
 			c[0].PrevHash = strings.Repeat("1", 64)

@@ -3,7 +3,11 @@ package deploy_test
 import (
 	"bytes"
 	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"crypto/x509"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -61,6 +65,7 @@ func everything() values {
 				"approvals":  values{"slackGroups": []any{"S0123456"}},
 			},
 			"policies": values{"configMap": "healer-policies"},
+			"audit":    values{"checkpoints": values{"persistentVolumeClaim": "healer-audit-checkpoints"}},
 			"extraEnv": []any{values{"name": "HEALER_LOG_LEVEL", "value": "debug"}},
 		},
 		"networkPolicy": values{
@@ -342,10 +347,11 @@ func TestChartServe(t *testing.T) {
 		}
 	}
 	checkSecretFiles(t, pod, c, map[string]secretKey{
-		cfg.WebhookTokenFile:  {"healer-tokens", "webhook-token"},
-		cfg.APITokenFile:      {"healer-tokens", "api-token"},
-		cfg.NATSPasswordFile:  {"healer-nats-auth", "serve-password"},
-		cfg.RedisPasswordFile: {"healer-redis", "password"},
+		cfg.WebhookTokenFile:     {"healer-tokens", "webhook-token"},
+		cfg.APITokenFile:         {"healer-tokens", "api-token"},
+		cfg.Audit.SigningKeyFile: {"healer-audit-signing-key", "signing-key"},
+		cfg.NATSPasswordFile:     {"healer-nats-auth", "serve-password"},
+		cfg.RedisPasswordFile:    {"healer-redis", "password"},
 	})
 
 	t.Run("everything", func(t *testing.T) {
@@ -365,12 +371,19 @@ func TestChartServe(t *testing.T) {
 		pod := named[*appsv1.Deployment](t, objs, "healer").Spec.Template.Spec
 		c := pod.Containers[0]
 		checkNoSecretEnv(t, pod)
+		if !slices.ContainsFunc(c.VolumeMounts, func(m corev1.VolumeMount) bool { return m.MountPath == cfg.Audit.CheckpointsDir }) ||
+			!slices.ContainsFunc(pod.Volumes, func(v corev1.Volume) bool {
+				return v.PersistentVolumeClaim != nil && v.PersistentVolumeClaim.ClaimName == "healer-audit-checkpoints"
+			}) {
+			t.Errorf("audit.checkpointsDir %q is not the mounted serve.audit.checkpoints.persistentVolumeClaim", cfg.Audit.CheckpointsDir)
+		}
 		if len(c.Env) != 1 || c.Env[0].Name != "HEALER_LOG_LEVEL" {
 			t.Errorf("serve's environment %+v, want serve.extraEnv's HEALER_LOG_LEVEL only", c.Env)
 		}
 		checkSecretFiles(t, pod, c, map[string]secretKey{
 			cfg.WebhookTokenFile:        {"healer-tokens", "webhook-token"},
 			cfg.APITokenFile:            {"healer-tokens", "api-token"},
+			cfg.Audit.SigningKeyFile:    {"healer-audit-signing-key", "signing-key"},
 			cfg.NATSPasswordFile:        {"healer-nats-auth", "serve-password"},
 			cfg.NATSCAFile:              {"healer-nats-tls", "ca.crt"},
 			cfg.RedisPasswordFile:       {"healer-redis", "password"},
@@ -389,9 +402,10 @@ func TestChartServe(t *testing.T) {
 		}
 		pod := named[*appsv1.Deployment](t, objs, "healer").Spec.Template.Spec
 		checkSecretFiles(t, pod, pod.Containers[0], map[string]secretKey{
-			cfg.WebhookTokenFile:  {"healer-tokens", "webhook-token"},
-			cfg.APITokenFile:      {"healer-tokens", "api-token"},
-			cfg.RedisPasswordFile: {"healer-redis", "password"},
+			cfg.WebhookTokenFile:     {"healer-tokens", "webhook-token"},
+			cfg.APITokenFile:         {"healer-tokens", "api-token"},
+			cfg.Audit.SigningKeyFile: {"healer-audit-signing-key", "signing-key"},
+			cfg.RedisPasswordFile:    {"healer-redis", "password"},
 		})
 	})
 
@@ -405,9 +419,10 @@ func TestChartServe(t *testing.T) {
 		}
 		pod := named[*appsv1.Deployment](t, objs, "healer").Spec.Template.Spec
 		checkSecretFiles(t, pod, pod.Containers[0], map[string]secretKey{
-			cfg.WebhookTokenFile: {"healer-tokens", "webhook-token"},
-			cfg.APITokenFile:     {"healer-tokens", "api-token"},
-			cfg.NATSPasswordFile: {"healer-nats-auth", "serve-password"},
+			cfg.WebhookTokenFile:     {"healer-tokens", "webhook-token"},
+			cfg.APITokenFile:         {"healer-tokens", "api-token"},
+			cfg.Audit.SigningKeyFile: {"healer-audit-signing-key", "signing-key"},
+			cfg.NATSPasswordFile:     {"healer-nats-auth", "serve-password"},
 		})
 	})
 
@@ -797,9 +812,10 @@ func TestChartNATSConfig(t *testing.T) {
 	// The Secrets of deploy/README.md. serve-password ends in a newline, as
 	// with --from-file of a file written by echo: serve drops it.
 	secrets := map[string]map[string]string{
-		"healer-tokens":    {"webhook-token": strings.Repeat("w", 64), "api-token": strings.Repeat("a", 64)},
-		"healer-redis":     {"password": redisPassword},
-		"healer-nats-auth": {"auth.conf": auth, "serve-password": servePassword + "\n"},
+		"healer-tokens":            {"webhook-token": strings.Repeat("w", 64), "api-token": strings.Repeat("a", 64)},
+		"healer-audit-signing-key": {"signing-key": signingKeyPEM(t)},
+		"healer-redis":             {"password": redisPassword},
+		"healer-nats-auth":         {"auth.conf": auth, "serve-password": servePassword + "\n"},
 	}
 
 	rd := testenv.StartRedis(t)
@@ -1209,4 +1225,19 @@ func hasRule(rules []rbacv1.PolicyRule, resource, verb string) bool {
 	return slices.ContainsFunc(rules, func(r rbacv1.PolicyRule) bool {
 		return slices.Contains(r.Resources, resource) && slices.Contains(r.Verbs, verb)
 	})
+}
+
+// signingKeyPEM is a new Ed25519 key as `openssl genpkey -algorithm
+// ed25519` writes it: the healer-audit-signing-key Secret's signing-key.
+func signingKeyPEM(t *testing.T) string {
+	t.Helper()
+	_, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, err := x509.MarshalPKCS8PrivateKey(priv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}))
 }

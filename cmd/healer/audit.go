@@ -24,11 +24,15 @@ import (
 const auditUsage = `Usage:
   healer audit list   [--server URL] [--token-file F] [--target T] [--remediator R]
                       [--kind K] [--event-id E] [--since S] [--limit N] [-o table|json]
-  healer audit verify [--server URL] [--token-file F]
+  healer audit verify [--server URL] [--token-file F] [--checkpoints DIR] [--public-key F]
 
 list prints audit records (the latest --limit, default 100) from the audit API.
-verify fetches the whole trail and checks its hash chain on this machine:
-exit 0 when intact, 1 when broken, 2 when it could not be checked.
+verify fetches the whole trail, checks its hash chain on this machine and
+checks it against the newest signed checkpoint (from --checkpoints, else the
+server's), whose signature must verify with --public-key (else the server's
+key, which only catches tampering through NATS): exit 0 when intact and in
+agreement, 1 when broken, wiped, truncated, recreated or holding records
+healer did not write, 2 when it could not be checked.
 
 The API token is read from --token-file, else from HEALER_API_TOKEN.
 Run "healer audit list -h" or "healer audit verify -h" for the flags.
@@ -261,8 +265,14 @@ func cutString(s string, width int) string {
 
 func auditVerify(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := newFlagSet("healer audit verify", stderr)
-	var cf clientFlags
+	var (
+		cf      clientFlags
+		cpDir   string
+		pubFile string
+	)
 	cf.register(fs)
+	fs.StringVar(&cpDir, "checkpoints", "", "directory of signed checkpoint files (serve's <data-dir>/checkpoints or its sink) to check the trail against (default: the server's)")
+	fs.StringVar(&pubFile, "public-key", "", "PEM public key the checkpoints must be signed with (serve's audit-signing.pub; default: the server's, which only catches tampering through NATS)")
 	if code, ok := parseFlags(fs, args, stderr); !ok {
 		return code
 	}
@@ -271,16 +281,91 @@ func auditVerify(ctx context.Context, args []string, stdout, stderr io.Writer) i
 		fmt.Fprintln(stderr, "healer audit verify:", err)
 		return 2
 	}
-	return verifyTrail(ctx, c, verifyPageSize, stdout, stderr)
+	cps, code := loadCheckpoints(ctx, c, cpDir, pubFile, stdout, stderr)
+	if code != 0 {
+		return code
+	}
+	return verifyAgainst(ctx, c, verifyPageSize, cps, stdout, stderr)
+}
+
+// loadCheckpoints reads the checkpoints and the public key (each from its
+// flag or else the server) and checks their signatures. A non-zero code
+// means verify ends with it: 1 for a checkpoint that does not verify, 2
+// when they could not be read.
+func loadCheckpoints(ctx context.Context, c *auditClient, dir, pubFile string, stdout, stderr io.Writer) ([]audit.OpenedCheckpoint, int) {
+	var (
+		scs     []audit.SignedCheckpoint
+		sources []string
+		pub     audit.PublicKey
+	)
+	if pubFile != "" {
+		b, err := os.ReadFile(pubFile)
+		if err != nil {
+			fmt.Fprintln(stderr, "healer audit verify: --public-key:", err)
+			return nil, 2
+		}
+		if pub, err = audit.ParsePublicKey(b); err != nil {
+			fmt.Fprintf(stderr, "healer audit verify: --public-key %s: %v\n", pubFile, err)
+			return nil, 2
+		}
+	}
+	if dir != "" {
+		var err error
+		if scs, sources, err = audit.CheckpointDir(dir).Read(); err != nil {
+			fmt.Fprintln(stderr, "healer audit verify: --checkpoints:", err)
+			return nil, 2
+		}
+		if len(scs) == 0 {
+			fmt.Fprintf(stderr, "healer audit verify: --checkpoints %s holds no checkpoint files\n", dir)
+			return nil, 2
+		}
+	}
+	if dir == "" || pub.IsZero() {
+		ans, err := c.checkpoints(ctx)
+		switch {
+		case errors.Is(err, errNoCheckpointsAPI):
+			fmt.Fprintln(stderr, "warning: the server serves no checkpoints; checking the hash chain alone (a wiped or recreated trail goes unnoticed)")
+			return nil, 0
+		case err != nil:
+			fmt.Fprintln(stderr, "healer audit verify:", err)
+			return nil, 2
+		}
+		if pub.IsZero() {
+			if pub, err = audit.ParsePublicKey([]byte(ans.PublicKey)); err != nil {
+				fmt.Fprintln(stderr, "healer audit verify: the server's public key:", err)
+				return nil, 2
+			}
+			fmt.Fprintf(stderr, "note: trusting the server's public key %s (pass --public-key to check against a copy kept elsewhere)\n", pub.ID())
+		}
+		if dir == "" {
+			scs = ans.Checkpoints
+			for i := range scs {
+				sources = append(sources, fmt.Sprintf("%d from the server", i+1))
+			}
+		}
+	}
+	cps, err := audit.OpenAll(scs, sources, pub)
+	if err != nil {
+		fmt.Fprintln(stdout, "audit checkpoint refused:", err)
+		return nil, 1
+	}
+	if len(cps) == 0 {
+		fmt.Fprintln(stderr, "warning: no signed checkpoint yet; checking the hash chain alone")
+	}
+	return cps, 0
 }
 
 // verifyTrail pages through the whole trail, pageSize records at a time,
 // checking the chain as it goes, and prints the outcome.
 func verifyTrail(ctx context.Context, c *auditClient, pageSize int, stdout, stderr io.Writer) int {
-	var (
-		v     audit.Verifier
-		after uint64
-	)
+	return verifyAgainst(ctx, c, pageSize, nil, stdout, stderr)
+}
+
+// verifyAgainst is verifyTrail that also checks the trail against the
+// newest of cps.
+func verifyAgainst(ctx context.Context, c *auditClient, pageSize int, cps []audit.OpenedCheckpoint, stdout, stderr io.Writer) int {
+	var after uint64
+	check := audit.NewCheckpointCheck(cps)
 	for {
 		q := url.Values{"after": {strconv.FormatUint(after, 10)}, "limit": {strconv.Itoa(pageSize)}}
 		page, err := c.records(ctx, q)
@@ -289,7 +374,7 @@ func verifyTrail(ctx context.Context, c *auditClient, pageSize int, stdout, stde
 			return 2
 		}
 		for _, r := range page {
-			v.Add(r)
+			check.Add(r)
 		}
 		// Pages follow stream positions. For intact records these equal
 		// their Seq; counting keeps paging right even when a tampered
@@ -299,16 +384,29 @@ func verifyTrail(ctx context.Context, c *auditClient, pageSize int, stdout, stde
 			break
 		}
 	}
-	res := v.Result()
-	if !res.OK {
+	res := check.Result()
+	switch {
+	case res.Problem != "":
+		fmt.Fprintf(stdout, "audit trail disagrees with its signed checkpoint: %s\n", res.Problem)
+		return 1
+	case !res.OK:
 		fmt.Fprintf(stdout, "audit chain broken at seq %d: %s\n", res.FirstBad, res.Reason)
 		return 1
-	}
-	if res.Records == 0 {
+	case res.Records == 0:
 		fmt.Fprintln(stdout, "audit chain intact: 0 records (the trail is empty)")
-		return 0
+	default:
+		fmt.Fprintf(stdout, "audit chain intact: %d records, head hash %s\n", res.Records, res.Head)
 	}
-	fmt.Fprintf(stdout, "audit chain intact: %d records, head hash %s\n", res.Records, v.Head())
+	if cp := res.Checkpoint; cp != nil {
+		fmt.Fprintf(stdout, "intact: records %d..%d, agrees with checkpoint #%d of %s (signed %s, last seq %d, key %s)\n",
+			min(res.Records, 1), res.Records, cp.Index, cp.Instance, cp.Time.Format(time.RFC3339), cp.LastSeq, cp.KeyID)
+		if res.Records > cp.LastSeq {
+			fmt.Fprintf(stderr, "note: records %d..%d are newer than the checkpoint: serve checks who wrote them at its next one\n", cp.LastSeq+1, res.Records)
+		}
+		if cp.Replaces != "" {
+			fmt.Fprintf(stderr, "note: this trail was accepted over an earlier one (checkpoint %s): see the audit.accepted record\n", cp.Replaces[:12])
+		}
+	}
 	return 0
 }
 
@@ -345,6 +443,37 @@ func (c *auditClient) records(ctx context.Context, q url.Values) ([]audit.Record
 		return nil, fmt.Errorf("invalid answer from %s: %w", c.endpoint.Redacted(), err)
 	}
 	return recs, nil
+}
+
+// errNoCheckpointsAPI is returned by checkpoints for a server that does
+// not serve them (an older healer).
+var errNoCheckpointsAPI = errors.New("the server serves no audit checkpoints")
+
+// checkpoints fetches the server's checkpoints and public key.
+func (c *auditClient) checkpoints(ctx context.Context) (audit.CheckpointsAnswer, error) {
+	var ans audit.CheckpointsAnswer
+	u := *c.endpoint
+	u.Path = strings.TrimSuffix(u.Path, audit.APIPath) + audit.CheckpointsPath
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
+	if err != nil {
+		return ans, fmt.Errorf("build request for %s: %w", u.Redacted(), err)
+	}
+	req.Header.Set("Authorization", "Bearer "+c.token)
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return ans, fmt.Errorf("cannot reach the healer API at %s: %w", u.Redacted(), err)
+	}
+	defer func() { _ = resp.Body.Close() }()
+	if resp.StatusCode == http.StatusNotFound {
+		return ans, errNoCheckpointsAPI
+	}
+	if resp.StatusCode != http.StatusOK {
+		return ans, statusError(resp)
+	}
+	if err := json.NewDecoder(io.LimitReader(resp.Body, 64<<20)).Decode(&ans); err != nil {
+		return ans, fmt.Errorf("invalid checkpoints from %s: %w", u.Redacted(), err)
+	}
+	return ans, nil
 }
 
 // statusError explains a non-200 answer of the API.

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
@@ -11,6 +12,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -319,5 +321,134 @@ func TestAuditSummarizeDetails(t *testing.T) {
 				t.Fatalf("got %q, want %q", got, tt.want)
 			}
 		})
+	}
+}
+
+// signedAuditServer is an audit API whose trail is tagged and
+// checkpointed as serve's is, serving its checkpoints too.
+type signedAuditServer struct {
+	*auditServer
+	key *audit.SigningKey
+	cp  *audit.Checkpointer
+	dir string // checkpoint dir
+	pub string // public key file
+}
+
+func startSignedAuditServer(t *testing.T, n int) *signedAuditServer {
+	t.Helper()
+	base := startAuditServer(t, 0)
+	key, err := audit.NewSigningKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &signedAuditServer{auditServer: base, key: key, dir: t.TempDir(), pub: filepath.Join(t.TempDir(), "audit-signing.pub")}
+	if err := key.WritePublicKey(s.pub); err != nil {
+		t.Fatal(err)
+	}
+	s.trail = audit.NewTrail(s.js, nil, audit.WithSigningKey(key))
+	s.cp = audit.NewCheckpointer(audit.CheckpointerConfig{Instance: "serve-a", Dir: audit.CheckpointDir(s.dir), Every: 1000, Interval: time.Minute}, s.trail, key, nil)
+	if err := s.cp.Start(t.Context(), false, ""); err != nil {
+		t.Fatal(err)
+	}
+	for range n {
+		if _, err := s.trail.Append(t.Context(), audit.Record{Kind: audit.KindEvent, Actor: "alertmanager"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s.checkpoint(t)
+	mux := http.NewServeMux()
+	mux.Handle(audit.APIPath, audit.NewHandler(s.trail, auditTestToken, nil))
+	mux.Handle(audit.CheckpointsPath, audit.NewCheckpointsHandler(s.cp, auditTestToken, nil))
+	srv := httptest.NewServer(mux)
+	t.Cleanup(srv.Close)
+	s.url = srv.URL
+	return s
+}
+
+func (s *signedAuditServer) checkpoint(t *testing.T) {
+	t.Helper()
+	if _, err := s.cp.Checkpoint(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestAuditCmdVerifyAgainstCheckpoints(t *testing.T) {
+	t.Run("intact and agreeing with the server's checkpoint", func(t *testing.T) {
+		s := startSignedAuditServer(t, 6)
+		code, out, errOut := runAudit(t, "verify", "--server", s.url, "--token-file", s.tokenFile)
+		if code != 0 || !regexp.MustCompile(`(?m)^intact: records 1\.\.6, agrees with checkpoint #2 of serve-a \(signed .*, last seq 6, key [0-9a-f]{16}\)$`).MatchString(out) {
+			t.Fatalf("exit %d stdout %q stderr %q", code, out, errOut)
+		}
+		if !strings.Contains(errOut, "trusting the server's public key") {
+			t.Fatalf("no note that the server's key is trusted: %q", errOut)
+		}
+	})
+	t.Run("a recreated trail fails against copied checkpoints", func(t *testing.T) {
+		s := startSignedAuditServer(t, 6)
+		kept := t.TempDir()
+		copyDir(t, s.dir, kept)
+		// The stream is deleted and a consistent new chain written.
+		s.tamper(t, func([][]byte) [][]byte { return nil })
+		if _, err := audit.NewTrail(s.js, nil).Append(t.Context(), audit.Record{Kind: audit.KindEvent}); err != nil {
+			t.Fatal(err)
+		}
+		code, out, errOut := runAudit(t, "verify", "--server", s.url, "--token-file", s.tokenFile, "--checkpoints", kept, "--public-key", s.pub)
+		if code != 1 || !strings.Contains(out, "the trail was recreated: record 1 has hash") {
+			t.Fatalf("exit %d stdout %q stderr %q, want 1 saying record 1 differs", code, out, errOut)
+		}
+	})
+	t.Run("a wiped trail fails against the server's own checkpoints", func(t *testing.T) {
+		s := startSignedAuditServer(t, 3)
+		s.tamper(t, func([][]byte) [][]byte { return nil })
+		code, out, _ := runAudit(t, "verify", "--server", s.url, "--token-file", s.tokenFile)
+		if code != 1 || !strings.Contains(out, "records 1..3 are missing: the trail is empty") {
+			t.Fatalf("exit %d stdout %q, want 1 naming records 1..3 missing", code, out)
+		}
+	})
+	t.Run("a forged record named by a checkpoint fails with the public key alone", func(t *testing.T) {
+		s := startSignedAuditServer(t, 2)
+		recs, err := s.trail.Query(t.Context(), audit.Filter{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		forged := audit.Record{Seq: 3, ID: "forged", Time: time.Now().UTC(), Kind: audit.KindApproval, Details: json.RawMessage(`{}`), PrevHash: recs[len(recs)-1].Hash}
+		forged.Hash = forged.ComputeHash()
+		b, err := json.Marshal(forged)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.js.Publish(t.Context(), bus.SubjectAudit, b); err != nil {
+			t.Fatal(err)
+		}
+		s.checkpoint(t)
+		code, out, _ := runAudit(t, "verify", "--server", s.url, "--token-file", s.tokenFile, "--checkpoints", s.dir, "--public-key", s.pub)
+		if code != 1 || !strings.Contains(out, "not written by healer's committer") || !strings.Contains(out, "seq 3") {
+			t.Fatalf("exit %d stdout %q, want 1 naming seq 3", code, out)
+		}
+	})
+	t.Run("checkpoints signed by another key are refused", func(t *testing.T) {
+		s := startSignedAuditServer(t, 2)
+		other := startSignedAuditServer(t, 1)
+		code, out, _ := runAudit(t, "verify", "--server", s.url, "--token-file", s.tokenFile, "--checkpoints", s.dir, "--public-key", other.pub)
+		if code != 1 || !strings.Contains(out, "audit checkpoint refused") {
+			t.Fatalf("exit %d stdout %q, want 1 refusing the checkpoints", code, out)
+		}
+	})
+}
+
+func copyDir(t *testing.T, from, to string) {
+	t.Helper()
+	entries, err := os.ReadDir(from)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		b, err := os.ReadFile(filepath.Join(from, e.Name()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(to, e.Name()), b, 0o600); err != nil {
+			t.Fatal(err)
+		}
 	}
 }

@@ -29,11 +29,12 @@ func serveCmd(ctx context.Context, args []string, _, stderr io.Writer) int {
 		whToken    = fs.String("webhook-token-file", "", "file holding the webhook bearer token (or HEALER_WEBHOOK_TOKEN)")
 		apiToken   = fs.String("api-token-file", "", "file holding the API bearer token (or HEALER_API_TOKEN)")
 		dryRun     = fs.Bool("dry-run", false, "decide and audit, but never act")
+		acceptNew  = fs.Bool(acceptNewTrailFlag, false, "start although the audit stream disagrees with the newest signed checkpoint (deleted, recreated or truncated), and audit that (audit.accepted); give it once, on purpose: it is not read from the environment")
 		logLevel   = fs.String("log-level", "info", "debug, info, warn or error")
 		logFormat  = fs.String("log-format", "text", "text or json")
 	)
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "Usage: healer serve [flags]\n\nRuns the webhook, the engine and the audit API. With no flags it runs on embedded defaults.\nEvery flag can also be set as HEALER_<FLAG> (for example HEALER_REDIS_URL).\n\n")
+		fmt.Fprintf(stderr, "Usage: healer serve [flags]\n\nRuns the webhook, the engine and the audit API. With no flags it runs on embedded defaults.\nEvery flag but --accept-new-audit-trail can also be set as HEALER_<FLAG> (for example HEALER_REDIS_URL).\n\n")
 		fs.PrintDefaults()
 	}
 	// HEALER_* environment variables fill flags not given on the command line.
@@ -81,12 +82,17 @@ func serveCmd(ctx context.Context, args []string, _, stderr io.Writer) int {
 	if *dryRun {
 		cfg.Engine.DryRun = true
 	}
+	cfg.Audit.AcceptNewTrail = *acceptNew
 	if err := serve.Run(ctx, cfg, log); err != nil {
 		log.Error("healer serve failed", "err", err)
 		return 1
 	}
 	return 0
 }
+
+// acceptNewTrailFlag is the one serve flag never taken from the
+// environment.
+const acceptNewTrailFlag = "accept-new-audit-trail"
 
 // flagsFromEnv sets each flag not given on the command line from its
 // HEALER_<FLAG> environment variable, if set.
@@ -95,6 +101,11 @@ func flagsFromEnv(fs *flag.FlagSet) error {
 	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
 	var envErr error
 	fs.VisitAll(func(f *flag.Flag) {
+		if f.Name == acceptNewTrailFlag {
+			// Left set in a Deployment it would accept every
+			// replacement of the audit trail unseen.
+			return
+		}
 		env := "HEALER_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
 		if v, ok := os.LookupEnv(env); ok && !given[f.Name] && envErr == nil {
 			if err := f.Value.Set(v); err != nil {

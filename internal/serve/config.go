@@ -133,6 +133,10 @@ type Config struct {
 	// node's agent. Trace ids are written into audit records either way.
 	Tracing telemetry.Config `json:"tracing"`
 
+	// Audit is the audit trail's signing key and checkpoints
+	// (checkpoints.go).
+	Audit AuditConfig `json:"audit"`
+
 	// Version is the binary's version, for telemetry; not configurable.
 	Version string `json:"-"`
 }
@@ -167,6 +171,7 @@ func (c *Config) ApplyDefaults() {
 	if c.ShutdownTimeout == 0 {
 		c.ShutdownTimeout = 30 * time.Second
 	}
+	c.Audit.ApplyDefaults(c.DataDir)
 	c.Streams.ApplyDefaults()
 	c.Alertmanager.ApplyDefaults()
 	c.NodeProblem.ApplyDefaults()
@@ -229,7 +234,7 @@ func (c *Config) Validate() error {
 	if c.PolicyPollInterval < 100*time.Millisecond {
 		errs = append(errs, fmt.Errorf("policyPollInterval %s: must be at least 100ms", c.PolicyPollInterval))
 	}
-	errs = append(errs, c.Streams.Validate(), c.Alertmanager.Validate(), c.NodeProblem.Validate(), c.Engine.Validate())
+	errs = append(errs, c.Audit.Validate(), c.Streams.Validate(), c.Alertmanager.Validate(), c.NodeProblem.Validate(), c.Engine.Validate())
 	if c.LogPipeline.Kafka != nil || len(c.LogPipeline.Shippers) > 0 {
 		if len(c.LogPipeline.Shippers) > 0 {
 			errs = append(errs, errors.New("logPipeline.shippers: shippers are measured by healer agent on their node; serve measures Kafka only"))

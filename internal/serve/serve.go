@@ -78,6 +78,9 @@ type Server struct {
 	WebhookToken string
 	APIToken     string
 
+	// checkpoints signs checkpoints of the trail (checkpoints.go).
+	checkpoints *audit.Checkpointer
+
 	ready   chan struct{}
 	done    chan struct{}
 	runErr  error
@@ -115,7 +118,9 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (_ *Server, err er
 	if s.streams, err = bus.EnsureStreams(ctx, s.js, cfg.Streams); err != nil {
 		return nil, err
 	}
-	s.trail = audit.NewTrail(s.js, log)
+	if err := s.setupAudit(ctx); err != nil {
+		return nil, err
+	}
 
 	pol, err := policies.Load(ctx, cfg.Policies)
 	if err != nil {
@@ -187,6 +192,9 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (_ *Server, err er
 	if err != nil {
 		return nil, fmt.Errorf("metrics: %w", err)
 	}
+	if err := s.registerAuditMetrics(mp.Meter("github.com/selfheal/healer/audit")); err != nil {
+		return nil, fmt.Errorf("metrics: %w", err)
+	}
 	tp, err := telemetry.New(ctx, cfg.Tracing, "healer-serve", cmp.Or(cfg.Version, "(unknown)"))
 	if err != nil {
 		return nil, fmt.Errorf("tracing: %w", err)
@@ -248,6 +256,7 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (_ *Server, err er
 	mux := http.NewServeMux()
 	mux.Handle("POST "+alertmanager.Path, httpauth.Bearer(s.WebhookToken, det))
 	mux.Handle("/api/v1/audit", audit.NewHandler(s.trail, s.APIToken, log))
+	mux.Handle(audit.CheckpointsPath, audit.NewCheckpointsHandler(s.checkpoints, s.APIToken, log))
 	mux.Handle(PausesPath, ph)
 	mux.Handle(PausesPath+"/", ph)
 	if broker != nil {

@@ -94,7 +94,8 @@ nodeProblem: {disabled: true} # the alert is the one event about drain-me
 engine:
   ackWait: 4s
   budget: {minNodes: 2}
-`, ns.ClientURL(), redis.URL, kube.KubeconfigPath, polDir)
+audit: {signingKeyFile: %s} # one key for both replicas, as the chart's Secret
+`, ns.ClientURL(), redis.URL, kube.KubeconfigPath, polDir, filepath.Join(dir, "audit-signing.key"))
 	if err := os.WriteFile(cfgFile, []byte(cfgText), 0o600); err != nil {
 		t.Fatal(err)
 	}

@@ -53,7 +53,11 @@ password: serve reads the passwords from the files mounted from their Secrets. *
   "listen" "0.0.0.0:8080"
   "webhookTokenFile" "/etc/healer/tokens/webhook-token"
   "apiTokenFile" "/etc/healer/tokens/api-token"
+  "audit" (dict "signingKeyFile" "/etc/healer/audit/signing-key")
 -}}
+{{- if .Values.serve.audit.checkpoints.persistentVolumeClaim }}
+{{- $_ := set $d.audit "checkpointsDir" "/var/lib/healer-checkpoints" }}
+{{- end }}
 {{- if .Values.nats.enabled }}
 {{- $_ := set $d "natsURL" (include "healer.natsHostURL" .) }}
 {{- $_ := set $d "streams" (dict "replicas" (min 3 (int .Values.nats.replicas))) }}
