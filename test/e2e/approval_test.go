@@ -52,6 +52,13 @@ func startApprovalHealer(t *testing.T, withSlack bool, nodes ...string) *approva
 
 func startApprovalHealerBudget(t *testing.T, withSlack bool, budget int, nodes ...string) *approvalEnv {
 	t.Helper()
+	return startApprovalHealerWith(t, withSlack, budget, func(*serve.Config) {}, nodes...)
+}
+
+// startApprovalHealerWith is startApprovalHealerBudget with the
+// configuration changed by mutate before serve starts.
+func startApprovalHealerWith(t *testing.T, withSlack bool, budget int, mutate func(*serve.Config), nodes ...string) *approvalEnv {
+	t.Helper()
 	kube := testenv.StartKube(t)
 	testenv.CreateNodes(t.Context(), t, kube.Client, append([]string{"m1", "m2", "m3", "m4", "m5", "m6", "m7"}, nodes...)...)
 	dir := t.TempDir()
@@ -73,6 +80,7 @@ func startApprovalHealerBudget(t *testing.T, withSlack bool, budget int, nodes .
 			Channel: "COPS", APIURL: ae.slack.APIURL(), ExternalURL: "https://healer.example.org",
 		}
 	}
+	mutate(&cfg)
 	ae.env = startHealer(t, cfg)
 	return ae
 }
