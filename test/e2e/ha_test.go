@@ -99,7 +99,7 @@ audit: {signingKeyFile: %s} # one key for both replicas, as the chart's Secret
 	if err := os.WriteFile(cfgFile, []byte(cfgText), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	whTok, apiTok := "ha-webhook-token-0123456789", "ha-api-token-0123456789"
+	whTok, apiTok := "ha-webhook-token-0123456789abcdef0123", "ha-api-token-0123456789abcdef0123456"
 	env := []string{"HEALER_WEBHOOK_TOKEN=" + whTok, "HEALER_API_TOKEN=" + apiTok, "KUBERNETES_SERVICE_HOST="}
 	replicas := []*proc{
 		startBinaryWith(t, filepath.Join(dir, "a"), []string{"--config", cfgFile}, env),

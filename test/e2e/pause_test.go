@@ -13,6 +13,7 @@ import (
 
 	"github.com/selfheal/healer/audit"
 	"github.com/selfheal/healer/engine"
+	"github.com/selfheal/healer/engine/approval"
 	"github.com/selfheal/healer/engine/guard"
 	"github.com/selfheal/healer/internal/serve"
 	"github.com/selfheal/healer/internal/testenv"
@@ -20,6 +21,12 @@ import (
 
 // pauseAPI calls the pauses API with the API token.
 func (e *env) pauseAPI(method, path string, body any) (int, []byte) {
+	e.t.Helper()
+	return e.pauseAPIAs(e.srv.APIToken, method, path, body)
+}
+
+// pauseAPIAs calls the pauses API with token.
+func (e *env) pauseAPIAs(token, method, path string, body any) (int, []byte) {
 	e.t.Helper()
 	var buf bytes.Buffer
 	if body != nil {
@@ -29,7 +36,7 @@ func (e *env) pauseAPI(method, path string, body any) (int, []byte) {
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	req.Header.Set("Authorization", "Bearer "+e.srv.APIToken)
+	req.Header.Set("Authorization", "Bearer "+token)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		e.t.Fatal(err)
@@ -42,15 +49,19 @@ func (e *env) pauseAPI(method, path string, body any) (int, []byte) {
 
 // A pause scoped to worker-1 suppresses its cordon with the pause's reason
 // and leaves worker-3 alone; the kill switch holds everything; cleared, the
-// next alert acts. Setting and clearing are audited; the API needs the
-// token and refuses bad pauses.
+// next alert acts. Setting and clearing are audited with the token's owner
+// (whatever "by" claims); the kill switch is cleared only with an
+// approver's token; the API needs a token and refuses bad pauses.
 func TestPauseHoldsRemediationsBack(t *testing.T) {
 	ctx := t.Context()
 	kube := testenv.StartKube(t)
 	testenv.CreateNodes(ctx, t, kube.Client, "worker-1", "worker-2", "worker-3", "worker-4", "worker-5",
 		"worker-6", "worker-7", "worker-8", "worker-9", "worker-10")
 	// A budget of 5 nodes, so only pauses hold cordons back here.
-	h := startHealer(t, serve.Config{Kubeconfig: kube.KubeconfigPath, Engine: engine.Config{Budget: guard.BudgetConfig{MinNodes: 5}}})
+	h := startHealer(t, serve.Config{Kubeconfig: kube.KubeconfigPath, Engine: engine.Config{Budget: guard.BudgetConfig{MinNodes: 5}},
+		Approvals: approval.Config{Approvers: []approval.Approver{
+			{Name: "alice", TokenFile: approverTokenFile(t, "alice")}, {Name: "carol", TokenFile: approverTokenFile(t, "carol")},
+		}}})
 	firing := readTestdata(t, "kernel-deadlock-firing.json")
 	cordoned := func(node string) bool {
 		n, err := kube.Client.CoreV1().Nodes().Get(ctx, node, metav1.GetOptions{})
@@ -76,7 +87,7 @@ func TestPauseHoldsRemediationsBack(t *testing.T) {
 		}
 	}
 
-	code, body := h.pauseAPI(http.MethodPost, serve.PausesPath, map[string]any{"target": "node/worker-1", "for": "1h", "reason": "firmware update", "by": "alice"})
+	code, body := h.pauseAPIAs(approverToken("alice"), http.MethodPost, serve.PausesPath, map[string]any{"target": "node/worker-1", "for": "1h", "reason": "firmware update", "by": "mallory"})
 	if code != http.StatusCreated {
 		t.Fatalf("set pause: %d %s", code, body)
 	}
@@ -92,7 +103,7 @@ func TestPauseHoldsRemediationsBack(t *testing.T) {
 		recs = h.records(url.Values{"target": {"node/worker-1"}, "kind": {"suppressed"}})
 		return len(recs) == 1, describe(recs)
 	})
-	if r := reason(recs[0]); !strings.Contains(r, "firmware update") || !strings.Contains(r, "alice") || !strings.Contains(r, p.ID) {
+	if r := reason(recs[0]); !strings.Contains(r, "firmware update") || !strings.Contains(r, "by alice") || strings.Contains(r, "mallory") || !strings.Contains(r, p.ID) {
 		t.Fatalf("suppressed reason %q: want the pause's reason, who and id", r)
 	}
 	if cordoned("worker-1") {
@@ -119,13 +130,17 @@ func TestPauseHoldsRemediationsBack(t *testing.T) {
 		return len(recs) == 1 && strings.Contains(reason(recs[0]), "kill switch"), describe(recs)
 	})
 
-	// Cleared, healer acts again.
+	// The shared API token set the kill switch, but cannot clear it.
+	if code, body := h.pauseAPI(http.MethodDelete, serve.PausesPath+"/"+kill.ID, nil); code != http.StatusForbidden {
+		t.Fatalf("kill switch cleared with the API token: %d %s, want 403", code, body)
+	}
+	// Cleared by carol, healer acts again.
 	for _, id := range []string{kill.ID, p.ID} {
-		if code, body := h.pauseAPI(http.MethodDelete, serve.PausesPath+"/"+id+"?by=carol", nil); code != http.StatusOK {
+		if code, body := h.pauseAPIAs(approverToken("carol"), http.MethodDelete, serve.PausesPath+"/"+id, nil); code != http.StatusOK {
 			t.Fatalf("clear %s: %d %s", id, code, body)
 		}
 	}
-	if code, _ := h.pauseAPI(http.MethodDelete, serve.PausesPath+"/"+p.ID+"?by=carol", nil); code != http.StatusNotFound {
+	if code, _ := h.pauseAPIAs(approverToken("carol"), http.MethodDelete, serve.PausesPath+"/"+p.ID, nil); code != http.StatusNotFound {
 		t.Fatalf("clearing twice: %d, want 404", code)
 	}
 	if code, body := h.post(alertFor(firing, "worker-7", "c000000000000007"), h.srv.WebhookToken); code != http.StatusOK {
@@ -135,7 +150,7 @@ func TestPauseHoldsRemediationsBack(t *testing.T) {
 
 	set := h.records(url.Values{"kind": {"pause.set"}})
 	cleared := h.records(url.Values{"kind": {"pause.cleared"}})
-	if len(set) != 2 || len(cleared) != 2 || set[0].Actor != "api:alice" || cleared[0].Actor != "api:carol" {
+	if len(set) != 2 || len(cleared) != 2 || set[0].Actor != "api:alice" || set[1].Actor != "api" || cleared[0].Actor != "api:carol" {
 		t.Fatalf("pause records: set %s cleared %s", describe(set), describe(cleared))
 	}
 	if res := audit.VerifyRecords(h.records(url.Values{"after": {"0"}})); !res.OK {
