@@ -9,6 +9,12 @@
 // message is rewritten with each vote, the outcome and then each step of
 // the action, read from the audit trail.
 //
+// Text healer did not write (alert labels and annotations, policy reasons,
+// error messages, what a user typed) is escaped before it is posted: & < >
+// become entities and a backtick inside a code span is shown as ˋ, and each
+// field is cut to a length, so that an alert cannot ping the channel, forge
+// a link or a mention, or make Slack refuse the message for its size.
+//
 // Every request from Slack (InteractionsPath, CommandsPath) is verified
 // before it is read: Slack's v0 signature with the app's signing secret, a
 // timestamp at most 5 minutes old, and a signature not served before by

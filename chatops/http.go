@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"net/url"
 	"path"
+	"strconv"
 	"strings"
 	"time"
 
@@ -109,7 +110,7 @@ func (s *Slack) ServeInteractions(w http.ResponseWriter, r *http.Request) {
 		}
 		if err != nil {
 			s.Log.WarnContext(r.Context(), "slack: vote refused", "approval_id", c.id, "user", c.user, "err", err)
-			s.tell(r.Context(), c.channel, c.user, "Your vote on "+c.id+" did not count: "+err.Error())
+			s.tell(r.Context(), c.channel, c.user, "Your vote on "+esc(c.id, maxField)+" did not count: "+esc(err.Error(), maxText))
 			continue
 		}
 		s.Log.InfoContext(r.Context(), "slack: vote", "approval_id", c.id, "user", c.user, "approve", c.approve, "state", req.State)
@@ -203,7 +204,7 @@ func (s *Slack) command(ctx context.Context, cmd slack.SlashCommand) (text strin
 		}
 		req, err := s.Broker.Get(ctx, args[0])
 		if err != nil {
-			return err.Error(), false
+			return esc(err.Error(), maxText), false
 		}
 		reason := strings.Join(args[1:], " ")
 		digest := req.Digest
@@ -219,7 +220,7 @@ func (s *Slack) command(ctx context.Context, cmd slack.SlashCommand) (text strin
 				}
 				reason = strings.Join(args[2:], " ")
 			case req.Replaced > 0:
-				return "The action of " + req.ID + " changed since it was first posted: approve what you saw, `/healer approve " + req.ID + " <digest>`, with the digest on its latest message.", false
+				return "The action of " + esc(req.ID, maxField) + " changed since it was first posted: approve what you saw, `/healer approve " + esc(req.ID, maxField) + " &lt;digest&gt;`, with the digest on its latest message.", false
 			}
 		}
 		voter, err := s.Broker.SlackVoter(ctx, who)
@@ -227,9 +228,9 @@ func (s *Slack) command(ctx context.Context, cmd slack.SlashCommand) (text strin
 			req, err = s.Broker.Decide(ctx, req.ID, approval.Ballot{Voter: voter, Approve: verb == "approve", Digest: digest, Reason: reason})
 		}
 		if err != nil {
-			return "Not counted: " + err.Error(), false
+			return "Not counted: " + esc(err.Error(), maxText), false
 		}
-		return fmt.Sprintf("%s: %s (%s on %s).", req.ID, req.Outcome(), req.Remediator, req.Target), false
+		return fmt.Sprintf("%s: %s (%s on %s).", esc(req.ID, maxField), esc(req.Outcome(), maxText), esc(req.Remediator, maxField), esc(req.Target, maxField)), false
 	case "pause", "resume":
 		if s.Pauses == nil {
 			return "Pauses are not available in this healer.", false
@@ -240,7 +241,7 @@ func (s *Slack) command(ctx context.Context, cmd slack.SlashCommand) (text strin
 		}
 		scope, err := parseScope(args, s.Pauses.Known)
 		if err != nil {
-			return err.Error() + "\n" + commandUsage, false
+			return esc(err.Error(), maxText) + "\n" + commandUsage, false
 		}
 		actor := voter.Actor()
 		by := voter.Person() + " (slack " + who + ")"
@@ -253,16 +254,16 @@ func (s *Slack) command(ctx context.Context, cmd slack.SlashCommand) (text strin
 				p.Until = s.now().Add(scope.dur)
 			}
 			if err := p.Validate(); err != nil {
-				return err.Error(), false
+				return esc(err.Error(), maxText), false
 			}
 			if err := s.Pauses.SetPause(ctx, &p, actor); err != nil {
-				return "Could not pause: " + err.Error(), false
+				return "Could not pause: " + esc(err.Error(), maxText), false
 			}
 			until := "until resumed"
 			if !p.Until.IsZero() {
 				until = fmt.Sprintf("until <!date^%d^{time}|%s>", p.Until.Unix(), p.Until.UTC().Format(time.RFC3339))
 			}
-			return fmt.Sprintf(":double_vertical_bar: <@%s> paused %s %s (%s).", who, p.Scope(), until, p.ID), true
+			return fmt.Sprintf(":double_vertical_bar: <@%s> paused %s %s (%s).", who, esc(p.Scope(), maxField), until, esc(p.ID, maxField)), true
 		}
 		var cleared []string
 		for _, p := range s.Pauses.List() {
@@ -270,19 +271,19 @@ func (s *Slack) command(ctx context.Context, cmd slack.SlashCommand) (text strin
 				continue
 			}
 			if _, err := s.Pauses.ClearPause(ctx, p.ID, actor); err != nil {
-				return "Could not resume: " + err.Error(), false
+				return "Could not resume: " + esc(err.Error(), maxText), false
 			}
 			cleared = append(cleared, p.ID)
 		}
 		probe := guard.Pause{Remediator: scope.remediator, Target: scope.target}
 		if len(cleared) == 0 {
-			return "No pause of exactly " + probe.Scope() + " to resume. `/healer status` lists them.", false
+			return "No pause of exactly " + esc(probe.Scope(), maxField) + " to resume. `/healer status` lists them.", false
 		}
-		return fmt.Sprintf(":arrow_forward: <@%s> resumed %s (%s).", who, probe.Scope(), strings.Join(cleared, ", ")), true
+		return fmt.Sprintf(":arrow_forward: <@%s> resumed %s (%s).", who, esc(probe.Scope(), maxField), esc(strings.Join(cleared, ", "), maxText)), true
 	case "help":
 		return commandUsage, false
 	default:
-		return fmt.Sprintf("Unknown command %q.\n%s", verb, commandUsage), false
+		return fmt.Sprintf("Unknown command %s.\n%s", esc(strconv.Quote(verb), maxField), commandUsage), false
 	}
 }
 
@@ -338,7 +339,7 @@ func (s *Slack) status(ctx context.Context) string {
 	reqs, err := s.Broker.List(ctx)
 	pending := 0
 	if err != nil {
-		fmt.Fprintf(&b, "*Approvals*: unavailable (%v)\n", err)
+		fmt.Fprintf(&b, "*Approvals*: unavailable (%s)\n", esc(err.Error(), maxText))
 	} else {
 		for _, r := range reqs {
 			if r.State == approval.StatePending {
@@ -346,7 +347,7 @@ func (s *Slack) status(ctx context.Context) string {
 					b.WriteString("*Waiting for approval*\n")
 				}
 				pending++
-				fmt.Fprintf(&b, "• `%s` %s on `%s`: %s\n", r.ID, r.Remediator, r.Target, r.Outcome())
+				fmt.Fprintf(&b, "• %s %s on %s: %s\n", code(r.ID, maxField), esc(r.Remediator, maxField), code(r.Target, maxField), esc(r.Outcome(), maxField))
 			}
 		}
 		if pending == 0 {
@@ -364,7 +365,7 @@ func (s *Slack) status(ctx context.Context) string {
 				if !p.Until.IsZero() {
 					until = "until " + p.Until.UTC().Format(time.RFC3339)
 				}
-				fmt.Fprintf(&b, "• `%s` %s, %s, by %s: %s\n", p.ID, p.Scope(), until, p.By, p.Reason)
+				fmt.Fprintf(&b, "• %s %s, %s, by %s: %s\n", code(p.ID, maxField), esc(p.Scope(), maxField), until, esc(p.By, maxField), esc(p.Reason, maxField))
 			}
 		}
 	}

@@ -157,15 +157,15 @@ func (s *Slack) Notify(ctx context.Context, n engine.Notice) {
 	s.notified[key] = s.now()
 	s.mu.Unlock()
 	title := map[string]string{
-		engine.NoticeBreakerOpen:     ":rotating_light: Circuit breaker open: " + n.Remediator,
+		engine.NoticeBreakerOpen:     ":rotating_light: Circuit breaker open: " + esc(n.Remediator, maxField),
 		engine.NoticeBudgetExhausted: ":no_entry: Blast-radius budget exhausted",
 	}[n.Kind]
 	if title == "" {
-		title = n.Kind
+		title = esc(n.Kind, maxField)
 	}
-	text := n.Text
+	text := esc(n.Text, maxText)
 	if n.Target != "" {
-		text += "\nTarget: `" + n.Target + "`"
+		text += "\nTarget: " + code(n.Target, maxField)
 	}
 	blocks := []slack.Block{
 		slack.NewHeaderBlock(plain(title)),
@@ -178,7 +178,7 @@ func (s *Slack) Notify(ctx context.Context, n engine.Notice) {
 	go func() {
 		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 		defer cancel()
-		if _, _, err := s.api.PostMessageContext(ctx, s.cfg.Channel, slack.MsgOptionText(title+": "+n.Text, false), slack.MsgOptionBlocks(blocks...)); err != nil {
+		if _, _, err := s.api.PostMessageContext(ctx, s.cfg.Channel, slack.MsgOptionText(title+": "+text, false), slack.MsgOptionBlocks(blocks...)); err != nil {
 			s.Log.WarnContext(ctx, "slack: post notice", "kind", n.Kind, "err", err)
 		}
 	}()
@@ -215,15 +215,15 @@ func (s *Slack) progress(ctx context.Context, rec audit.Record) {
 	case audit.KindActionStarted:
 		line = ":gear: started"
 	case audit.KindActionProgress:
-		line = ":hourglass_flowing_sand: " + detail(rec, "step", "message")
+		line = ":hourglass_flowing_sand: " + esc(detail(rec, "step", "message"), maxStep)
 	case audit.KindActionFinished:
 		line = ":white_check_mark: finished"
 	case audit.KindActionFailed:
-		line = ":x: failed: " + detail(rec, "error")
+		line = ":x: failed: " + esc(detail(rec, "error"), maxStep)
 	case audit.KindVerified:
 		line = ":heavy_check_mark: verified"
 	case audit.KindSuppressed:
-		line = ":double_vertical_bar: not done: " + detail(rec, "reason")
+		line = ":double_vertical_bar: not done: " + esc(detail(rec, "reason"), maxStep)
 	default:
 		return
 	}
@@ -286,8 +286,11 @@ func (s *Slack) inGroup(ctx context.Context, group, user string) (bool, error) {
 	return g.users[user], nil
 }
 
+// summary is the message's text: what notifications and clients without
+// Block Kit show.
 func summary(r approval.Request) string {
-	return fmt.Sprintf("healer asks approval (%s): %s on %s — %s", r.ID, r.Remediator, r.Target, r.Outcome())
+	return fmt.Sprintf("healer asks approval (%s): %s on %s — %s", r.ID,
+		esc(r.Remediator, maxField), esc(r.Target, maxField), esc(r.Outcome(), maxField))
 }
 
 // blocks is the Block Kit message of a request: what, why, target,
@@ -300,32 +303,36 @@ func (s *Slack) blocks(r approval.Request, steps []string) []slack.Block {
 	}
 	params := "none"
 	if len(r.Params) > 0 {
-		b, _ := json.Marshal(r.Params)
-		params = "`" + string(b) + "`"
+		// As written (no \u003c for <): code escapes it for Slack.
+		var b strings.Builder
+		enc := json.NewEncoder(&b)
+		enc.SetEscapeHTML(false)
+		_ = enc.Encode(r.Params)
+		params = code(strings.TrimSuffix(b.String(), "\n"), maxField)
 	}
-	why := r.Reason
+	why := esc(r.Reason, maxText)
 	if r.Rule != "" {
-		why = "rule `" + r.Rule + "`: " + why
+		why = "rule " + code(r.Rule, maxField) + ": " + why
 	}
-	budget := r.Budget
+	budget := esc(r.Budget, maxField)
 	if budget == "" {
 		budget = "not disruptive"
 	}
 	fields := []*slack.TextBlockObject{
-		mrkdwn("*Target*\n`" + r.Target + "`"),
-		mrkdwn("*Remediator*\n`" + r.Remediator + "`"),
+		mrkdwn("*Target*\n" + code(r.Target, maxField)),
+		mrkdwn("*Remediator*\n" + code(r.Remediator, maxField)),
 		mrkdwn("*Params*\n" + params),
 		mrkdwn("*Needs*\n" + need),
 		mrkdwn("*Blast radius*\n" + budget),
 		mrkdwn(fmt.Sprintf("*Expires*\n<!date^%d^{time} ({date_short})|%s>", r.Expires.Unix(), r.Expires.UTC().Format(time.RFC3339))),
 	}
 	blocks := []slack.Block{
-		slack.NewHeaderBlock(plain(fmt.Sprintf("Approve %s on %s?", r.Remediator, r.Target))),
+		slack.NewHeaderBlock(plain(esc(fmt.Sprintf("Approve %s on %s?", r.Remediator, r.Target), maxHeader))),
 		slack.NewSectionBlock(mrkdwn("*Why*: "+why), nil, nil),
 		slack.NewSectionBlock(nil, fields, nil),
 	}
 	if r.Requester != "" {
-		blocks = append(blocks, slack.NewContextBlock("", mrkdwn("Requested by "+r.Requester+", who cannot approve it.")))
+		blocks = append(blocks, slack.NewContextBlock("", mrkdwn("Requested by "+esc(r.Requester, maxField)+", who cannot approve it.")))
 	}
 	links := s.links(r.Runbook, r.Target)
 	blocks = append(blocks, slack.NewContextBlock("", mrkdwn(strings.TrimPrefix(links+" · ", " · ")+"`"+r.ID+"` · digest `"+r.Digest[:12]+"`")))
@@ -333,15 +340,15 @@ func (s *Slack) blocks(r approval.Request, steps []string) []slack.Block {
 		value := r.ID + ":" + r.Digest
 		approve := slack.NewButtonBlockElement(ActionApprove, value, plain("Approve")).WithStyle(slack.StylePrimary)
 		deny := slack.NewButtonBlockElement(ActionDeny, value, plain("Deny")).WithStyle(slack.StyleDanger).
-			WithConfirm(slack.NewConfirmationBlockObject(plain("Deny this action?"), plain("healer will not act on "+r.Target+"."), plain("Deny"), plain("Cancel")))
+			WithConfirm(slack.NewConfirmationBlockObject(plain("Deny this action?"), plain(esc("healer will not act on "+r.Target+".", maxHeader)), plain("Deny"), plain("Cancel")))
 		blocks = append(blocks, slack.NewActionBlock("healer_vote", approve, deny))
 		if got := len(r.Approvals()); got > 0 {
-			blocks = append(blocks, slack.NewContextBlock("", mrkdwn(fmt.Sprintf("%d of %d: approved by %s", got, r.Need, strings.Join(r.Persons(), ", ")))))
+			blocks = append(blocks, slack.NewContextBlock("", mrkdwn(fmt.Sprintf("%d of %d: approved by %s", got, r.Need, esc(strings.Join(r.Persons(), ", "), maxField)))))
 		}
 		return blocks
 	}
 	icon := map[string]string{approval.StateApproved: ":white_check_mark:", approval.StateDenied: ":no_entry_sign:", approval.StateExpired: ":hourglass:"}[r.State]
-	blocks = append(blocks, slack.NewSectionBlock(mrkdwn(icon+" *"+cap1(r.Outcome())+"*"), nil, nil))
+	blocks = append(blocks, slack.NewSectionBlock(mrkdwn(icon+" *"+esc(cap1(r.Outcome()), maxText)+"*"), nil, nil))
 	if len(steps) > 0 {
 		blocks = append(blocks, slack.NewSectionBlock(mrkdwn(strings.Join(steps, "\n")), nil, nil))
 	}
@@ -352,19 +359,27 @@ func (s *Slack) blocks(r approval.Request, steps []string) []slack.Block {
 func (s *Slack) links(runbook, target string) string {
 	if s.cfg.ExternalURL == "" {
 		if runbook != "" {
-			return "Runbook: `" + runbook + "`"
+			return "Runbook: " + code(runbook, maxField)
 		}
 		return ""
 	}
 	base := strings.TrimSuffix(s.cfg.ExternalURL, "/")
 	var parts []string
 	if runbook != "" {
-		parts = append(parts, "<"+base+"/"+strings.TrimPrefix(runbook, "/")+"|Runbook>")
+		parts = append(parts, "<"+linkURL(base+"/"+strings.TrimPrefix(runbook, "/"))+"|Runbook>")
 	}
 	if target != "" {
-		parts = append(parts, "<"+base+"/?target="+url.QueryEscape(target)+"|Audit trail>")
+		parts = append(parts, "<"+linkURL(base+"/?target="+url.QueryEscape(target))+"|Audit trail>")
 	}
 	return strings.Join(parts, " · ")
+}
+
+// linkURL is u made safe as the address of a Slack link <u|label>: the
+// characters that would end the address or start an entity are
+// percent-encoded (& becomes &amp;, as Slack asks), so a runbook path
+// cannot turn the link into another one.
+func linkURL(u string) string {
+	return strings.NewReplacer("<", "%3C", ">", "%3E", "|", "%7C", " ", "%20", "&", "&amp;").Replace(u)
 }
 
 func plain(s string) *slack.TextBlockObject {

@@ -129,6 +129,20 @@ func do(t *testing.T, req *http.Request) (int, string) {
 	return resp.StatusCode, string(b)
 }
 
+// run runs "/healer text" as user and returns healer's answer.
+func (a *app) run(t *testing.T, user, text string) slack.Msg {
+	t.Helper()
+	code, body := a.send(t, CommandsPath, command(user, text), time.Now(), signingSecret)
+	if code != http.StatusOK {
+		t.Fatalf("/healer %s: %d %s", text, code, body)
+	}
+	var m slack.Msg
+	if err := json.Unmarshal([]byte(body), &m); err != nil {
+		t.Fatalf("/healer %s: %v: %s", text, err, body)
+	}
+	return m
+}
+
 func click(user, actionID, value string) string {
 	return chatopstest.Click(user, "CHEALER", actionID, value)
 }
@@ -354,18 +368,7 @@ func TestRequestsNotFromSlackAreRefused(t *testing.T) {
 
 func TestSlashCommands(t *testing.T) {
 	a := newApp(t)
-	run := func(user, text string) slack.Msg {
-		t.Helper()
-		code, body := a.send(t, CommandsPath, command(user, text), time.Now(), signingSecret)
-		if code != http.StatusOK {
-			t.Fatalf("/healer %s: %d %s", text, code, body)
-		}
-		var m slack.Msg
-		if err := json.Unmarshal([]byte(body), &m); err != nil {
-			t.Fatalf("/healer %s: %v: %s", text, err, body)
-		}
-		return m
-	}
+	run := func(user, text string) slack.Msg { t.Helper(); return a.run(t, user, text) }
 
 	if m := run("UALICE", "pause node.drain node/worker-* for 2h : kernel upgrade"); m.ResponseType != slack.ResponseTypeInChannel || !strings.Contains(m.Text, "paused node.drain on node/worker-*") {
 		t.Fatalf("pause: %+v", m)

@@ -3,9 +3,20 @@ package nodeproblem
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
+
+	"k8s.io/apimachinery/pkg/api/validation"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
+
+// DefaultSources returns the components node-problem-detector reports
+// Node Events as: its kernel and system log monitors, its ABRT adaptor and
+// its custom plugin monitor.
+func DefaultSources() []string {
+	return []string{"kernel-monitor", "system-log-monitor", "abrt-adaptor", "custom-plugin-monitor"}
+}
 
 // Config says which Node conditions and Node Events are problems, and which
 // event type each becomes.
@@ -18,6 +29,19 @@ type Config struct {
 	// first rule that matches an Event wins. Nil means the defaults; an
 	// empty list watches no Events.
 	Events []EventRule `json:"events"`
+	// Sources are the components whose Node Events are believed:
+	// source.component, or reportingController for events.k8s.io Events.
+	// Anyone allowed to create Events can write any source, so this is
+	// no proof, but an Event from a component not listed here is ignored
+	// whatever the rules say, and counted. Nil means
+	// node-problem-detector's monitors (DefaultSources).
+	Sources []string `json:"sources"`
+	// Namespaces are the namespaces whose Node Events are watched at all.
+	// node-problem-detector, like the kubelet, posts its Node Events in
+	// "default", the namespace Events about cluster-scoped objects go to;
+	// Events about Nodes elsewhere were written by someone else. Nil means
+	// ["default"].
+	Namespaces []string `json:"namespaces"`
 	// Labels are the Node labels kept in the detector's cache and copied
 	// into every event's data, so policies can tell a control-plane node
 	// or a zone apart. An entry ending in "/" is a prefix: every label
@@ -53,9 +77,10 @@ type ConditionRule struct {
 type EventRule struct {
 	// Reason is the Event's reason, for example "TaskHung".
 	Reason string `json:"reason"`
-	// Sources, when not empty, are the reporting components accepted
-	// (source.component, or reportingController for events.k8s.io
-	// Events), for example "kernel-monitor". Empty accepts any source.
+	// Sources, when not empty, narrow Config.Sources for this rule: the
+	// reporting components accepted (source.component, or
+	// reportingController for events.k8s.io Events), for example
+	// "kernel-monitor". Empty accepts every source of Config.Sources.
 	Sources []string `json:"sources"`
 	// EventType is the type of the events emitted. Default "Node"+Reason.
 	EventType string `json:"eventType"`
@@ -67,8 +92,9 @@ type EventRule struct {
 // CorruptDockerOverlay2), each holding when True and counting at once, plus
 // Ready holding when False or Unknown for 2 minutes (event type
 // NodeNotReady). The default Events are TaskHung, OOMKilling and KernelOops
-// from any source. Rules get Statuses ["True"] and EventType "Node"+Type
-// (or "Node"+Reason) when they leave them empty.
+// from any of the DefaultSources, watched in the "default" namespace. Rules
+// get Statuses ["True"] and EventType "Node"+Type (or "Node"+Reason) when
+// they leave them empty.
 func (c *Config) ApplyDefaults() {
 	if c.Conditions == nil {
 		// The condition types node-problem-detector sets with its
@@ -103,6 +129,12 @@ func (c *Config) ApplyDefaults() {
 		if r.EventType == "" && r.Reason != "" {
 			r.EventType = "Node" + r.Reason
 		}
+	}
+	if c.Sources == nil {
+		c.Sources = DefaultSources()
+	}
+	if c.Namespaces == nil {
+		c.Namespaces = []string{metav1.NamespaceDefault}
 	}
 	if c.Labels == nil {
 		c.Labels = []string{"node-role.kubernetes.io/", "topology.kubernetes.io/zone"}
@@ -153,7 +185,29 @@ func (c *Config) Validate() error {
 		for _, s := range r.Sources {
 			if strings.TrimSpace(s) == "" {
 				errs = append(errs, fmt.Errorf("%s (%s): sources: empty source name", where, r.Reason))
+			} else if !slices.Contains(c.Sources, s) {
+				errs = append(errs, fmt.Errorf("%s (%s): source %q is not one of nodeproblem sources %v, so the rule could never match it", where, r.Reason, s, c.Sources))
 			}
+		}
+	}
+	if len(c.Events) > 0 {
+		if len(c.Sources) == 0 {
+			errs = append(errs, errors.New("nodeproblem: sources: at least one is required to believe any Node Event"))
+		}
+		if len(c.Namespaces) == 0 {
+			errs = append(errs, errors.New("nodeproblem: namespaces: at least one is required to watch Node Events"))
+		}
+	}
+	for i, s := range c.Sources {
+		if strings.TrimSpace(s) == "" {
+			errs = append(errs, fmt.Errorf("nodeproblem: sources[%d]: empty source name", i))
+		}
+	}
+	for i, ns := range c.Namespaces {
+		if msgs := validation.ValidateNamespaceName(ns, false); len(msgs) > 0 {
+			errs = append(errs, fmt.Errorf("nodeproblem: namespaces[%d] %q: %s", i, ns, strings.Join(msgs, "; ")))
+		} else if slices.Contains(c.Namespaces[:i], ns) {
+			errs = append(errs, fmt.Errorf("nodeproblem: namespaces[%d] %q: listed twice", i, ns))
 		}
 	}
 	for i, l := range c.Labels {

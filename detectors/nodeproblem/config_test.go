@@ -52,6 +52,12 @@ func TestConfigDefaults(t *testing.T) {
 	if !slices.Equal(reasons, []string{"TaskHung->NodeTaskHung", "OOMKilling->NodeOOMKilling", "KernelOops->NodeKernelOops"}) {
 		t.Errorf("default event rules %v", reasons)
 	}
+	if want := []string{"kernel-monitor", "system-log-monitor", "abrt-adaptor", "custom-plugin-monitor"}; !slices.Equal(c.Sources, want) {
+		t.Errorf("default sources %v, want node-problem-detector's %v", c.Sources, want)
+	}
+	if !slices.Equal(c.Namespaces, []string{"default"}) {
+		t.Errorf("default namespaces %v, want [default]", c.Namespaces)
+	}
 }
 
 func TestConfigValidate(t *testing.T) {
@@ -69,6 +75,15 @@ func TestConfigValidate(t *testing.T) {
 		{name: "negative for", cfg: Config{Conditions: []ConditionRule{{Type: "Ready", For: -time.Second}}}, wantErr: "for -1s: must not be negative"},
 		{name: "event without reason", cfg: Config{Events: []EventRule{{EventType: "X"}}}, wantErr: "events[0]: reason is required"},
 		{name: "empty source", cfg: Config{Events: []EventRule{{Reason: "TaskHung", Sources: []string{" "}}}}, wantErr: "empty source name"},
+		{name: "a rule narrows the sources", cfg: Config{Events: []EventRule{{Reason: "TaskHung", Sources: []string{"kernel-monitor"}}}}},
+		{name: "a rule source not believed", cfg: Config{Events: []EventRule{{Reason: "TaskHung", Sources: []string{"mallory"}}}}, wantErr: `source "mallory" is not one of nodeproblem sources`},
+		{name: "own sources", cfg: Config{Sources: []string{"my-monitor"}, Events: []EventRule{{Reason: "GPUFailure", Sources: []string{"my-monitor"}}}}},
+		{name: "no sources", cfg: Config{Sources: []string{}}, wantErr: "sources: at least one is required"},
+		{name: "no sources, no events", cfg: Config{Sources: []string{}, Namespaces: []string{}, Events: []EventRule{}}},
+		{name: "empty detector source", cfg: Config{Sources: []string{"kernel-monitor", ""}}, wantErr: "sources[1]: empty source name"},
+		{name: "no namespaces", cfg: Config{Namespaces: []string{}}, wantErr: "namespaces: at least one is required"},
+		{name: "bad namespace", cfg: Config{Namespaces: []string{"Default"}}, wantErr: `namespaces[0] "Default"`},
+		{name: "namespace twice", cfg: Config{Namespaces: []string{"default", "kube-system", "default"}}, wantErr: `namespaces[2] "default": listed twice`},
 		{name: "empty label", cfg: Config{Labels: []string{""}}, wantErr: "labels[0]"},
 		{name: "negative max event age", cfg: Config{MaxEventAge: -time.Second}, wantErr: "maxEventAge"},
 		{name: "negative publish timeout", cfg: Config{PublishTimeout: -time.Second}, wantErr: "publishTimeout"},
@@ -221,5 +236,58 @@ func TestInterner(t *testing.T) {
 	}
 	if n := len(in.m); n != maxInterned {
 		t.Errorf("interner holds %d strings, want its bound %d", n, maxInterned)
+	}
+}
+
+// TestUntrusted: only an Event that node-problem-detector could have
+// posted about a Node counts. The apiserver test of the same is in
+// TestDetector; this one covers what a real apiserver never delivers
+// (another namespace, another kind).
+func TestUntrusted(t *testing.T) {
+	var cfg Config
+	cfg.ApplyDefaults()
+	d := newDetector(t, cfg, fake.NewClientset(), &recorder{})
+	npd := func(edit func(e *corev1.Event)) *corev1.Event {
+		e := &corev1.Event{
+			ObjectMeta:     metav1.ObjectMeta{Name: "worker-1.17f", Namespace: metav1.NamespaceDefault},
+			InvolvedObject: corev1.ObjectReference{Kind: "Node", Name: "worker-1", UID: "worker-1"},
+			Reason:         "TaskHung",
+			Source:         corev1.EventSource{Component: "kernel-monitor", Host: "worker-1"},
+		}
+		if edit != nil {
+			edit(e)
+		}
+		return e
+	}
+	tests := []struct {
+		name string
+		e    *corev1.Event
+		want string
+	}{
+		{"node-problem-detector's", npd(nil), ""},
+		{"each of its monitors", npd(func(e *corev1.Event) { e.Source.Component = "custom-plugin-monitor" }), ""},
+		{"events.k8s.io reportingController", npd(func(e *corev1.Event) {
+			e.Source = corev1.EventSource{}
+			e.ReportingController = "system-log-monitor"
+		}), ""},
+		{"core API group spelled out", npd(func(e *corev1.Event) { e.InvolvedObject.APIVersion = "v1" }), ""},
+		{"another source", npd(func(e *corev1.Event) { e.Source.Component = "mallory" }), IgnoredSource},
+		{"no source", npd(func(e *corev1.Event) { e.Source.Component = "" }), IgnoredSource},
+		{"another reportingController", npd(func(e *corev1.Event) {
+			e.Source = corev1.EventSource{}
+			e.ReportingController = "mallory"
+		}), IgnoredSource},
+		{"another namespace", npd(func(e *corev1.Event) { e.Namespace = "team-a" }), IgnoredNamespace},
+		{"a Pod named like a node", npd(func(e *corev1.Event) { e.InvolvedObject.Kind = "Pod" }), IgnoredNotANode},
+		{"a Node of another API group", npd(func(e *corev1.Event) { e.InvolvedObject.APIVersion = "evil.example/v1" }), IgnoredNotANode},
+		{"a namespaced Node", npd(func(e *corev1.Event) { e.InvolvedObject.Namespace = "default" }), IgnoredNotANode},
+		{"no name", npd(func(e *corev1.Event) { e.InvolvedObject.Name = "" }), IgnoredNotANode},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := d.untrusted(tt.e); got != tt.want {
+				t.Errorf("untrusted = %q, want %q", got, tt.want)
+			}
+		})
 	}
 }

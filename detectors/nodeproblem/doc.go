@@ -11,7 +11,11 @@
 // from the condition's lastTransitionTime with a timer (no polling). The
 // detector publishes a firing event when a condition starts to count and a
 // resolved event, with the same key, when it stops holding. A matching Node
-// Event becomes a firing event; Events have no resolve.
+// Event becomes a firing event; Events have no resolve. Only Events that
+// node-problem-detector could have posted count: about a core Node, in one
+// of Config.Namespaces (only those are watched) and from one of
+// Config.Sources; the others are ignored and counted by reason
+// (RegisterMetrics).
 //
 // Event ids are derived from what the API says (node, condition type,
 // status and lastTransitionTime; an Event's uid and count), so an informer

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"slices"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -19,16 +20,23 @@ import (
 // and lastTimestamp go up). Every new occurrence is a firing event; there
 // is no resolve.
 func (d *Detector) onEvent(old, e *corev1.Event) {
-	if e.InvolvedObject.Kind != "Node" || e.InvolvedObject.Name == "" {
+	if len(d.events[e.Reason]) == 0 {
+		return // no rule names its reason (the kubelet's NodeReady, say): of no interest
+	}
+	count, last := eventCount(e), lastSeen(e)
+	if old != nil && old.UID == e.UID && eventCount(old) == count && lastSeen(old).Equal(last) {
+		return // a resync or an unrelated change: nothing happened again
+	}
+	if why := d.untrusted(e); why != "" {
+		d.ignored(why).Add(1)
+		// Debug only: whoever writes such Events could flood the log.
+		d.log.Debug("node event ignored", "why", why, "event", e.Namespace+"/"+e.Name, "reason", e.Reason,
+			"source", eventSource(e), "involved_kind", e.InvolvedObject.Kind, "involved_name", e.InvolvedObject.Name)
 		return
 	}
 	rule := d.eventRule(e)
 	if rule == nil {
 		return
-	}
-	count, last := eventCount(e), lastSeen(e)
-	if old != nil && old.UID == e.UID && eventCount(old) == count && lastSeen(old).Equal(last) {
-		return // a resync or an unrelated change: nothing happened again
 	}
 	now := d.now()
 	if age := now.Sub(last); age > d.cfg.MaxEventAge {
@@ -40,6 +48,54 @@ func (d *Detector) onEvent(old, e *corev1.Event) {
 	d.log.Info("node event", "node", e.InvolvedObject.Name, "reason", e.Reason, "source", eventSource(e),
 		"count", count, "event_type", ev.Type, "event_id", ev.ID)
 	d.out.push(ev)
+}
+
+// Why a Node Event whose reason a rule names is ignored: the values of the
+// reason attribute of the healer_nodeproblem_events_ignored metric.
+const (
+	// IgnoredNotANode: the Event's involved object is not a core Node
+	// (another kind or API group, a namespace, no name).
+	IgnoredNotANode = "not_a_node"
+	// IgnoredNamespace: the Event is not in one of Config.Namespaces.
+	IgnoredNamespace = "namespace"
+	// IgnoredSource: its source is not one of Config.Sources.
+	IgnoredSource = "source"
+)
+
+// untrusted says why e is not an Event node-problem-detector could have
+// posted about a Node (one of the Ignored reasons), or "" when it could.
+func (d *Detector) untrusted(e *corev1.Event) string {
+	o := e.InvolvedObject
+	switch {
+	case o.Kind != "Node" || (o.APIVersion != "" && o.APIVersion != "v1") || o.Namespace != "" || o.Name == "":
+		return IgnoredNotANode
+	case !slices.Contains(d.cfg.Namespaces, e.Namespace):
+		return IgnoredNamespace
+	case !slices.Contains(d.cfg.Sources, eventSource(e)):
+		return IgnoredSource
+	}
+	return ""
+}
+
+// ignored is the counter of Events ignored for why.
+func (d *Detector) ignored(why string) *atomic.Int64 {
+	switch why {
+	case IgnoredNotANode:
+		return &d.ignoredNotANode
+	case IgnoredNamespace:
+		return &d.ignoredNamespace
+	default:
+		return &d.ignoredSource
+	}
+}
+
+// ignoredCounts returns the counters of ignored Events by why.
+func (d *Detector) ignoredCounts() map[string]int64 {
+	return map[string]int64{
+		IgnoredNotANode:  d.ignoredNotANode.Load(),
+		IgnoredNamespace: d.ignoredNamespace.Load(),
+		IgnoredSource:    d.ignoredSource.Load(),
+	}
 }
 
 // eventRule returns the first rule matching e, or nil.

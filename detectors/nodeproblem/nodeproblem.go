@@ -68,6 +68,8 @@ type Detector struct {
 	published     atomic.Int64
 	duplicates    atomic.Int64
 	publishErrors atomic.Int64
+
+	ignoredNotANode, ignoredNamespace, ignoredSource atomic.Int64
 }
 
 // New returns the detector; cfg gets its defaults applied and is validated.
@@ -118,6 +120,11 @@ type Stats struct {
 	Published, Duplicates int64
 	// PublishErrors is the number of failed publish attempts (each retried).
 	PublishErrors int64
+	// Ignored counts, by why (IgnoredNotANode, IgnoredNamespace,
+	// IgnoredSource), the occurrences of Events whose reason a rule names
+	// that were ignored because node-problem-detector did not post them
+	// about a Node.
+	Ignored map[string]int64
 }
 
 // Stats returns the current counters.
@@ -129,6 +136,7 @@ func (d *Detector) Stats() Stats {
 		Published:     d.published.Load(),
 		Duplicates:    d.duplicates.Load(),
 		PublishErrors: d.publishErrors.Load(),
+		Ignored:       d.ignoredCounts(),
 	}
 	d.mu.Lock()
 	for _, byType := range d.problems {
@@ -161,8 +169,10 @@ func (d *Detector) Run(ctx context.Context) error {
 		return fmt.Errorf("nodeproblem: list nodes: %w", err)
 	}
 	if len(d.cfg.Events) > 0 {
-		if _, err := d.client.CoreV1().Events(metav1.NamespaceAll).List(ctx, metav1.ListOptions{Limit: 1, FieldSelector: nodeEventSelector}); err != nil {
-			return fmt.Errorf("nodeproblem: list node events: %w", err)
+		for _, ns := range d.cfg.Namespaces {
+			if _, err := d.client.CoreV1().Events(ns).List(ctx, metav1.ListOptions{Limit: 1, FieldSelector: nodeEventSelector}); err != nil {
+				return fmt.Errorf("nodeproblem: list node events in namespace %s: %w", ns, err)
+			}
 		}
 	}
 	begin := time.Now()
@@ -172,14 +182,20 @@ func (d *Detector) Run(ctx context.Context) error {
 		return err
 	}
 	synced := []cache.DoneChecker{nodesSynced}
-	eventFactory := informers.NewSharedInformerFactoryWithOptions(d.client, 0,
-		informers.WithTweakListOptions(func(o *metav1.ListOptions) { o.FieldSelector = nodeEventSelector }))
+	// One Event informer per namespace of Config.Namespaces: Events about
+	// Nodes anywhere else are not even listed.
+	var eventFactories []informers.SharedInformerFactory
 	if len(d.cfg.Events) > 0 {
-		eventsSynced, err := d.watchEvents(eventFactory)
-		if err != nil {
-			return err
+		for _, ns := range d.cfg.Namespaces {
+			f := informers.NewSharedInformerFactoryWithOptions(d.client, 0, informers.WithNamespace(ns),
+				informers.WithTweakListOptions(func(o *metav1.ListOptions) { o.FieldSelector = nodeEventSelector }))
+			eventsSynced, err := d.watchEvents(f)
+			if err != nil {
+				return err
+			}
+			eventFactories = append(eventFactories, f)
+			synced = append(synced, eventsSynced)
 		}
-		synced = append(synced, eventsSynced)
 	}
 
 	published := make(chan struct{})
@@ -188,7 +204,9 @@ func (d *Detector) Run(ctx context.Context) error {
 		d.publishLoop(ctx)
 	}()
 	nodeFactory.StartWithContext(ctx)
-	eventFactory.StartWithContext(ctx)
+	for _, f := range eventFactories {
+		f.StartWithContext(ctx)
+	}
 	if cache.WaitFor(ctx, "", synced...) {
 		close(d.synced)
 		st := d.Stats()
@@ -197,7 +215,9 @@ func (d *Detector) Run(ctx context.Context) error {
 	}
 	<-ctx.Done()
 	nodeFactory.Shutdown()
-	eventFactory.Shutdown()
+	for _, f := range eventFactories {
+		f.Shutdown()
+	}
 	d.stopTimers()
 	<-published
 	return nil
@@ -237,7 +257,7 @@ func (d *Detector) watchNodes(factory informers.SharedInformerFactory) (cache.Do
 }
 
 // watchEvents sets up the Event informer of factory, which lists only
-// Events about Nodes.
+// Events about Nodes in one namespace.
 func (d *Detector) watchEvents(factory informers.SharedInformerFactory) (cache.DoneChecker, error) {
 	inf := factory.Core().V1().Events().TypedInformer()
 	if err := inf.SetTransform(d.slimEvent); err != nil {

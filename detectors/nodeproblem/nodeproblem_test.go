@@ -3,6 +3,7 @@ package nodeproblem
 import (
 	"context"
 	"encoding/json"
+	"maps"
 	"strings"
 	"testing"
 	"time"
@@ -12,6 +13,9 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
+
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 
 	"github.com/selfheal/healer/bus"
 	"github.com/selfheal/healer/internal/testenv"
@@ -333,6 +337,76 @@ func TestDetector(t *testing.T) {
 		}
 		if evs := eventsFor(ctx, t, stream, key); len(evs) != 2 {
 			t.Errorf("TaskHung from another source, or an hour old, was reported: %v", describe(evs))
+		}
+	})
+
+	t.Run("only node-problem-detector's Events count", func(t *testing.T) {
+		const node = "npd-only"
+		testenv.CreateNodes(ctx, t, k.Client, node)
+		pub, stream := startBus(ctx, t)
+		d := newDetector(t, Config{}, k.Client, pub)
+		reader := sdkmetric.NewManualReader()
+		if _, err := d.RegisterMetrics(sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader)).Meter("test")); err != nil {
+			t.Fatal(err)
+		}
+		run(ctx, t, d)
+
+		now := metav1.NewTime(time.Now())
+		create := func(name string, edit func(e *corev1.Event)) *corev1.Event {
+			t.Helper()
+			e := &corev1.Event{
+				ObjectMeta:     metav1.ObjectMeta{Name: node + "." + name, Namespace: metav1.NamespaceDefault},
+				InvolvedObject: corev1.ObjectReference{Kind: "Node", Name: node, UID: types.UID(node)},
+				Reason:         "TaskHung",
+				Message:        "task docker:20744 blocked for more than 120 seconds.",
+				Source:         corev1.EventSource{Component: "kernel-monitor", Host: node},
+				FirstTimestamp: now, LastTimestamp: now, Count: 1, Type: corev1.EventTypeWarning,
+			}
+			edit(e)
+			created, err := k.Client.CoreV1().Events(e.Namespace).Create(ctx, e, metav1.CreateOptions{})
+			if err != nil {
+				t.Fatalf("create event %s: %v", e.Name, err)
+			}
+			return created
+		}
+		// Written by someone else, each in one way.
+		create("mallory", func(e *corev1.Event) { e.Source.Component = "mallory" })
+		create("crd-node", func(e *corev1.Event) { e.InvolvedObject.APIVersion = "evil.example/v1" })
+		create("namespaced-node", func(e *corev1.Event) { e.InvolvedObject.Namespace = metav1.NamespaceDefault })
+		create("pod", func(e *corev1.Event) { e.InvolvedObject.Kind = "Pod" })                                                        // not listed: the field selector
+		create("elsewhere", func(e *corev1.Event) { e.Namespace = metav1.NamespaceSystem; e.InvolvedObject.Namespace = e.Namespace }) // not watched
+		// node-problem-detector's own, created last, so handled last.
+		real := create("kernel-monitor", func(*corev1.Event) {})
+
+		key := EventKey(node, "TaskHung")
+		e := waitEvent(ctx, t, stream, key, bus.StatusFiring, within)
+		if e.ID != NodeEventID(real.UID, 1) {
+			t.Errorf("event %s, want the kernel-monitor one %s", e.ID, NodeEventID(real.UID, 1))
+		}
+		if evs := eventsFor(ctx, t, stream, key); len(evs) != 1 {
+			t.Errorf("%d events for %s, want only the kernel-monitor one: %v", len(evs), key, describe(evs))
+		}
+		want := map[string]int64{IgnoredSource: 1, IgnoredNotANode: 2, IgnoredNamespace: 0}
+		if got := d.Stats().Ignored; !maps.Equal(got, want) {
+			t.Errorf("ignored %v, want %v", got, want)
+		}
+		var rm metricdata.ResourceMetrics
+		if err := reader.Collect(ctx, &rm); err != nil {
+			t.Fatal(err)
+		}
+		got := map[string]int64{}
+		for _, sm := range rm.ScopeMetrics {
+			for _, m := range sm.Metrics {
+				if sum, ok := m.Data.(metricdata.Sum[int64]); ok && m.Name == "healer_nodeproblem_events_ignored" {
+					for _, p := range sum.DataPoints {
+						why, _ := p.Attributes.Value("reason")
+						got[why.AsString()] = p.Value
+					}
+				}
+			}
+		}
+		if !maps.Equal(got, want) {
+			t.Errorf("healer_nodeproblem_events_ignored %v, want %v", got, want)
 		}
 	})
 

@@ -180,7 +180,10 @@ func (d *Detector) slimEvent(obj any) (any, error) {
 	if len(d.events[e.Reason]) == 0 {
 		return slim, nil
 	}
-	slim.InvolvedObject = corev1.ObjectReference{Kind: e.InvolvedObject.Kind, Name: e.InvolvedObject.Name}
+	slim.InvolvedObject = corev1.ObjectReference{
+		Kind: e.InvolvedObject.Kind, APIVersion: e.InvolvedObject.APIVersion,
+		Namespace: e.InvolvedObject.Namespace, Name: e.InvolvedObject.Name,
+	}
 	slim.Reason = e.Reason
 	slim.Message = e.Message
 	slim.Source = e.Source

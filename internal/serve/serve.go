@@ -320,6 +320,10 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (_ *Server, err er
 			stopEngine()
 			return nil, err
 		}
+		if _, err := npd.RegisterMetrics(mp.Meter("github.com/selfheal/healer/detectors/nodeproblem")); err != nil {
+			stopEngine()
+			return nil, err
+		}
 		wg.Go(func() {
 			if err := npd.Run(engineCtx); err != nil && engineCtx.Err() == nil {
 				log.Error("nodeproblem detector stopped", "err", err)
