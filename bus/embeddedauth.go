@@ -2,7 +2,6 @@ package bus
 
 import (
 	"crypto/hmac"
-	"crypto/rand"
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/hex"
@@ -15,6 +14,8 @@ import (
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
+
+	"github.com/selfheal/healer/internal/httpauth"
 )
 
 // ServeUser is the NATS user serve connects to its embedded server as.
@@ -47,7 +48,7 @@ func NewEmbeddedAuth(agentKey []byte, opts AgentPermissionsOptions, log *slog.Lo
 	if len(agentKey) < 32 {
 		return nil, errors.New("embedded nats: the agent key must have at least 32 bytes")
 	}
-	pw, err := randomHex(32)
+	pw, err := httpauth.Generate()
 	if err != nil {
 		return nil, fmt.Errorf("embedded nats: serve's password: %w", err)
 	}
@@ -139,7 +140,7 @@ func LoadAgentKey(path string) ([]byte, error) {
 	case !errors.Is(err, os.ErrNotExist):
 		return nil, fmt.Errorf("agent key %s: %w", path, err)
 	}
-	h, err := randomHex(32)
+	h, err := httpauth.Generate()
 	if err != nil {
 		return nil, fmt.Errorf("agent key: %w", err)
 	}
@@ -151,12 +152,4 @@ func LoadAgentKey(path string) ([]byte, error) {
 	}
 	key, _ := hex.DecodeString(h)
 	return key, nil
-}
-
-func randomHex(n int) (string, error) {
-	b := make([]byte, n)
-	if _, err := rand.Read(b); err != nil {
-		return "", err
-	}
-	return hex.EncodeToString(b), nil
 }
