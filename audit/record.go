@@ -61,6 +61,11 @@ const (
 	// signed checkpoint; its details say what the checkpoint said, what
 	// the stream holds and who accepted it.
 	KindAuditAccepted Kind = "audit.accepted"
+	// KindProblemClosed records that an open problem was closed without
+	// anything done for it: it cleared while something (the budget, a
+	// rate limit, a pause, a breaker) still held it back. Its details say
+	// what held it and since when.
+	KindProblemClosed Kind = "problem.closed"
 )
 
 // Kinds returns every valid kind, in pipeline order.
@@ -69,7 +74,7 @@ func Kinds() []Kind {
 		KindEvent, KindDecision, KindSuppressed, KindApproval,
 		KindActionStarted, KindActionProgress, KindActionFinished, KindActionFailed, KindVerified,
 		KindPolicyLoaded, KindPolicyRefused, KindPauseSet, KindPauseCleared, KindPolicyShadow,
-		KindAuditForeign, KindAuditAccepted,
+		KindAuditForeign, KindAuditAccepted, KindProblemClosed,
 	}
 }
 

@@ -32,6 +32,14 @@ func (e *Event) AppendJSON(dst []byte) []byte {
 	dst = appendJSONString(dst, e.Status)
 	dst = append(dst, `,"key":`...)
 	dst = appendJSONString(dst, e.Key)
+	if e.Trigger != "" {
+		dst = append(dst, `,"trigger":`...)
+		dst = appendJSONString(dst, e.Trigger)
+	}
+	if e.Origin != "" {
+		dst = append(dst, `,"origin":`...)
+		dst = appendJSONString(dst, e.Origin)
+	}
 	if len(e.Data) > 0 {
 		dst = append(dst, `,"data":`...)
 		dst = append(dst, e.Data...)

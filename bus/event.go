@@ -39,8 +39,46 @@ type Event struct {
 	// Key is an extension attribute naming the problem instance (for an
 	// alert, its fingerprint). The firing and the resolved event of one
 	// problem share a key, so the latest state of a problem can be looked up.
-	Key  string          `json:"key"`
-	Data json.RawMessage `json:"data,omitempty"`
+	Key string `json:"key"`
+	// Trigger is an extension attribute set on an event healer made
+	// itself to look at a problem again: TriggerRedrive when a hold that
+	// kept it back has cleared, TriggerResync when a detector re-asserts
+	// what it still sees. Empty on a detector's news.
+	Trigger string `json:"trigger,omitempty"`
+	// Origin is an extension attribute of a re-driven or re-asserted
+	// event: the id of the detector's event it repeats.
+	Origin string          `json:"origin,omitempty"`
+	Data   json.RawMessage `json:"data,omitempty"`
+}
+
+// Triggers of the events healer makes itself (Event.Trigger).
+const (
+	// TriggerRedrive is a problem's latest event published again because
+	// what held it back (a budget slot, a rate window, a pause, a
+	// breaker) has cleared.
+	TriggerRedrive = "redrive"
+	// TriggerResync is a detector's periodic re-assertion of a problem it
+	// still sees.
+	TriggerResync = "resync"
+)
+
+// Repeat returns a copy of e as trigger makes it again, with the id id.
+// Its origin is e's origin, or e itself when e is a detector's news.
+func (e *Event) Repeat(trigger, id string) *Event {
+	c := *e
+	c.ID, c.Trigger = id, trigger
+	if c.Origin == "" {
+		c.Origin = e.ID
+	}
+	return &c
+}
+
+// OriginID is the id of the detector's event e is or repeats.
+func (e *Event) OriginID() string {
+	if e.Origin != "" {
+		return e.Origin
+	}
+	return e.ID
 }
 
 // Validate reports whether e has everything the engine relies on.
@@ -61,6 +99,11 @@ func (e *Event) Validate() error {
 	}
 	if e.Status != StatusFiring && e.Status != StatusResolved {
 		return fmt.Errorf("event %q: status %q, want %q or %q", e.ID, e.Status, StatusFiring, StatusResolved)
+	}
+	switch e.Trigger {
+	case "", TriggerRedrive, TriggerResync:
+	default:
+		return fmt.Errorf("event %q: trigger %q, want none, %q or %q", e.ID, e.Trigger, TriggerRedrive, TriggerResync)
 	}
 	if e.Time.IsZero() {
 		return fmt.Errorf("event %q: missing time", e.ID)
@@ -122,11 +165,34 @@ func DecodeEvent(b []byte) (*Event, error) {
 	return &e, nil
 }
 
-// EventSubject is the NATS subject an event is published on:
-// healer.events.<source>.<key-token>. All events of one problem instance
-// share it, so the last message on the subject is the problem's latest state.
+// EventSubject is the NATS subject a detector's event is published on:
+// healer.events.<source>.<key-token>. All of one problem instance's news
+// shares it, so the last message on the subject is the problem's latest
+// state.
 func EventSubject(source, key string) string {
 	return SubjectEvents + "." + token(source) + "." + token(key)
+}
+
+// NATSSubject is the NATS subject e is published on: EventSubject for a
+// detector's news, and one token more (the trigger) for an event healer
+// made itself, so that a re-driven or re-asserted copy never stands in
+// for the problem's latest state.
+func (e *Event) NATSSubject() string {
+	s := EventSubject(e.Source, e.Key)
+	if e.Trigger != "" {
+		s += "." + e.Trigger
+	}
+	return s
+}
+
+// ProblemSubject returns the subject of the problem's news for the subject
+// an event came on (the same, or without its trigger token).
+func ProblemSubject(subject string) string {
+	if n := strings.Count(subject, "."); n > 3 {
+		i := strings.LastIndexByte(subject, '.')
+		return subject[:i]
+	}
+	return subject
 }
 
 // token turns s into a single NATS subject token. Tokens that are already

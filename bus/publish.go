@@ -79,16 +79,26 @@ func (p *Publisher) Publish(ctx context.Context, events ...*Event) (PublishResul
 }
 
 // Message encodes an event as the NATS message healer publishes: the JSON
-// event on EventSubject, with Nats-Msg-Id set to the event id. e.Data must
+// event on its NATSSubject, with Nats-Msg-Id set to the event id. An event
+// healer made itself (a re-drive, a re-assertion) lives TriggerTTL at
+// most: a later one repeats it if it is still needed. e.Data must
 // be valid JSON (detectors produce it with encoding/json); it is copied as
 // it is.
 func Message(e *Event) (*nats.Msg, error) {
-	msg := nats.NewMsg(EventSubject(e.Source, e.Key))
+	msg := nats.NewMsg(e.NATSSubject())
 	msg.Data = e.AppendJSON(make([]byte, 0, 256+len(e.Data)))
 	msg.Header.Set(jetstream.MsgIDHeader, e.ID)
+	if e.Trigger != "" {
+		msg.Header.Set(jetstream.MsgTTLHeader, TriggerTTL.String())
+	}
 	msg.Header.Set("Content-Type", "application/cloudevents+json")
 	return msg, nil
 }
+
+// TriggerTTL is how long the events stream keeps an event healer made
+// itself. Resyncs come every minute or so, so keeping each for a week like
+// a detector's news would fill the stream with copies.
+const TriggerTTL = 15 * time.Minute
 
 // EventPublisher stores events durably; Publisher is the real one, and
 // node agents have their own that goes through serve.

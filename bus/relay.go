@@ -70,7 +70,7 @@ func AgentEventID(node, id string) string { return node + "/" + id }
 // digits, '.', '_' and '-', which is stored as AgentEventID(node, id).
 // Refused events are logged and counted. Serve replicas share the work in
 // one queue group. The subscription ends when ctx does.
-func RelayAgentEvents(ctx context.Context, nc *nats.Conn, pub *Publisher, cfg RelayConfig, log *slog.Logger) error {
+func RelayAgentEvents(ctx context.Context, nc *nats.Conn, pub EventPublisher, cfg RelayConfig, log *slog.Logger) error {
 	meter := cfg.Meter
 	if meter == nil {
 		meter = noop.NewMeterProvider().Meter("")
@@ -99,7 +99,7 @@ func RelayAgentEvents(ctx context.Context, nc *nats.Conn, pub *Publisher, cfg Re
 }
 
 type relay struct {
-	pub     *Publisher
+	pub     EventPublisher
 	sources []string
 	refused metric.Int64Counter
 	log     *slog.Logger
@@ -125,6 +125,9 @@ func (r *relay) one(ctx context.Context, m *nats.Msg) AgentEventAck {
 	case !slices.Contains(r.sources, ev.Source):
 		return r.refuse(ctx, refusedSource, node, ev, fmt.Errorf("%w: agent of node %s sent event %s from source %s (node-local: %s)",
 			ErrForeignSource, node, agentparam.Quote(ev.ID), agentparam.Quote(ev.Source), strings.Join(r.sources, ", ")))
+	case ev.Trigger != "" || ev.Origin != "":
+		// Re-drives and re-assertions are serve's to make.
+		return r.refuse(ctx, refusedEvent, node, ev, fmt.Errorf("%w: agent of node %s sent event %s with trigger %s", ErrBadEvent, node, agentparam.Quote(ev.ID), agentparam.Quote(ev.Trigger)))
 	case !strings.HasPrefix(ev.Key, node+"/") && !strings.HasPrefix(ev.Key, node+":"):
 		return r.refuse(ctx, refusedKey, node, ev, fmt.Errorf("%w: agent of node %s sent event %s with key %s", ErrForeignKey, node, agentparam.Quote(ev.ID), agentparam.Quote(ev.Key)))
 	}

@@ -19,6 +19,10 @@ const (
 	// BucketActions holds one entry per idempotency key (event, remediator,
 	// target): the action's id and state, so a redelivered event never acts twice.
 	BucketActions = "healer_actions"
+	// BucketProblems holds one entry per open problem (target and problem
+	// id): whether it is firing or resolved, the step it is at and, while
+	// something holds it back, what and until when.
+	BucketProblems = "healer_problems"
 	// ConsumerEngine is the durable consumer the engine reads events with.
 	ConsumerEngine = "healer-engine"
 )
@@ -77,6 +81,8 @@ type Streams struct {
 	Events  jetstream.Stream
 	Audit   jetstream.Stream
 	Actions jetstream.KeyValue
+	// Problems is the bucket of open problems (BucketProblems).
+	Problems jetstream.KeyValue
 }
 
 // EnsureStreams creates the streams and buckets, or updates them to cfg.
@@ -93,6 +99,8 @@ func EnsureStreams(ctx context.Context, js jetstream.JetStream, cfg StreamsConfi
 		Retention:   jetstream.LimitsPolicy,
 		AllowDirect: true,
 		Discard:     jetstream.DiscardOld,
+		// Re-driven and re-asserted events carry a TTL (TriggerTTL).
+		AllowMsgTTL: true,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("ensure stream %s: %w", StreamEvents, err)
@@ -125,5 +133,18 @@ func EnsureStreams(ctx context.Context, js jetstream.JetStream, cfg StreamsConfi
 	if err != nil {
 		return nil, fmt.Errorf("ensure bucket %s: %w", BucketActions, err)
 	}
-	return &Streams{Events: events, Audit: audit, Actions: actions}, nil
+	problems, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket:      BucketProblems,
+		Description: "healer: open problems, and what holds each back",
+		Storage:     jetstream.FileStorage,
+		Replicas:    cfg.Replicas,
+		// A problem nobody re-asserts for this long is forgotten; a
+		// detector that still sees it makes it again at its next resync.
+		TTL:     cfg.ActionsTTL,
+		History: 1,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("ensure bucket %s: %w", BucketProblems, err)
+	}
+	return &Streams{Events: events, Audit: audit, Actions: actions, Problems: problems}, nil
 }

@@ -45,6 +45,9 @@ type Config struct {
 	// ShutdownGrace is how long in-flight events may take to finish after
 	// a shutdown signal; unfinished ones are left for redelivery.
 	ShutdownGrace time.Duration `json:"shutdownGrace"`
+	// RedriveInterval is how often the open problems held back are looked
+	// at, to re-drive those whose hold has cleared. Default 250ms.
+	RedriveInterval time.Duration `json:"redriveInterval"`
 	// DryRun audits what would be done without doing it.
 	DryRun bool `json:"dryRun"`
 	// Budget is the blast-radius budget.
@@ -82,6 +85,9 @@ func (c *Config) ApplyDefaults() {
 	if c.ShutdownGrace == 0 {
 		c.ShutdownGrace = 20 * time.Second
 	}
+	if c.RedriveInterval == 0 {
+		c.RedriveInterval = 250 * time.Millisecond
+	}
 	c.Budget.ApplyDefaults()
 	c.Breaker.ApplyDefaults()
 }
@@ -106,6 +112,9 @@ func (c *Config) Validate() error {
 	}
 	if c.DecisionTimeout < time.Millisecond || c.DecisionTimeout >= c.AckWait {
 		errs = append(errs, fmt.Errorf("engine: decisionTimeout %s: must be at least 1ms and less than ackWait (%s)", c.DecisionTimeout, c.AckWait))
+	}
+	if c.RedriveInterval < 10*time.Millisecond || c.RedriveInterval > time.Minute {
+		errs = append(errs, fmt.Errorf("engine: redriveInterval %s: must be 10ms to 1m", c.RedriveInterval))
 	}
 	if c.Budget.HoldTTL < c.AckWait {
 		// A silent replica's actions are fenced off after ackWait; its

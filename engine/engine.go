@@ -142,6 +142,9 @@ type Engine struct {
 
 	recentMu sync.Mutex
 	recent   map[string][]policies.RecentAction
+
+	// problems are the open problems, shared by every replica.
+	problems *problems
 }
 
 // New returns an engine; cfg gets its defaults applied and is validated.
@@ -163,6 +166,9 @@ func New(cfg Config, deps Deps) (*Engine, error) {
 	if len(missing) > 0 {
 		return nil, fmt.Errorf("engine: missing dependencies %v", missing)
 	}
+	if deps.Streams.Problems == nil {
+		return nil, errors.New("engine: missing the open problems bucket (Streams.Problems)")
+	}
 	if deps.Metrics == nil {
 		deps.Metrics = NopMetrics()
 	}
@@ -172,6 +178,7 @@ func New(cfg Config, deps Deps) (*Engine, error) {
 	return &Engine{
 		cfg: cfg, Deps: deps, now: time.Now, instance: newActionID()[4:], late: lateDecision{limit: cfg.DecisionTimeout},
 		actions: make(chan struct{}, cfg.MaxActions), recent: map[string][]policies.RecentAction{},
+		problems: newProblems(deps.Streams.Problems, deps.Log),
 	}, nil
 }
 
@@ -214,6 +221,18 @@ func (e *Engine) Run(ctx context.Context) error {
 	e.stopping = ctx.Done()
 
 	var wg sync.WaitGroup
+	// The open problems: a watch keeps this replica's view of them
+	// current (until then, each is read from the bucket), and the
+	// redriver publishes again those whose hold has cleared.
+	problemsReady := make(chan struct{})
+	go e.problems.watch(workCtx, problemsReady) // ends with the work, after the last event
+	select {
+	case <-problemsReady:
+	case <-time.After(10 * time.Second):
+		e.Log.WarnContext(ctx, "engine: open problems not loaded within 10s; reading each from the bucket meanwhile")
+	case <-ctx.Done():
+	}
+	wg.Go(func() { e.runRedriver(ctx) })
 	d := newDispatcher(e.cfg.Workers)
 	handle := func(m jetstream.Msg) {
 		if ctx.Err() != nil {
@@ -294,10 +313,12 @@ func (d *dispatcher) enqueue(m jetstream.Msg) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.inHand[m] = struct{}{}
-	q := d.queues[m.Subject()]
-	d.queues[m.Subject()] = append(q, m)
+	// A re-drive or re-assertion goes in line with its problem's news.
+	subject := bus.ProblemSubject(m.Subject())
+	q := d.queues[subject]
+	d.queues[subject] = append(q, m)
 	if len(q) == 0 {
-		d.line = append(d.line, m.Subject())
+		d.line = append(d.line, subject)
 		d.fill()
 	}
 }

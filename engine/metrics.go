@@ -19,6 +19,7 @@ type Metrics struct {
 	handled    metric.Float64Histogram
 	slotWait   metric.Int64UpDownCounter
 	panics     metric.Int64Counter
+	redrives   metric.Int64Counter
 }
 
 // NewMetrics creates the instruments on meter.
@@ -48,6 +49,9 @@ func NewMetrics(meter metric.Meter) (*Metrics, error) {
 		return nil, err
 	}
 	if m.panics, err = meter.Int64Counter("healer_stage_panics", metric.WithDescription("Panics recovered in a pipeline stage, by stage; the event is handed back.")); err != nil {
+		return nil, err
+	}
+	if m.redrives, err = meter.Int64Counter("healer_redrives", metric.WithDescription("Held-back problems published again because their hold cleared, by hold.")); err != nil {
 		return nil, err
 	}
 	return &m, nil
@@ -101,4 +105,9 @@ func (m *Metrics) ActionSlotWait(ctx context.Context, delta int64) {
 // StagePanic counts a panic recovered in a stage.
 func (m *Metrics) StagePanic(ctx context.Context, stage string) {
 	m.panics.Add(ctx, 1, metric.WithAttributes(attribute.String("stage", stage)))
+}
+
+// Redriven counts a held-back problem published again.
+func (m *Metrics) Redriven(ctx context.Context, hold string) {
+	m.redrives.Add(ctx, 1, metric.WithAttributes(attribute.String("hold", hold)))
 }

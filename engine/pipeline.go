@@ -83,6 +83,21 @@ type run struct {
 	// fresh says the event had no state in the bucket: no attempt got as
 	// far as claiming an action for it (flush writes the state first).
 	fresh bool
+
+	// The event's open problem: its key, its record as the event found it
+	// (nil when it was not open) and what this run did to it, written
+	// when the event settles (see settleProblem).
+	problemKey string
+	problem    *Problem
+	hold       *Hold // what held the run back, when something did
+	acted      bool  // a step (not an undo) finished
+	failed     bool  // a step, or the whole ladder, failed
+	reopened   bool  // the problem came back before its owed undo ran
+	closing    bool  // the problem cleared while held back: close it
+	unchanged  bool  // the problem's record stays as it is
+	// quiet says the event is a re-drive or a re-assertion that changes
+	// nothing: it is acked without a record or a state.
+	quiet bool
 }
 
 // request is what the remediator is asked to do for this run.
@@ -155,12 +170,26 @@ func (e *Engine) handle(ctx context.Context, m jetstream.Msg) {
 			break
 		}
 	}
+	if r.quiet {
+		// A re-drive or re-assertion that changes nothing: no record, no
+		// state; a redelivery of it would come to the same.
+		if err := m.Ack(); err != nil {
+			log.WarnContext(ctx, "ack event", "err", err)
+		}
+		e.Metrics.Handled(ctx, "quiet", e.now().Sub(start))
+		return
+	}
 	// Settled: the records still pending go to the trail, then the
-	// outcome to the bucket, then the ack, in that order, so that an event
-	// is acked only once its records are stored and a copy of it would be
-	// recognised.
+	// problem's record and the event's outcome to their buckets, then the
+	// ack, in that order, so that an event is acked only once its records
+	// are stored and a copy of it would be recognised.
 	if err := e.appendPending(ctx, r); err != nil {
 		e.retry(ctx, r, "audit", err, log)
+		return
+	}
+	if err := e.settleProblem(ctx, r); err != nil {
+		log.WarnContext(ctx, "record the open problem; will retry", "err", err)
+		_ = m.NakWithDelay(e.cfg.RetryDelay)
 		return
 	}
 	if err := putJSON(ctx, e.Streams.Actions, eventKey(ev.ID), eventState{State: r.outcome, Time: e.now()}); err != nil {
@@ -221,8 +250,21 @@ func panicValue(v any) string {
 	return s
 }
 
-// dedupe audits an event the first time it is seen and settles duplicates.
+// dedupe audits an event the first time it is seen and settles
+// duplicates: of the event (its id), and of its problem (an open problem's
+// news while an action for it is open, a re-drive or a re-assertion that
+// changes nothing).
 func (e *Engine) dedupe(ctx context.Context, r *run) (bool, error) {
+	r.problemKey = problemKey(r.ev.Subject, r.ev.ProblemID())
+	p, _, err := e.problems.get(ctx, r.problemKey)
+	if err != nil {
+		return false, err
+	}
+	r.problem = p
+	if r.ev.Trigger != "" && !e.triggerCounts(r) {
+		r.quiet = true
+		return true, nil
+	}
 	st, _, err := getJSON[eventState](ctx, e.Streams.Actions, eventKey(r.ev.ID))
 	if err != nil {
 		return false, err
@@ -231,6 +273,7 @@ func (e *Engine) dedupe(ctx context.Context, r *run) (bool, error) {
 		r.decided = st.Decision
 	}
 	if st != nil && st.State == outcomeDone {
+		r.unchanged = true
 		return true, e.suppress(ctx, r, outcomeDone, "duplicate event: already handled", "handled_at", st.Time)
 	}
 	if st == nil {
@@ -240,7 +283,44 @@ func (e *Engine) dedupe(ctx context.Context, r *run) (bool, error) {
 		e.Metrics.Event(ctx, r.ev.Source, r.ev.Type)
 		e.auditLater(ctx, r, audit.KindEvent, audit.DetailsOf(r.ev))
 	}
+	if p == nil || p.EventID == r.ev.ID || r.ev.Trigger != "" {
+		return false, nil
+	}
+	// News of a problem that is open already.
+	switch {
+	case !r.ev.Resolved() && p.Status == bus.StatusFiring && (p.Phase == PhaseActing || p.Phase == PhaseActed):
+		r.unchanged = true
+		return true, e.suppress(ctx, r, outcomeDone, fmt.Sprintf("problem already handled: %s action %s; it stays open until the problem clears", p.Remediator, p.ActionID),
+			"problem_phase", p.Phase)
+	case !r.ev.Resolved() && p.Status == bus.StatusResolved && p.Acted:
+		r.reopened = true
+		return true, e.suppress(ctx, r, outcomeDone, fmt.Sprintf("the problem came back before the undo owed for %s action %s ran: the target stays as that action left it", p.Remediator, p.ActionID))
+	case r.ev.Resolved() && p.Phase == PhaseHeld && !p.Acted && p.Hold != nil:
+		r.closing = true
+		e.auditLater(ctx, r, audit.KindProblemClosed, audit.Details(
+			"reason", "the problem cleared while held back; nothing was done for it",
+			"held_by", p.Hold.Kind, "held_since", p.Hold.Since, "hold", p.Hold.Reason, "problem", r.ev.ProblemID()))
+		return true, nil
+	}
 	return false, nil
+}
+
+// triggerCounts reports whether a re-drive or a re-assertion is to be
+// handled: a re-drive when its problem is still held back as it was; a
+// re-assertion when its problem is not open (something lost it) or is held
+// back by something that has cleared.
+func (e *Engine) triggerCounts(r *run) bool {
+	p := r.problem
+	switch {
+	case p == nil:
+		return r.ev.Trigger == bus.TriggerResync
+	case p.Phase != PhaseHeld || p.Hold == nil || p.Status != r.ev.Status:
+		return false
+	case r.ev.Trigger == bus.TriggerRedrive:
+		return true
+	default:
+		return e.holdCleared(p, e.now())
+	}
 }
 
 // decide asks the current policy and audits the decision.
@@ -480,6 +560,7 @@ func (e *Engine) act(ctx context.Context, r *run) (bool, error) {
 			}
 		}
 	}
+	r.failed = true
 	return true, e.audit(ctx, r, audit.KindActionFailed, audit.Details("step", "ladder", "error", fmt.Sprintf("the problem persists after all %d steps", len(steps))))
 }
 
@@ -639,8 +720,9 @@ func (e *Engine) guard(ctx context.Context, r *run) (bool, error) {
 			if !p.Until.IsZero() {
 				until = "until " + p.Until.UTC().Format(time.RFC3339)
 			}
-			return true, e.suppress(ctx, r, outcomeSuppressed,
-				fmt.Sprintf("%s: %s, by %s, %s (pause %s): %s", what, p.Scope(), p.By, until, p.ID, p.Reason), "pause", p.ID)
+			return true, e.holdBack(ctx, r, Hold{Kind: HoldPause, Ref: p.ID, Until: p.Until,
+				Reason: fmt.Sprintf("held back: %s: %s, by %s, %s (pause %s): %s; re-driven when it ends", what, p.Scope(), p.By, until, p.ID, p.Reason)},
+				"pause", p.ID)
 		}
 	}
 	if e.cfg.DryRun || r.decision.DryRun {
@@ -658,7 +740,9 @@ func (e *Engine) guard(ctx context.Context, r *run) (bool, error) {
 			// after maxAttempts.
 			return false, fmt.Errorf("%w: circuit breaker open for %s; action %s resumes when it lets a probe through", errTransient, name, r.actionID)
 		}
-		return true, e.suppress(ctx, r, outcomeSuppressed, fmt.Sprintf("circuit breaker open for %s after repeated failures", name))
+		at := e.Breakers.HalfOpensAt(name)
+		return true, e.holdBack(ctx, r, Hold{Kind: HoldBreaker, Ref: name, Until: at,
+			Reason: fmt.Sprintf("held back: circuit breaker open for %s after repeated failures; re-driven when it half-opens at %s", name, at.UTC().Format(time.RFC3339))})
 	}
 	if r.undo {
 		return false, nil // an undo gives capacity back: no budget, no rate limits
@@ -684,7 +768,7 @@ func (e *Engine) guard(ctx context.Context, r *run) (bool, error) {
 				e.Notifier.Notify(ctx, Notice{Kind: NoticeBudgetExhausted, Remediator: name, Target: r.ev.Subject,
 					Text: err.Error(), Runbook: runbookOf(r)})
 			}
-			return true, e.suppress(ctx, r, outcomeSuppressed, err.Error(), "budget", st)
+			return true, e.holdBack(ctx, r, Hold{Kind: HoldBudget, Reason: budgetHoldReason(err, st)}, "budget", st)
 		}
 		r.reserved = res
 	}
@@ -701,11 +785,14 @@ func (e *Engine) guard(ctx context.Context, r *run) (bool, error) {
 		if len(limits) > 0 {
 			denied, retryAfter, err := e.Limiter.Allow(ctx, limits)
 			if err != nil {
-				return true, e.suppress(ctx, r, outcomeSuppressed, "rate limiter unavailable (fail closed): "+err.Error())
+				until := e.now().Add(limiterRetry)
+				return true, e.holdBack(ctx, r, Hold{Kind: HoldRate, Until: until,
+					Reason: fmt.Sprintf("held back: rate limiter unavailable (fail closed): %v; re-driven at %s", err, until.UTC().Format(time.RFC3339))})
 			}
 			if denied != nil {
-				return true, e.suppress(ctx, r, outcomeSuppressed,
-					fmt.Sprintf("rate limit %s reached (%d per %s)", denied.Key, denied.Max, denied.Per),
+				until := e.now().Add(retryAfter)
+				return true, e.holdBack(ctx, r, Hold{Kind: HoldRate, Ref: denied.Key, Until: until,
+					Reason: fmt.Sprintf("held back: rate limit %s reached (%d per %s); re-driven at %s", denied.Key, denied.Max, denied.Per, until.UTC().Format(time.RFC3339))},
 					"retry_after", retryAfter.Round(time.Second).String())
 			}
 		}
@@ -717,11 +804,16 @@ func (e *Engine) guard(ctx context.Context, r *run) (bool, error) {
 // one moot: a firing event whose problem has since resolved, or a resolved
 // event whose problem has since come back. It reads the stream, not a cache.
 func (e *Engine) superseded(ctx context.Context, r *run) (bool, string, error) {
-	last, err := e.Streams.Events.GetLastMsgForSubject(ctx, r.msg.Subject())
+	// A re-drive or a re-assertion repeats the problem's news; the news
+	// itself, on the problem's own subject, says what is true now.
+	last, err := e.Streams.Events.GetLastMsgForSubject(ctx, bus.ProblemSubject(r.msg.Subject()))
+	if errors.Is(err, jetstream.ErrMsgNotFound) && r.ev.Trigger != "" {
+		return false, "", nil // the news is older than the stream keeps
+	}
 	if err != nil {
 		return false, "", fmt.Errorf("%w: look up latest state of %s: %w", errTransient, r.ev.Subject, err)
 	}
-	if last.Sequence <= r.seq {
+	if r.ev.Trigger == "" && last.Sequence <= r.seq {
 		return false, "", nil
 	}
 	newer, err := bus.DecodeEvent(last.Data)
@@ -871,6 +963,15 @@ func (e *Engine) actStep(ctx context.Context, r *run) (bool, error) {
 	if err := e.flush(ctx, r); err != nil {
 		return false, err
 	}
+	if r.state == "" && !r.undo {
+		// Across replicas: no second action while one is open for the
+		// problem.
+		if other, err := e.claimProblem(ctx, r); err != nil {
+			return false, err
+		} else if other != "" {
+			return true, e.settleWithoutActing(ctx, r, step, other)
+		}
+	}
 	if r.state == "" {
 		st := actionState{ActionID: r.actionID, State: "claimed", Step: step, Time: e.now(), Holder: e.instance, Renewed: e.now()}
 		rev, err := e.Streams.Actions.Create(ctx, r.idemKey, stateJSON(st))
@@ -956,6 +1057,9 @@ func (e *Engine) actStep(ctx context.Context, r *run) (bool, error) {
 		return false, err
 	}
 	e.Metrics.Action(ctx, name, step, "finished")
+	if !r.undo && !notNeeded {
+		r.acted = true
+	}
 	e.remember(r.ev.Subject, policies.RecentAction{Remediator: name, Target: r.ev.Subject, Result: step + " finished", Time: e.now()})
 	if r.undo || notNeeded {
 		return true, nil // nothing was changed that needs verifying
@@ -1088,6 +1192,34 @@ func (e *Engine) suppress(ctx context.Context, r *run, outcome, reason string, k
 	return nil
 }
 
+// holdBack suppresses the run for something that clears by itself (h):
+// its problem waits on it, and is re-driven when it clears.
+func (e *Engine) holdBack(ctx context.Context, r *run, h Hold, kv ...any) error {
+	h.At = e.now()
+	r.hold = &h
+	kv = append(kv, "held_by", h.Kind)
+	if !h.Until.IsZero() {
+		kv = append(kv, "held_until", h.Until.UTC())
+	}
+	return e.suppress(ctx, r, outcomeSuppressed, h.Reason, kv...)
+}
+
+// limiterRetry is how long a problem waits for the rate limiter to be
+// reachable again before it is re-driven.
+const limiterRetry = 30 * time.Second
+
+// budgetHoldReason says why the budget holds a problem back, in numbers.
+func budgetHoldReason(err error, st guard.BudgetState) string {
+	switch {
+	case !errors.Is(err, guard.ErrBudgetExhausted):
+		return fmt.Sprintf("held back: %v (fail closed); re-driven when the budget is known", err)
+	case st.Zone != "" && st.OutOfService < st.Allowed:
+		return fmt.Sprintf("held back: budget of zone %s %d/%d in use; re-driven when a slot frees", st.Zone, st.ZoneOutOfService, st.ZoneAllowed)
+	default:
+		return fmt.Sprintf("held back: budget %d/%d in use; re-driven when a slot frees", st.OutOfService, st.Allowed)
+	}
+}
+
 // fail audits a failed action and records it so it is not retried.
 func (e *Engine) fail(ctx context.Context, r *run, step string, cause error) error {
 	if err := e.audit(ctx, r, audit.KindActionFailed, audit.Details("step", step, "error", cause.Error(), "attempts", r.attempt)); err != nil {
@@ -1152,6 +1284,9 @@ func (e *Engine) retry(ctx context.Context, r *run, stage string, err error, log
 		log.WarnContext(ctx, "cannot audit giving up; event will be retried", "stage", stage, "err", aerr)
 		_ = r.msg.NakWithDelay(30 * time.Second)
 		return
+	}
+	if err := e.settleProblem(ctx, r); err != nil {
+		log.WarnContext(ctx, "record the open problem after giving up", "err", err)
 	}
 	_ = putJSON(ctx, e.Streams.Actions, eventKey(r.ev.ID), eventState{State: r.outcome, Time: e.now()})
 	_ = r.msg.Term()

@@ -46,13 +46,14 @@ type Breakers struct {
 	onChange func(remediator string, from, to gobreaker.State)
 	mu       sync.Mutex
 	m        map[string]*gobreaker.CircuitBreaker[struct{}]
+	opened   map[string]time.Time // remediator -> when its breaker last opened
 }
 
 // NewBreakers returns breakers built on demand with cfg. onChange, if not
 // nil, is told of every state change (for notifications and metrics).
 func NewBreakers(cfg BreakerConfig, log *slog.Logger, onChange func(remediator string, from, to gobreaker.State)) *Breakers {
 	cfg.ApplyDefaults()
-	return &Breakers{cfg: cfg, log: log, onChange: onChange, m: map[string]*gobreaker.CircuitBreaker[struct{}]{}}
+	return &Breakers{cfg: cfg, log: log, onChange: onChange, m: map[string]*gobreaker.CircuitBreaker[struct{}]{}, opened: map[string]time.Time{}}
 }
 
 func (b *Breakers) get(name string) *gobreaker.CircuitBreaker[struct{}] {
@@ -73,6 +74,11 @@ func (b *Breakers) get(name string) *gobreaker.CircuitBreaker[struct{}] {
 					errors.Is(err, action.ErrUnsafe) || errors.Is(err, action.ErrBlocked)
 			},
 			OnStateChange: func(name string, from, to gobreaker.State) {
+				if to == gobreaker.StateOpen {
+					b.mu.Lock()
+					b.opened[name] = time.Now()
+					b.mu.Unlock()
+				}
 				b.log.Warn("circuit breaker changed state", "remediator", name, "from", from.String(), "to", to.String())
 				if b.onChange != nil {
 					b.onChange(name, from, to)
@@ -86,6 +92,17 @@ func (b *Breakers) get(name string) *gobreaker.CircuitBreaker[struct{}] {
 
 // State returns the state of the remediator's breaker.
 func (b *Breakers) State(name string) gobreaker.State { return b.get(name).State() }
+
+// HalfOpensAt returns when the remediator's breaker, open now, lets a probe
+// through; the zero time when it is not open.
+func (b *Breakers) HalfOpensAt(name string) time.Time {
+	if b.State(name) != gobreaker.StateOpen {
+		return time.Time{}
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.opened[name].Add(b.cfg.OpenFor)
+}
 
 // ErrBreakerOpen is returned by Run when the breaker does not let the
 // action through (open, or half-open with its one probe under way).

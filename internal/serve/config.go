@@ -89,6 +89,10 @@ type Config struct {
 	// generated into DataDir.
 	WebhookTokenFile string `json:"webhookTokenFile"`
 	APITokenFile     string `json:"apiTokenFile"`
+	// Resync is how often the detectors re-assert the problems they still
+	// see firing, so that one held back and then lost (a crash between
+	// holding it and re-driving it) is looked at again. Default 1m.
+	Resync time.Duration `json:"resync"`
 	// ShutdownTimeout bounds the whole clean shutdown.
 	ShutdownTimeout time.Duration `json:"shutdownTimeout"`
 
@@ -171,6 +175,9 @@ func (c *Config) ApplyDefaults() {
 	if c.ShutdownTimeout == 0 {
 		c.ShutdownTimeout = 30 * time.Second
 	}
+	if c.Resync == 0 {
+		c.Resync = time.Minute
+	}
 	c.Audit.ApplyDefaults(c.DataDir)
 	c.Streams.ApplyDefaults()
 	c.Alertmanager.ApplyDefaults()
@@ -197,6 +204,9 @@ func (c *Config) ApplyDefaults() {
 // Validate reports every problem at once.
 func (c *Config) Validate() error {
 	var errs []error
+	if c.Resync < time.Second {
+		errs = append(errs, fmt.Errorf("resync %s: must be at least 1s", c.Resync))
+	}
 	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
 		errs = append(errs, fmt.Errorf("listen %q: %w", c.Listen, err))
 	}

@@ -314,8 +314,18 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (_ *Server, err er
 		wg.Go(func() { s.watchShadow(engineCtx, shadow) })
 	}
 	detectors := []string{"alertmanager"}
+	// The detectors that know what is true now re-assert it every
+	// Resync (Alertmanager repeats firing alerts by itself).
+	reassert := func(pub bus.EventPublisher) bus.EventPublisher {
+		r, err := bus.NewReasserter(pub, cfg.Resync, log)
+		if err != nil { // Validate refused such an interval already
+			return pub
+		}
+		wg.Go(func() { r.Run(engineCtx) })
+		return r
+	}
 	if s.kube != nil && !cfg.NodeProblem.Disabled {
-		npd, err := nodeproblem.New(cfg.NodeProblem.Config, s.kube, bus.NewPublisher(s.js, cfg.NodeProblem.PublishTimeout), log)
+		npd, err := nodeproblem.New(cfg.NodeProblem.Config, s.kube, reassert(bus.NewPublisher(s.js, cfg.NodeProblem.PublishTimeout)), log)
 		if err != nil {
 			stopEngine()
 			return nil, err
@@ -335,7 +345,7 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (_ *Server, err er
 	// Node agents send their events through serve, which checks each is
 	// about the agent's own node, from a node-local detector, before storing it.
 	relay := bus.RelayConfig{Sources: agent.EventSources(), Meter: mp.Meter("github.com/selfheal/healer/bus")}
-	if err := bus.RelayAgentEvents(engineCtx, s.nc, bus.NewPublisher(s.js, 5*time.Second), relay, log); err != nil {
+	if err := bus.RelayAgentEvents(engineCtx, s.nc, reassert(bus.NewPublisher(s.js, 5*time.Second)), relay, log); err != nil {
 		stopEngine()
 		return nil, err
 	}
@@ -346,7 +356,7 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (_ *Server, err er
 		detectors = append(detectors, "vip leases")
 	}
 	if cfg.Etcd != nil {
-		ed, err := etcdmember.New(*cfg.Etcd, bus.NewPublisher(s.js, cfg.Etcd.PublishTimeout), log)
+		ed, err := etcdmember.New(*cfg.Etcd, reassert(bus.NewPublisher(s.js, cfg.Etcd.PublishTimeout)), log)
 		if err != nil {
 			stopEngine()
 			return nil, err
@@ -367,7 +377,7 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (_ *Server, err er
 			stopEngine()
 			return nil, errors.New("certExpiry.secrets: Kubernetes is not configured, so TLS secrets cannot be listed")
 		}
-		cd, err := certexpiry.New(*ce, bus.NewPublisher(s.js, ce.PublishTimeout), log, opts...)
+		cd, err := certexpiry.New(*ce, reassert(bus.NewPublisher(s.js, ce.PublishTimeout)), log, opts...)
 		if err != nil {
 			stopEngine()
 			return nil, err
@@ -380,7 +390,7 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (_ *Server, err er
 		detectors = append(detectors, "certexpiry")
 	}
 	if cfg.LogPipeline.Kafka != nil {
-		lp, err := logpipeline.New(cfg.LogPipeline, bus.NewPublisher(s.js, cfg.LogPipeline.PublishTimeout), log)
+		lp, err := logpipeline.New(cfg.LogPipeline, reassert(bus.NewPublisher(s.js, cfg.LogPipeline.PublishTimeout)), log)
 		if err != nil {
 			stopEngine()
 			return nil, err
