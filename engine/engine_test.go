@@ -60,6 +60,11 @@ decision := {"remediator": "test.count", "approval": "none", "reason": "limited"
 	input.event.type == "Limited"
 }
 
+decision := {"remediator": "test.count", "approval": "none", "reason": "limited briefly",
+	"rate_limit": {"key": "brief", "max": 1, "per": "2s"}} if {
+	input.event.type == "Brief"
+}
+
 # Tens of seconds of evaluation, in little memory: far past any deadline.
 decision := {"remediator": "test.count", "approval": "none", "reason": "slow"} if {
 	input.event.type == "Slow"

@@ -46,9 +46,12 @@ const (
 // next reports whether a problem may go from phase p to q. Closing a
 // problem (deleting its record) is allowed from every phase.
 func (p Phase) next(q Phase) bool {
+	if q == "" {
+		return false
+	}
 	switch p {
 	case "": // a problem seen for the first time
-		return q != ""
+		return true
 	case PhaseHeld:
 		return true // re-held, acting, or settled without acting
 	case PhaseActing:
@@ -109,7 +112,7 @@ type Problem struct {
 	// ActingEvent is the event whose handling holds the open action
 	// (PhaseActing): its later rungs and its redeliveries may act.
 	ActingEvent string `json:"acting_event,omitempty"`
-	Hold     *Hold  `json:"hold,omitempty"`
+	Hold        *Hold  `json:"hold,omitempty"`
 	// Event is the latest event handled for it, as published: what a
 	// re-drive publishes again.
 	Event json.RawMessage `json:"event"`
