@@ -762,6 +762,17 @@ func (e *Engine) guard(ctx context.Context, r *run) (bool, error) {
 		if e.Budget == nil {
 			return true, e.suppress(ctx, r, outcomeSuppressed, "blast-radius budget unknown: Kubernetes is not configured (fail closed)")
 		}
+		// Oldest first: news does not take a slot that older problems,
+		// held back, wait for.
+		if ahead := e.problems.waitingAhead(r.problemKey, r.problem, e.now()); ahead > 0 {
+			if st, err := e.Budget.StateFor(r.ev.TargetName()); err == nil && ahead >= st.Available {
+				why := budgetHoldReason(guard.ErrBudgetExhausted, st)
+				if st.Available > 0 {
+					why = fmt.Sprintf("held back: %d older problems wait for the budget's %d free slots; re-driven in turn", ahead, st.Available)
+				}
+				return true, e.holdBack(ctx, r, Hold{Kind: HoldBudget, Reason: why}, "budget", st, "waiting_ahead", ahead)
+			}
+		}
 		res, st, err := e.Budget.Reserve(ctx, r.ev.TargetName())
 		if err != nil {
 			if e.Notifier != nil && errors.Is(err, guard.ErrBudgetExhausted) {

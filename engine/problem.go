@@ -335,6 +335,30 @@ func (ps *problems) count() map[Phase]int {
 	return n
 }
 
+// waitingAhead counts the problems held back for the budget that opened
+// before the one with key (mine, nil when it is not open yet, opening at
+// now), and so go first when a slot frees.
+func (ps *problems) waitingAhead(key string, mine *Problem, now time.Time) int {
+	opened := now
+	if mine != nil {
+		opened = mine.Opened
+	}
+	ps.mu.Lock()
+	defer ps.mu.Unlock()
+	n := 0
+	for k, c := range ps.cache {
+		p := &c.p
+		if c.gone || k == key || p.Phase != PhaseHeld || p.Hold == nil || p.Hold.Kind != HoldBudget ||
+			!p.Disruptive || p.Status != bus.StatusFiring {
+			continue
+		}
+		if p.Opened.Before(opened) || p.Opened.Equal(opened) && k < key {
+			n++
+		}
+	}
+	return n
+}
+
 type heldProblem struct {
 	key string
 	rev uint64

@@ -98,7 +98,7 @@ func (rd *redriver) round(ctx context.Context) {
 		if _, on := rd.sent[h.key]; on || targets[h.p.Target] {
 			continue
 		}
-		if !e.holdCleared(&h.p, now) {
+		if now.Before(h.p.Hold.At.Add(rd.backoff(h.p.Redrives))) || !e.holdCleared(&h.p, now) {
 			continue
 		}
 		if h.p.Disruptive && h.p.Status == bus.StatusFiring {
@@ -121,6 +121,17 @@ func (rd *redriver) round(ctx context.Context) {
 		}
 		e.Metrics.Redriven(ctx, string(h.p.Hold.Kind))
 	}
+}
+
+// backoff is how long a problem re-driven n times and held back again
+// waits before its next re-drive: nothing at first, then doubling up to
+// 30s, so a problem whose hold a replica misjudges (a node the budget does
+// not know) is not re-driven on every round.
+func (rd *redriver) backoff(n int) time.Duration {
+	if n == 0 {
+		return 0
+	}
+	return min(rd.e.cfg.RedriveInterval<<min(n, 20), 30*time.Second)
 }
 
 // budgetSlot reports whether the budget has room for one more node out of
