@@ -241,7 +241,7 @@ func TestAuditKinds(t *testing.T) {
 		audit.KindActionFinished: "action.finished", audit.KindActionFailed: "action.failed",
 		audit.KindVerified: "verified", audit.KindPolicyLoaded: "policy.loaded", audit.KindPolicyRefused: "policy.refused",
 		audit.KindPauseSet: "pause.set", audit.KindPauseCleared: "pause.cleared", audit.KindPolicyShadow: "policy.shadow",
-		audit.KindAuditForeign: "audit.foreign", audit.KindAuditAccepted: "audit.accepted",
+		audit.KindAuditForeign: "audit.foreign", audit.KindAuditAccepted: "audit.accepted", audit.KindProblemClosed: "problem.closed",
 	}
 	for k, s := range want {
 		t.Run(s, func(t *testing.T) {

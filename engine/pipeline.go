@@ -288,7 +288,11 @@ func (e *Engine) dedupe(ctx context.Context, r *run) (bool, error) {
 	}
 	// News of a problem that is open already.
 	switch {
-	case !r.ev.Resolved() && p.Status == bus.StatusFiring && (p.Phase == PhaseActing || p.Phase == PhaseActed):
+	case !r.ev.Resolved() && p.Status == bus.StatusFiring && p.Phase == PhaseActing && p.ActingEvent != r.ev.ID:
+		// Another event's action is open (on another replica: this one
+		// handles a problem's events in order). News of an acted problem
+		// is decided again, as a new fault of it may need a new action
+		// (a second panic); its remediator's re-check says whether.
 		r.unchanged = true
 		return true, e.suppress(ctx, r, outcomeDone, fmt.Sprintf("problem already handled: %s action %s; it stays open until the problem clears", p.Remediator, p.ActionID),
 			"problem_phase", p.Phase)
@@ -779,7 +783,11 @@ func (e *Engine) guard(ctx context.Context, r *run) (bool, error) {
 				e.Notifier.Notify(ctx, Notice{Kind: NoticeBudgetExhausted, Remediator: name, Target: r.ev.Subject,
 					Text: err.Error(), Runbook: runbookOf(r)})
 			}
-			return true, e.holdBack(ctx, r, Hold{Kind: HoldBudget, Reason: budgetHoldReason(err, st)}, "budget", st)
+			h := Hold{Kind: HoldBudget, Reason: budgetHoldReason(err, st)}
+			if !errors.Is(err, guard.ErrBudgetExhausted) {
+				h.Ref = holdRefUnknown // waits for no slot, so nobody waits behind it
+			}
+			return true, e.holdBack(ctx, r, h, "budget", st)
 		}
 		r.reserved = res
 	}

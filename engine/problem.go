@@ -76,6 +76,10 @@ const (
 	HoldBreaker HoldKind = "breaker"    // the remediator's circuit breaker is open
 )
 
+// holdRefUnknown marks a budget hold of a budget that could not be
+// computed (the node watch not synced, a node it does not know).
+const holdRefUnknown = "unknown"
+
 // Hold is what keeps an open problem's next step back.
 type Hold struct {
 	Kind HoldKind `json:"kind"`
@@ -348,7 +352,7 @@ func (ps *problems) waitingAhead(key string, mine *Problem, now time.Time) int {
 	n := 0
 	for k, c := range ps.cache {
 		p := &c.p
-		if c.gone || k == key || p.Phase != PhaseHeld || p.Hold == nil || p.Hold.Kind != HoldBudget ||
+		if c.gone || k == key || p.Phase != PhaseHeld || p.Hold == nil || p.Hold.Kind != HoldBudget || p.Hold.Ref == holdRefUnknown ||
 			!p.Disruptive || p.Status != bus.StatusFiring {
 			continue
 		}
@@ -441,8 +445,7 @@ func (e *Engine) claimProblem(ctx context.Context, r *run) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	if p != nil && p.Status == bus.StatusFiring && p.ActingEvent != r.ev.ID &&
-		(p.Phase == PhaseActing || p.Phase == PhaseActed && p.EventID != r.ev.ID) {
+	if p != nil && p.Status == bus.StatusFiring && p.Phase == PhaseActing && p.ActingEvent != r.ev.ID {
 		return fmt.Sprintf("problem already handled: %s action %s is %s", p.Remediator, p.ActionID, p.Phase), nil
 	}
 	now := e.now()

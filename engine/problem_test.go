@@ -181,12 +181,6 @@ func TestOpenProblemIsDedupedByProblem(t *testing.T) {
 	first := event("Count", "node/d1", bus.StatusFiring)
 	h.publish(first, first.ID)
 	h.waitKinds(first.ID, "event", "decision", "action.started", "action.finished", "verified")
-	again := event("Count", "node/d1", bus.StatusFiring) // another id, same problem
-	h.publish(again, again.ID)
-	recs := h.waitKinds(again.ID, "event", "suppressed")
-	if r := detail(recs[1], "reason"); !strings.Contains(r, "already handled") {
-		t.Errorf("suppressed for %q", r)
-	}
 	before, err := h.trail.Query(t.Context(), audit.Filter{Limit: 10000})
 	if err != nil {
 		t.Fatal(err)
@@ -202,6 +196,24 @@ func TestOpenProblemIsDedupedByProblem(t *testing.T) {
 	}
 	if len(after) != len(before) {
 		t.Fatalf("re-assertions of an open problem added %d records", len(after)-len(before))
+	}
+	if acts, _ := h.rem.counts(); acts != 1 {
+		t.Fatalf("acted %d times, want 1", acts)
+	}
+
+	// Another replica is acting on the problem: news of it here takes
+	// no second action.
+	key := problemKey(first.Subject, first.ProblemID())
+	p := h.problem(first)
+	p.Phase, p.ActionID, p.ActingEvent = PhaseActing, "act-elsewhere", "ev-elsewhere"
+	if err := h.eng.problems.put(t.Context(), key, p); err != nil {
+		t.Fatal(err)
+	}
+	again := event("Count", "node/d1", bus.StatusFiring) // another id, same problem
+	h.publish(again, again.ID)
+	recs := h.waitKinds(again.ID, "event", "suppressed")
+	if r := detail(recs[1], "reason"); !strings.Contains(r, "already handled") || !strings.Contains(r, "act-elsewhere") {
+		t.Errorf("suppressed for %q", r)
 	}
 	if acts, _ := h.rem.counts(); acts != 1 {
 		t.Fatalf("acted %d times, want 1", acts)

@@ -146,6 +146,21 @@ func TestAlertToCordon(t *testing.T) {
 		}
 	})
 
+	t.Run("the slot freed goes to worker-2, held back until now", func(t *testing.T) {
+		waitFor(t, 5*time.Second, "worker-2 cordoned by its re-drive", func() (bool, string) {
+			u, owner := nodeState("worker-2")
+			return u && owner != "", "unschedulable=" + boolStr(u) + " owner=" + owner
+		})
+		// Its problem clears: uncordoned, and the budget is free again.
+		if code, body := h.post(alertFor(resolved, "worker-2", "b000000000000002"), h.srv.WebhookToken); code != http.StatusOK {
+			t.Fatalf("webhook: %d %s", code, body)
+		}
+		waitFor(t, 5*time.Second, "worker-2 uncordoned", func() (bool, string) {
+			u, owner := nodeState("worker-2")
+			return !u && owner == "", "unschedulable=" + boolStr(u) + " owner=" + owner
+		})
+	})
+
 	t.Run("malformed body is 400 and stores nothing", func(t *testing.T) {
 		msgs := eventCount()
 		for name, body := range map[string]string{
