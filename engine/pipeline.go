@@ -704,10 +704,14 @@ func (e *Engine) takeOver(ctx context.Context, r *run, st *actionState, rev uint
 // guard checks everything that must hold before acting. Undo steps give
 // capacity back and are not limited.
 func (e *Engine) guard(ctx context.Context, r *run) (bool, error) {
-	if cleared, why, err := e.superseded(ctx, r); err != nil {
-		return false, err
-	} else if cleared {
-		return true, e.suppress(ctx, r, outcomeDone, why)
+	// An action an earlier attempt claimed is settled by the act stage
+	// (a claim given back, a started action finished, never dropped).
+	if r.state != "claimed" && r.state != "started" {
+		if cleared, why, err := e.superseded(ctx, r); err != nil {
+			return false, err
+		} else if cleared {
+			return true, e.suppress(ctx, r, outcomeDone, why)
+		}
 	}
 	name := r.remName
 	if e.Pauses != nil {
@@ -949,11 +953,17 @@ func (e *Engine) actStep(ctx context.Context, r *run) (bool, error) {
 	if r.actionID == "" {
 		r.actionID = newActionID()
 	}
-	// Approval may have taken minutes: is the problem still current?
-	if cleared, why, err := e.superseded(ctx, r); err != nil {
-		return false, err
-	} else if cleared {
-		return true, e.settleWithoutActing(ctx, r, step, why)
+	// Approval may have taken minutes: is the problem still current? An
+	// action already started (resumed after a crash) is finished instead:
+	// dropping it half done (an etcd member removed, its replacement a
+	// learner) would be worse than completing it; its undo follows the
+	// problem's clearing as usual.
+	if r.state != "started" {
+		if cleared, why, err := e.superseded(ctx, r); err != nil {
+			return false, err
+		} else if cleared {
+			return true, e.settleWithoutActing(ctx, r, step, why)
+		}
 	}
 	// One action at a time per target, across replicas: the re-check and
 	// the act happen under the target's lease.

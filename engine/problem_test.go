@@ -291,3 +291,33 @@ func TestRedriveIDIsTheSameOnEveryReplica(t *testing.T) {
 		t.Fatalf("ProblemSubject = %s", got)
 	}
 }
+
+// An action a crashed replica started is finished by the redelivery even
+// when the problem cleared meanwhile: dropping it half done (an etcd
+// member removed, its replacement still a learner) is worse. Before, the
+// guard suppressed the event and left the action open for ever.
+func TestStartedActionIsFinishedAfterTheProblemCleared(t *testing.T) {
+	h := newHarness(t, Config{}, nil)
+	h.stop()
+	e := event("Count", "node/half", bus.StatusFiring)
+	if err := putJSON(t.Context(), h.streams.Actions, idempotencyKey(e.ID, "test.count", e.Subject),
+		actionState{ActionID: "act-half", State: "started", Step: "act", Time: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	// Its event was received and audited before the claim, as always.
+	if err := putJSON(t.Context(), h.streams.Actions, eventKey(e.ID), eventState{State: "received", Time: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	h.publish(e, "m1")
+	cleared := event("Count", "node/half", bus.StatusResolved)
+	h.publish(cleared, cleared.ID)
+	h.start()
+	recs := h.waitKinds(e.ID, "decision", "action.finished", "verified")
+	if recs[1].ActionID != "act-half" {
+		t.Errorf("finished action %q, want act-half", recs[2].ActionID)
+	}
+	h.waitKinds(cleared.ID, "event", "decision", "action.started", "action.finished")
+	if acts, undos := h.rem.counts(); acts != 1 || undos != 1 {
+		t.Fatalf("acts=%d undos=%d, want the started action finished and then undone", acts, undos)
+	}
+}
