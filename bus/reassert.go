@@ -63,13 +63,6 @@ func (r *Reasserter) Publish(ctx context.Context, events ...*Event) (PublishResu
 	return res, nil
 }
 
-// Firing returns how many problems are being re-asserted.
-func (r *Reasserter) Firing() int {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return len(r.firing)
-}
-
 // Run re-asserts the firing problems on every tick until ctx ends. Ticks
 // fall on multiples of the interval since the Unix epoch.
 func (r *Reasserter) Run(ctx context.Context) {

@@ -265,10 +265,7 @@ func (h *harness) waitKinds(eventID string, want ...string) []audit.Record {
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		recs := h.recordsFor(eventID)
-		got := make([]string, len(recs))
-		for i, r := range recs {
-			got[i] = string(r.Kind)
-		}
+		got := kinds(recs)
 		if slices.Equal(got, want) {
 			return recs
 		}
@@ -276,6 +273,16 @@ func (h *harness) waitKinds(eventID string, want ...string) []audit.Record {
 			h.t.Fatalf("event %s: audit kinds %v, want %v", eventID, got, want)
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// leaveStarted leaves e's test.count action started, as a replica that
+// died mid-action would.
+func (h *harness) leaveStarted(e *bus.Event, actionID string) {
+	h.t.Helper()
+	if err := putJSON(h.t.Context(), h.streams.Actions, idempotencyKey(e.ID, "test.count", e.Subject),
+		actionState{ActionID: actionID, State: "started", Step: "act", Time: time.Now()}); err != nil {
+		h.t.Fatal(err)
 	}
 }
 
@@ -306,10 +313,7 @@ func TestResumesClaimedActionWithSameID(t *testing.T) {
 	h.stop()
 	e := event("Count", "node/b", bus.StatusFiring)
 	// A previous replica claimed and started the action, then died.
-	if err := putJSON(t.Context(), h.streams.Actions, idempotencyKey(e.ID, "test.count", e.Subject),
-		actionState{ActionID: "act-crashed", State: "started", Step: "act", Time: time.Now()}); err != nil {
-		t.Fatal(err)
-	}
+	h.leaveStarted(e, "act-crashed")
 	h.start()
 	h.publish(e, "m1")
 	recs := h.waitKinds(e.ID, "event", "decision", "action.finished", "verified")

@@ -183,10 +183,7 @@ func (ps *problems) watchOnce(ctx context.Context, ready func()) error {
 	defer func() { _ = w.Stop() }()
 	// The bucket's current content replaces the cache in one go, so
 	// that a record deleted while no watch ran does not linger.
-	var fresh map[string]cachedProblem
-	if !ps.isSynced() {
-		fresh = map[string]cachedProblem{}
-	}
+	fresh := map[string]cachedProblem{}
 	for {
 		var entry jetstream.KeyValueEntry
 		select {
@@ -250,12 +247,6 @@ func decodeEntry(ctx context.Context, log *slog.Logger, entry jetstream.KeyValue
 	return c, true
 }
 
-func (ps *problems) isSynced() bool {
-	ps.mu.Lock()
-	defer ps.mu.Unlock()
-	return ps.synced
-}
-
 // get returns the problem's record (nil when it is not open) and its
 // revision: from the cache while the watch is current, else from the
 // bucket.
@@ -289,12 +280,37 @@ func (ps *problems) put(ctx context.Context, key string, p *Problem) error {
 	if err != nil {
 		return err
 	}
+	ps.remember(key, p, rev)
+	return nil
+}
+
+// claim writes the problem's record only if it is still at revision rev
+// (0: only if there is none).
+func (ps *problems) claim(ctx context.Context, key string, p *Problem, rev uint64) error {
+	b, err := json.Marshal(p)
+	if err != nil {
+		return err
+	}
+	if rev == 0 {
+		rev, err = ps.kv.Create(ctx, key, b)
+	} else {
+		rev, err = ps.kv.Update(ctx, key, b, rev)
+	}
+	if err != nil {
+		return err
+	}
+	ps.remember(key, p, rev)
+	return nil
+}
+
+// remember puts what this engine wrote in the cache, unless the watch
+// already brought something newer.
+func (ps *problems) remember(key string, p *Problem, rev uint64) {
 	ps.mu.Lock()
+	defer ps.mu.Unlock()
 	if cur, ok := ps.cache[key]; !ok || cur.rev < rev {
 		ps.cache[key] = cachedProblem{p: *p, rev: rev}
 	}
-	ps.mu.Unlock()
-	return nil
 }
 
 // close deletes the problem's record: it is no longer open.
@@ -324,19 +340,6 @@ func (ps *problems) held() (out []heldProblem, ok bool) {
 		}
 	}
 	return out, true
-}
-
-// count returns how many problems are open, by phase.
-func (ps *problems) count() map[Phase]int {
-	ps.mu.Lock()
-	defer ps.mu.Unlock()
-	n := map[Phase]int{}
-	for _, c := range ps.cache {
-		if !c.gone {
-			n[c.p.Phase]++
-		}
-	}
-	return n
 }
 
 // waitingAhead counts the problems held back for the budget that opened
@@ -387,17 +390,7 @@ func (e *Engine) settleProblem(ctx context.Context, r *run) error {
 		}
 		return e.problems.close(ctx, r.problemKey)
 	}
-	now := e.now()
-	var next Problem
-	if old != nil {
-		next = *old
-	} else {
-		next = Problem{Target: r.ev.Subject, ProblemID: r.ev.ProblemID(), Opened: now}
-	}
-	next.Status, next.Event, next.EventID, next.Updated = r.ev.Status, r.msg.Data(), r.ev.ID, now
-	if r.decision.Remediator != "" {
-		next.Remediator, next.Disruptive = r.decision.Remediator, e.disruptive(r.decision)
-	}
+	next := e.nextProblem(r, old)
 	if r.acted {
 		next.ActionID, next.Acted = r.actionID, true
 	}
@@ -448,31 +441,26 @@ func (e *Engine) claimProblem(ctx context.Context, r *run) (string, error) {
 	if p != nil && p.Status == bus.StatusFiring && p.Phase == PhaseActing && p.ActingEvent != r.ev.ID {
 		return fmt.Sprintf("problem already handled: %s action %s is %s", p.Remediator, p.ActionID, p.Phase), nil
 	}
-	now := e.now()
-	next := Problem{Target: r.ev.Subject, ProblemID: r.ev.ProblemID(), Opened: now}
-	if p != nil {
-		next = *p
-	}
-	next.Status, next.Event, next.EventID, next.Updated = r.ev.Status, r.msg.Data(), r.ev.ID, now
+	next := e.nextProblem(r, p)
 	next.Phase, next.Hold, next.ActionID, next.ActingEvent = PhaseActing, nil, r.actionID, r.ev.ID
-	next.Remediator, next.Disruptive = r.decision.Remediator, e.disruptive(r.decision)
-	b, err := json.Marshal(&next)
-	if err != nil {
-		return "", err
-	}
-	if p == nil {
-		rev, err = e.problems.kv.Create(ctx, r.problemKey, b)
-	} else {
-		rev, err = e.problems.kv.Update(ctx, r.problemKey, b, rev)
-	}
-	if err != nil {
+	if err := e.problems.claim(ctx, r.problemKey, &next, rev); err != nil {
 		return "", fmt.Errorf("%w: mark problem of %s acting: %w", errTransient, r.ev.Subject, err)
 	}
-	e.problems.mu.Lock()
-	if cur, ok := e.problems.cache[r.problemKey]; !ok || cur.rev < rev {
-		e.problems.cache[r.problemKey] = cachedProblem{p: next, rev: rev}
-	}
-	e.problems.mu.Unlock()
 	r.problem = &next
 	return "", nil
+}
+
+// nextProblem is the problem's record (old, or a new one) with the run's
+// event and decision in it.
+func (e *Engine) nextProblem(r *run, old *Problem) Problem {
+	now := e.now()
+	next := Problem{Target: r.ev.Subject, ProblemID: r.ev.ProblemID(), Opened: now}
+	if old != nil {
+		next = *old
+	}
+	next.Status, next.Event, next.EventID, next.Updated = r.ev.Status, r.msg.Data(), r.ev.ID, now
+	if r.decision.Remediator != "" {
+		next.Remediator, next.Disruptive = r.decision.Remediator, e.disruptive(r.decision)
+	}
+	return next
 }

@@ -64,6 +64,18 @@ func (h *harness) waitRedriven(e *bus.Event, within time.Duration, want ...strin
 	}
 }
 
+// holdBackByRate acts on first, and has the brief rate limit this spends
+// hold back the same problem type on second; it returns the held event and
+// its records.
+func (h *harness) holdBackByRate(first, second string) (*bus.Event, []audit.Record) {
+	h.t.Helper()
+	a, b := event("Brief", first, bus.StatusFiring), event("Brief", second, bus.StatusFiring)
+	h.publish(a, a.ID)
+	h.waitKinds(a.ID, "event", "decision", "action.started", "action.finished", "verified")
+	h.publish(b, b.ID)
+	return b, h.waitKinds(b.ID, "event", "decision", "suppressed")
+}
+
 func kinds(recs []audit.Record) []string {
 	out := make([]string, len(recs))
 	for i, r := range recs {
@@ -85,11 +97,7 @@ func (h *harness) problem(e *bus.Event) *Problem {
 // without any new event: before, it was suppressed and forgotten.
 func TestRateLimitedProblemIsRedrivenWhenTheWindowPasses(t *testing.T) {
 	h := newHarness(t, Config{}, nil)
-	first, held := event("Brief", "node/r1", bus.StatusFiring), event("Brief", "node/r2", bus.StatusFiring)
-	h.publish(first, first.ID)
-	h.waitKinds(first.ID, "event", "decision", "action.started", "action.finished", "verified")
-	h.publish(held, held.ID)
-	recs := h.waitKinds(held.ID, "event", "decision", "suppressed")
+	held, recs := h.holdBackByRate("node/r1", "node/r2")
 	if r := detail(recs[2], "reason"); !strings.HasPrefix(r, "held back: rate limit brief reached") || !strings.Contains(r, "re-driven at") {
 		t.Errorf("suppressed for %q, want what it waits for and until when", r)
 	}
@@ -112,11 +120,7 @@ func TestRateLimitedProblemIsRedrivenWhenTheWindowPasses(t *testing.T) {
 // never acted on, even once its hold has cleared.
 func TestProblemResolvedWhileHeldIsClosedNotActed(t *testing.T) {
 	h := newHarness(t, Config{}, nil)
-	first, held := event("Brief", "node/c1", bus.StatusFiring), event("Brief", "node/c2", bus.StatusFiring)
-	h.publish(first, first.ID)
-	h.waitKinds(first.ID, "event", "decision", "action.started", "action.finished", "verified")
-	h.publish(held, held.ID)
-	h.waitKinds(held.ID, "event", "decision", "suppressed")
+	held, _ := h.holdBackByRate("node/c1", "node/c2")
 	cleared := event("Brief", "node/c2", bus.StatusResolved)
 	h.publish(cleared, cleared.ID)
 	recs := h.waitKinds(cleared.ID, "event", "problem.closed")
@@ -300,10 +304,7 @@ func TestStartedActionIsFinishedAfterTheProblemCleared(t *testing.T) {
 	h := newHarness(t, Config{}, nil)
 	h.stop()
 	e := event("Count", "node/half", bus.StatusFiring)
-	if err := putJSON(t.Context(), h.streams.Actions, idempotencyKey(e.ID, "test.count", e.Subject),
-		actionState{ActionID: "act-half", State: "started", Step: "act", Time: time.Now()}); err != nil {
-		t.Fatal(err)
-	}
+	h.leaveStarted(e, "act-half")
 	// Its event was received and audited before the claim, as always.
 	if err := putJSON(t.Context(), h.streams.Actions, eventKey(e.ID), eventState{State: "received", Time: time.Now()}); err != nil {
 		t.Fatal(err)

@@ -40,6 +40,9 @@ type redriver struct {
 type sentRedrive struct {
 	rev uint64
 	at  time.Time
+	// slot says it takes a place in the budget, in zone.
+	slot bool
+	zone string
 }
 
 // runRedriver re-drives held-back problems every RedriveInterval until ctx
@@ -76,20 +79,18 @@ func (rd *redriver) round(ctx context.Context) {
 	})
 	// Forget re-drives that were handled (the record moved on) or that
 	// got lost; count the others against the budget.
-	byKey := make(map[string]*heldProblem, len(held))
-	for i := range held {
-		byKey[held[i].key] = &held[i]
+	revs := make(map[string]uint64, len(held))
+	for _, h := range held {
+		revs[h.key] = h.rev
 	}
-	onTheirWay := map[string]int{} // zone ("" for all) -> budget slots taken by re-drives on their way
+	var taken slotsTaken
 	for key, s := range rd.sent {
-		h, stillHeld := byKey[key]
-		if !stillHeld || h.rev != s.rev || now.Sub(s.at) > redriveGrace {
+		if rev, stillHeld := revs[key]; !stillHeld || rev != s.rev || now.Sub(s.at) > redriveGrace {
 			delete(rd.sent, key)
 			continue
 		}
-		if h.p.Disruptive && h.p.Status == bus.StatusFiring {
-			onTheirWay[""]++
-			onTheirWay[rd.zoneOf(h.p.Target)]++
+		if s.slot {
+			taken.add(s.zone)
 		}
 	}
 	targets := map[string]bool{}
@@ -98,14 +99,20 @@ func (rd *redriver) round(ctx context.Context) {
 		if _, on := rd.sent[h.key]; on || targets[h.p.Target] {
 			continue
 		}
-		if now.Before(h.p.Hold.At.Add(rd.backoff(h.p.Redrives))) || !e.holdCleared(&h.p, now) {
+		if now.Before(h.p.Hold.At.Add(rd.backoff(h.p.Redrives))) || !e.unblocked(&h.p, now) {
 			continue
 		}
-		if h.p.Disruptive && h.p.Status == bus.StatusFiring {
-			if budgetFull || !rd.budgetSlot(h.p.Target, onTheirWay) {
-				budgetFull = budgetFull || rd.clusterFull(onTheirWay)
+		sent := sentRedrive{rev: h.rev, at: now, slot: needsSlot(&h.p)}
+		if sent.slot {
+			if budgetFull {
 				continue
 			}
+			room, full, zone := e.budgetRoom(h.p.Target, &taken)
+			if !room {
+				budgetFull = full
+				continue
+			}
+			sent.zone = zone
 		}
 		if err := rd.publish(ctx, h); err != nil {
 			if ctx.Err() == nil {
@@ -114,10 +121,9 @@ func (rd *redriver) round(ctx context.Context) {
 			return
 		}
 		targets[h.p.Target] = true
-		rd.sent[h.key] = sentRedrive{rev: h.rev, at: now}
-		if h.p.Disruptive && h.p.Status == bus.StatusFiring {
-			onTheirWay[""]++
-			onTheirWay[rd.zoneOf(h.p.Target)]++
+		rd.sent[h.key] = sent
+		if sent.slot {
+			taken.add(sent.zone)
 		}
 		e.Metrics.Redriven(ctx, string(h.p.Hold.Kind))
 	}
@@ -134,48 +140,46 @@ func (rd *redriver) backoff(n int) time.Duration {
 	return min(rd.e.cfg.RedriveInterval<<min(n, 20), 30*time.Second)
 }
 
-// budgetSlot reports whether the budget has room for one more node out of
-// service on target, beyond the re-drives on their way.
-func (rd *redriver) budgetSlot(target string, onTheirWay map[string]int) bool {
-	b := rd.e.Budget
-	if b == nil {
-		return false
-	}
-	node, ok := nodeOf(target)
-	if !ok {
-		return false
-	}
-	st, err := b.StateFor(node)
-	if err != nil {
-		return false
-	}
-	if st.OutOfService+onTheirWay[""]+1 > st.Allowed {
-		return false
-	}
-	return st.Zone == "" || st.ZoneOutOfService+onTheirWay[st.Zone]+1 <= st.ZoneAllowed
+// needsSlot reports whether re-driving p takes a node out of service.
+func needsSlot(p *Problem) bool { return p.Disruptive && p.Status == bus.StatusFiring }
+
+// slotsTaken counts the budget's places that re-drives on their way will
+// take, in all and by failure domain.
+type slotsTaken struct {
+	all    int
+	byZone map[string]int
 }
 
-// clusterFull reports whether the whole cluster's budget is taken, so no
-// later problem need be looked at this round.
-func (rd *redriver) clusterFull(onTheirWay map[string]int) bool {
-	if rd.e.Budget == nil {
-		return true
+func (t *slotsTaken) add(zone string) {
+	t.all++
+	if zone != "" {
+		if t.byZone == nil {
+			t.byZone = map[string]int{}
+		}
+		t.byZone[zone]++
 	}
-	st, err := rd.e.Budget.State()
-	return err != nil || st.OutOfService+onTheirWay[""] >= st.Allowed
 }
 
-// zoneOf returns the failure domain of target's node, "" when unknown.
-func (rd *redriver) zoneOf(target string) string {
+// budgetRoom reports whether the budget has room for one more node out of
+// service on target beyond taken (nil: none), whether the whole cluster's
+// budget is full (so no later problem need be looked at), and the node's
+// failure domain. An unknown budget has no room.
+func (e *Engine) budgetRoom(target string, taken *slotsTaken) (room, clusterFull bool, zone string) {
+	if taken == nil {
+		taken = &slotsTaken{}
+	}
 	node, ok := nodeOf(target)
-	if !ok || rd.e.Budget == nil {
-		return ""
+	if e.Budget == nil || !ok {
+		return false, e.Budget == nil, ""
 	}
-	st, err := rd.e.Budget.StateFor(node)
+	st, err := e.Budget.StateFor(node)
 	if err != nil {
-		return ""
+		return false, true, ""
 	}
-	return st.Zone
+	if st.OutOfService+taken.all+1 > st.Allowed {
+		return false, true, st.Zone
+	}
+	return st.Zone == "" || st.ZoneOutOfService+taken.byZone[st.Zone]+1 <= st.ZoneAllowed, false, st.Zone
 }
 
 // nodeOf returns the node a target names (node/<name>).
@@ -208,10 +212,24 @@ func RedriveID(origin string, rev uint64) string {
 	return origin + "~rd" + strconv.FormatUint(rev, 10)
 }
 
-// holdCleared reports whether what held p back has cleared, apart from the
-// budget (the redriver counts its slots): no pause covers it, its rate
-// window has passed, its breaker is not open.
+// holdCleared reports whether what held p back has cleared: nothing
+// blocks it (see unblocked) and, when the budget held it and it takes a
+// node out of service, the budget has a slot for it.
 func (e *Engine) holdCleared(p *Problem, now time.Time) bool {
+	if !e.unblocked(p, now) {
+		return false
+	}
+	if p.Hold.Kind == HoldBudget && needsSlot(p) {
+		room, _, _ := e.budgetRoom(p.Target, nil)
+		return room
+	}
+	return true
+}
+
+// unblocked reports whether p's hold has cleared, apart from the budget's
+// slots: no pause covers it, its rate window has passed, its breaker is
+// not open.
+func (e *Engine) unblocked(p *Problem, now time.Time) bool {
 	if e.Pauses != nil {
 		bp, err := e.Pauses.Blocking(p.Remediator, p.Target)
 		if err != nil || bp != nil {
@@ -219,27 +237,13 @@ func (e *Engine) holdCleared(p *Problem, now time.Time) bool {
 		}
 	}
 	h := p.Hold
-	if h == nil {
+	switch {
+	case h == nil:
 		return false
-	}
-	switch h.Kind {
-	case HoldRate:
+	case h.Kind == HoldRate:
 		return !now.Before(h.Until)
-	case HoldBreaker:
+	case h.Kind == HoldBreaker:
 		return !now.Before(h.Until) && e.Breakers.State(p.Remediator).String() != "open"
-	case HoldBudget:
-		if p.Status != bus.StatusFiring {
-			return true
-		}
-		if e.Budget == nil {
-			return false
-		}
-		node, ok := nodeOf(p.Target)
-		if !ok {
-			return false
-		}
-		st, err := e.Budget.StateFor(node)
-		return err == nil && st.Available > 0
 	}
 	return true
 }

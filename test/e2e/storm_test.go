@@ -5,7 +5,6 @@ import (
 	"net/http"
 	"net/url"
 	"slices"
-	"sort"
 	"strings"
 	"sync"
 	"testing"
@@ -242,7 +241,7 @@ func TestStormDrainsAtTheBudgetsPace(t *testing.T) {
 			gaps = append(gaps, at.Sub(freed))
 		}
 	}
-	sort.Slice(gaps, func(i, j int) bool { return gaps[i] < gaps[j] })
+	slices.Sort(gaps)
 	if len(gaps) == 0 {
 		t.Fatal("no cordon followed a freed slot")
 	}
