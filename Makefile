@@ -49,7 +49,7 @@ bench: testenv
 	$(GO) test -run '^$$' -bench . -benchtime 1x ./detectors/nodeproblem/
 	$(GO) test -run '^$$' -bench ConditionToCordon -benchtime 120x ./test/e2e/
 	$(GO) test -run '^$$' -bench PanicToRestarted -benchtime 20x ./test/e2e/
-	$(GO) test -run '^$$' -bench AgentRoundTrip -benchtime 5000x ./internal/agent/
+	$(GO) test -run '^$$' -bench AgentRoundTrip -benchtime 5000x ./internal/app/agent/
 	$(GO) test -run '^$$' -bench Failover -benchtime 5x ./remediators/vip/
 	$(GO) test -run '^$$' -bench EtcdMemberReplaced -benchtime 5x ./test/e2e/
 	$(GO) test -run '^$$' -bench VoteToAnswer -benchtime 1000x ./engine/approval/
@@ -67,7 +67,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzAppendJSON -fuzztime $(FUZZTIME) ./bus/
 	$(GO) test -run '^$$' -fuzz FuzzInteractionPayload -fuzztime $(FUZZTIME) ./chatops/
 	$(GO) test -run '^$$' -fuzz FuzzSlashScope -fuzztime $(FUZZTIME) ./chatops/
-	$(GO) test -run '^$$' -fuzz FuzzAgentVerbParams -fuzztime $(FUZZTIME) -parallel 1 ./internal/agent/
+	$(GO) test -run '^$$' -fuzz FuzzAgentVerbParams -fuzztime $(FUZZTIME) -parallel 1 ./internal/app/agent/
 
 ## manifests: deploy/'s RBAC template from the remediator registry, and deploy/manifests/healer.yaml from the Helm chart.
 manifests:

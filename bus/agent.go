@@ -10,7 +10,7 @@ import (
 
 	"github.com/nats-io/nats-server/v2/server"
 
-	"github.com/selfheal/healer/remediators/action"
+	"github.com/selfheal/healer/action"
 )
 
 // Subjects of the node agents. Everything an agent may touch lives under

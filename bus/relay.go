@@ -14,7 +14,7 @@ import (
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/metric/noop"
 
-	"github.com/selfheal/healer/remediators/agentparam"
+	"github.com/selfheal/healer/action/agentparam"
 )
 
 // ErrForgedEvent is returned to an agent that sends an event about a node

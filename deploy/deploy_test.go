@@ -38,13 +38,13 @@ import (
 	"k8s.io/client-go/kubernetes/scheme"
 	"sigs.k8s.io/yaml"
 
+	"github.com/selfheal/healer/action"
 	"github.com/selfheal/healer/bus"
 	"github.com/selfheal/healer/deploy/render"
-	"github.com/selfheal/healer/internal/agent"
-	"github.com/selfheal/healer/internal/serve"
-	"github.com/selfheal/healer/internal/testenv"
+	"github.com/selfheal/healer/internal/app/agent"
+	"github.com/selfheal/healer/internal/app/serve"
 	"github.com/selfheal/healer/remediators"
-	"github.com/selfheal/healer/remediators/action"
+	"github.com/selfheal/healer/test/testenv"
 )
 
 // root is the module root, seen from this package's directory.
@@ -693,7 +693,7 @@ func TestChartNATSAndRedis(t *testing.T) {
 // TestChartAgents checks the agents' switches: without the masters'
 // DaemonSet, and with cert.renew and etcd.replace-member taken off the
 // masters (their read-write mounts go with their configuration, both there
-// by default), the configurations still validate. internal/agent's
+// by default), the configurations still validate. internal/app/agent's
 // TestDeployManifest checks the default ones.
 func TestChartAgents(t *testing.T) {
 	const pki, etcdData = "/etc/kubernetes/pki", "/var/lib/etcd"

@@ -17,13 +17,13 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/selfheal/healer/action"
 	"github.com/selfheal/healer/audit"
 	"github.com/selfheal/healer/bus"
 	"github.com/selfheal/healer/bus/bustest"
 	"github.com/selfheal/healer/engine/guard"
 	"github.com/selfheal/healer/policies"
 	"github.com/selfheal/healer/remediators"
-	"github.com/selfheal/healer/remediators/action"
 )
 
 // testPolicy maps event types to the test remediators.

@@ -16,11 +16,11 @@ import (
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/selfheal/healer/action"
 	"github.com/selfheal/healer/audit"
 	"github.com/selfheal/healer/bus"
 	"github.com/selfheal/healer/engine/guard"
 	"github.com/selfheal/healer/policies"
-	"github.com/selfheal/healer/remediators/action"
 )
 
 // The pipeline, top to bottom. A stage returns stop=true when the event's

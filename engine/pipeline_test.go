@@ -10,8 +10,8 @@ import (
 
 	"github.com/selfheal/healer/audit"
 	"github.com/selfheal/healer/bus"
-	"github.com/selfheal/healer/internal/testenv"
 	"github.com/selfheal/healer/policies"
+	"github.com/selfheal/healer/test/testenv"
 )
 
 func TestSlowDecisionIsCutOffAndSuppressed(t *testing.T) {

@@ -10,10 +10,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/selfheal/healer/action"
 	"github.com/selfheal/healer/bus"
 	"github.com/selfheal/healer/engine/guard"
 	"github.com/selfheal/healer/remediators"
-	"github.com/selfheal/healer/remediators/action"
 )
 
 // overlap is a remediator that records how many of its actions run at once

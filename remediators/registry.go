@@ -9,8 +9,8 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"k8s.io/client-go/kubernetes"
 
+	"github.com/selfheal/healer/action"
 	"github.com/selfheal/healer/bus"
-	"github.com/selfheal/healer/remediators/action"
 	"github.com/selfheal/healer/remediators/certrenew"
 	"github.com/selfheal/healer/remediators/etcdmember"
 	"github.com/selfheal/healer/remediators/nodedrain"

@@ -10,7 +10,7 @@ import (
 	"strings"
 
 	"github.com/selfheal/healer/bus"
-	"github.com/selfheal/healer/internal/agent"
+	"github.com/selfheal/healer/internal/app/agent"
 )
 
 const agentUsage = `Usage:

@@ -12,7 +12,7 @@ import (
 	"time"
 
 	"github.com/selfheal/healer/engine/approval"
-	"github.com/selfheal/healer/internal/serve"
+	"github.com/selfheal/healer/internal/app/serve"
 )
 
 const approveUsage = `Usage:

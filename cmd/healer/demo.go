@@ -22,8 +22,8 @@ import (
 
 	"github.com/selfheal/healer/audit"
 	etcddet "github.com/selfheal/healer/detectors/etcdmember"
+	"github.com/selfheal/healer/internal/app/serve"
 	"github.com/selfheal/healer/internal/etcdlocal"
-	"github.com/selfheal/healer/internal/serve"
 	etcdrem "github.com/selfheal/healer/remediators/etcdmember"
 )
 

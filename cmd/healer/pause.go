@@ -16,7 +16,7 @@ import (
 
 	"github.com/selfheal/healer/audit"
 	"github.com/selfheal/healer/engine/guard"
-	"github.com/selfheal/healer/internal/serve"
+	"github.com/selfheal/healer/internal/app/serve"
 )
 
 const pauseUsage = `Usage:

@@ -12,7 +12,7 @@ import (
 
 	"github.com/selfheal/healer/audit"
 	"github.com/selfheal/healer/engine/approval"
-	"github.com/selfheal/healer/internal/serve"
+	"github.com/selfheal/healer/internal/app/serve"
 )
 
 // healer pause set, list and clear against a real serve. A pause is

@@ -9,7 +9,7 @@ import (
 	"os"
 	"strings"
 
-	"github.com/selfheal/healer/internal/serve"
+	"github.com/selfheal/healer/internal/app/serve"
 )
 
 func serveCmd(ctx context.Context, args []string, _, stderr io.Writer) int {

@@ -19,7 +19,7 @@ import (
 	k8stesting "k8s.io/client-go/testing"
 
 	"github.com/selfheal/healer/bus"
-	"github.com/selfheal/healer/internal/testenv"
+	"github.com/selfheal/healer/test/testenv"
 )
 
 func tlsSecret(ns, name string, crt issued, annotations map[string]string) *corev1.Secret {

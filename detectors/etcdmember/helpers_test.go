@@ -26,12 +26,12 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/selfheal/healer/bus"
-	"github.com/selfheal/healer/internal/testenv"
+	"github.com/selfheal/healer/test/testenv"
 )
 
 // This file is a small harness of real, embedded etcd members. A later
 // remediator (etcd.replace-member) needs the same; it is the shape proposed
-// for internal/testenv.
+// for test/testenv.
 
 // etcdCluster is a cluster of embedded etcd members on free loopback
 // ports, each with its data in its own temporary directory.

@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/selfheal/healer/internal/testenv"
+	"github.com/selfheal/healer/test/testenv"
 )
 
 func newProber(t *testing.T, cfg Config) *Prober {

@@ -18,7 +18,7 @@ import (
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 
 	"github.com/selfheal/healer/bus"
-	"github.com/selfheal/healer/internal/testenv"
+	"github.com/selfheal/healer/test/testenv"
 )
 
 // within bounds every wait for something that should happen promptly; the

@@ -10,7 +10,7 @@ import (
 
 	"github.com/sony/gobreaker/v2"
 
-	"github.com/selfheal/healer/remediators/action"
+	"github.com/selfheal/healer/action"
 )
 
 // BreakerConfig sets when a remediator's circuit breaker opens.

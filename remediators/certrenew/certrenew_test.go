@@ -22,8 +22,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/selfheal/healer/remediators/action"
-	"github.com/selfheal/healer/remediators/agentparam"
+	"github.com/selfheal/healer/action"
+	"github.com/selfheal/healer/action/agentparam"
 	"github.com/selfheal/healer/remediators/certrenew"
 	"github.com/selfheal/healer/remediators/restart"
 )

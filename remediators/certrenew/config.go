@@ -7,7 +7,7 @@ import (
 	"path/filepath"
 	"time"
 
-	"github.com/selfheal/healer/remediators/agentparam"
+	"github.com/selfheal/healer/action/agentparam"
 )
 
 // Config is the node half's configuration: the certificates this node's

@@ -10,8 +10,8 @@ import (
 	"sync"
 	"time"
 
-	"github.com/selfheal/healer/remediators/action"
-	"github.com/selfheal/healer/remediators/agentparam"
+	"github.com/selfheal/healer/action"
+	"github.com/selfheal/healer/action/agentparam"
 )
 
 // Verb names on the wire.

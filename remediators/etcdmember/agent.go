@@ -8,7 +8,7 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/selfheal/healer/remediators/action"
+	"github.com/selfheal/healer/action"
 )
 
 // VerbStart is the node verb that starts a replacement member on a master:

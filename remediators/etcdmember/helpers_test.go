@@ -14,10 +14,10 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 
+	"github.com/selfheal/healer/action"
 	"github.com/selfheal/healer/bus/bustest"
 	etcddet "github.com/selfheal/healer/detectors/etcdmember"
 	"github.com/selfheal/healer/internal/etcdlocal"
-	"github.com/selfheal/healer/remediators/action"
 )
 
 func TestMain(m *testing.M) {

@@ -7,9 +7,9 @@ import (
 	"os"
 	"strings"
 
+	"github.com/selfheal/healer/action"
+	"github.com/selfheal/healer/action/agentparam"
 	"github.com/selfheal/healer/internal/etcdlocal"
-	"github.com/selfheal/healer/remediators/action"
-	"github.com/selfheal/healer/remediators/agentparam"
 )
 
 // Provisioner starts a replacement member on the host that runs it, with a

@@ -14,8 +14,8 @@ import (
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/selfheal/healer/action"
 	etcddet "github.com/selfheal/healer/detectors/etcdmember"
-	"github.com/selfheal/healer/remediators/action"
 )
 
 // Name is the remediator's policy name.

@@ -9,9 +9,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/selfheal/healer/action"
 	etcddet "github.com/selfheal/healer/detectors/etcdmember"
-	"github.com/selfheal/healer/internal/testenv"
-	"github.com/selfheal/healer/remediators/action"
+	"github.com/selfheal/healer/test/testenv"
 )
 
 func member(id etcddet.MemberID, healthy bool) etcddet.Member {

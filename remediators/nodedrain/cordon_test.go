@@ -11,8 +11,8 @@ import (
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/types"
 
-	"github.com/selfheal/healer/internal/testenv"
-	"github.com/selfheal/healer/remediators/action"
+	"github.com/selfheal/healer/action"
+	"github.com/selfheal/healer/test/testenv"
 )
 
 func TestValidate(t *testing.T) {

@@ -24,7 +24,7 @@ import (
 	policyv1client "k8s.io/client-go/kubernetes/typed/policy/v1"
 	"k8s.io/kubectl/pkg/drain"
 
-	"github.com/selfheal/healer/remediators/action"
+	"github.com/selfheal/healer/action"
 )
 
 // DrainName is the name policies use for the drain remediator.

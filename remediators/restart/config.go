@@ -6,7 +6,7 @@ import (
 	"path/filepath"
 	"time"
 
-	"github.com/selfheal/healer/remediators/agentparam"
+	"github.com/selfheal/healer/action/agentparam"
 )
 
 // Kinds of component.

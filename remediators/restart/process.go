@@ -11,7 +11,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/selfheal/healer/remediators/action"
+	"github.com/selfheal/healer/action"
 )
 
 // process is a program the agent runs and restarts itself, for hosts

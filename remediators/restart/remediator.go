@@ -7,8 +7,8 @@ import (
 	"log/slog"
 	"time"
 
-	"github.com/selfheal/healer/remediators/action"
-	"github.com/selfheal/healer/remediators/agentparam"
+	"github.com/selfheal/healer/action"
+	"github.com/selfheal/healer/action/agentparam"
 )
 
 // Name is the remediator's policy name.

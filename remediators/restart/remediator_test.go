@@ -5,7 +5,7 @@ import (
 	"errors"
 	"testing"
 
-	"github.com/selfheal/healer/remediators/action"
+	"github.com/selfheal/healer/action"
 	"github.com/selfheal/healer/remediators/restart"
 )
 

@@ -13,10 +13,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/selfheal/healer/internal/testenv"
-	"github.com/selfheal/healer/remediators/action"
-	"github.com/selfheal/healer/remediators/agentparam"
+	"github.com/selfheal/healer/action"
+	"github.com/selfheal/healer/action/agentparam"
 	"github.com/selfheal/healer/remediators/restart"
+	"github.com/selfheal/healer/test/testenv"
 )
 
 func TestMain(m *testing.M) {

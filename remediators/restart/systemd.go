@@ -6,7 +6,7 @@ import (
 
 	"github.com/coreos/go-systemd/v22/dbus"
 
-	"github.com/selfheal/healer/remediators/action"
+	"github.com/selfheal/healer/action"
 )
 
 // unitManager is the part of systemd's D-Bus API a unit restart needs.

@@ -18,9 +18,9 @@ import (
 
 	"github.com/godbus/dbus/v5"
 
-	"github.com/selfheal/healer/internal/testenv"
-	"github.com/selfheal/healer/remediators/action"
+	"github.com/selfheal/healer/action"
 	"github.com/selfheal/healer/remediators/restart"
+	"github.com/selfheal/healer/test/testenv"
 )
 
 // TestRestartSystemdOverDBus drives the systemd path through the real

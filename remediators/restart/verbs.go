@@ -9,8 +9,8 @@ import (
 	"sync"
 	"time"
 
-	"github.com/selfheal/healer/remediators/action"
-	"github.com/selfheal/healer/remediators/agentparam"
+	"github.com/selfheal/healer/action"
+	"github.com/selfheal/healer/action/agentparam"
 )
 
 // Verb names on the wire.

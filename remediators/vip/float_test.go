@@ -8,7 +8,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/selfheal/healer/remediators/action"
+	"github.com/selfheal/healer/action"
 )
 
 // floatEnv is a VIP with two real Keepers (m1, m2) on fake addresses, a

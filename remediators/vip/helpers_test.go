@@ -15,8 +15,8 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/selfheal/healer/action"
 	"github.com/selfheal/healer/bus"
-	"github.com/selfheal/healer/remediators/action"
 )
 
 func testLogger(t testing.TB) *slog.Logger {

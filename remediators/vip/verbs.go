@@ -7,7 +7,7 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/selfheal/healer/remediators/action"
+	"github.com/selfheal/healer/action"
 )
 
 // Names of the node verbs the Keeper answers.

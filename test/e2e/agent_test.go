@@ -15,11 +15,11 @@ import (
 
 	"github.com/selfheal/healer/audit"
 	"github.com/selfheal/healer/detectors/runtimepanic"
-	"github.com/selfheal/healer/internal/agent"
+	"github.com/selfheal/healer/internal/app/agent"
+	"github.com/selfheal/healer/internal/app/serve"
 	"github.com/selfheal/healer/internal/etcdlocal"
-	"github.com/selfheal/healer/internal/serve"
-	"github.com/selfheal/healer/internal/testenv"
 	"github.com/selfheal/healer/remediators/restart"
+	"github.com/selfheal/healer/test/testenv"
 )
 
 // nodeDaemon is a real process on a node: the fake daemon the agent

@@ -16,8 +16,8 @@ import (
 	"github.com/selfheal/healer/chatops"
 	"github.com/selfheal/healer/chatops/chatopstest"
 	"github.com/selfheal/healer/engine/approval"
-	"github.com/selfheal/healer/internal/serve"
-	"github.com/selfheal/healer/internal/testenv"
+	"github.com/selfheal/healer/internal/app/serve"
+	"github.com/selfheal/healer/test/testenv"
 )
 
 // approvalPolicy cordons a deadlocked node once people approve: two of

@@ -17,9 +17,9 @@ import (
 	"k8s.io/apimachinery/pkg/watch"
 
 	"github.com/selfheal/healer/audit"
-	"github.com/selfheal/healer/internal/serve"
-	"github.com/selfheal/healer/internal/testenv"
+	"github.com/selfheal/healer/internal/app/serve"
 	etcdrem "github.com/selfheal/healer/remediators/etcdmember"
+	"github.com/selfheal/healer/test/testenv"
 )
 
 // benchPolicy cordons on a kernel deadlock with no rate limits, so every

@@ -11,7 +11,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/selfheal/healer/bus"
-	"github.com/selfheal/healer/internal/serve"
+	"github.com/selfheal/healer/internal/app/serve"
 )
 
 // The embedded NATS server of `healer serve` takes no strangers: a client

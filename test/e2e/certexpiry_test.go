@@ -18,8 +18,8 @@ import (
 
 	"github.com/selfheal/healer/audit"
 	"github.com/selfheal/healer/detectors/certexpiry"
-	"github.com/selfheal/healer/internal/serve"
-	"github.com/selfheal/healer/internal/testenv"
+	"github.com/selfheal/healer/internal/app/serve"
+	"github.com/selfheal/healer/test/testenv"
 )
 
 // selfSigned is a PEM certificate and key valid until notAfter.

@@ -20,11 +20,11 @@ import (
 
 	"github.com/selfheal/healer/audit"
 	"github.com/selfheal/healer/detectors/certexpiry"
-	"github.com/selfheal/healer/internal/agent"
-	"github.com/selfheal/healer/internal/serve"
-	"github.com/selfheal/healer/internal/testenv"
+	"github.com/selfheal/healer/internal/app/agent"
+	"github.com/selfheal/healer/internal/app/serve"
 	"github.com/selfheal/healer/remediators/certrenew"
 	"github.com/selfheal/healer/remediators/restart"
+	"github.com/selfheal/healer/test/testenv"
 )
 
 // testPKI writes a CA valid for five years and a serving certificate for

@@ -13,8 +13,8 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/selfheal/healer/bus"
-	"github.com/selfheal/healer/internal/serve"
-	"github.com/selfheal/healer/internal/testenv"
+	"github.com/selfheal/healer/internal/app/serve"
+	"github.com/selfheal/healer/test/testenv"
 )
 
 // TestCredentialsFromFiles: serve reaches a NATS that wants TLS (its CA

@@ -16,8 +16,8 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 
 	"github.com/selfheal/healer/audit"
-	"github.com/selfheal/healer/internal/serve"
-	"github.com/selfheal/healer/internal/testenv"
+	"github.com/selfheal/healer/internal/app/serve"
+	"github.com/selfheal/healer/test/testenv"
 )
 
 // ladderPolicy is the default ladder with short waits, so the escalation

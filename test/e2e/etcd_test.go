@@ -18,10 +18,10 @@ import (
 	"github.com/selfheal/healer/audit"
 	etcddet "github.com/selfheal/healer/detectors/etcdmember"
 	"github.com/selfheal/healer/engine"
+	"github.com/selfheal/healer/internal/app/serve"
 	"github.com/selfheal/healer/internal/etcdlocal"
-	"github.com/selfheal/healer/internal/serve"
-	"github.com/selfheal/healer/internal/testenv"
 	etcdrem "github.com/selfheal/healer/remediators/etcdmember"
+	"github.com/selfheal/healer/test/testenv"
 )
 
 // etcdEnv is a local etcd cluster of member processes and what healer

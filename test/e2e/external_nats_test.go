@@ -7,7 +7,7 @@ import (
 	"time"
 
 	"github.com/selfheal/healer/bus"
-	"github.com/selfheal/healer/internal/serve"
+	"github.com/selfheal/healer/internal/app/serve"
 )
 
 // TestExternalNATS: with --nats-url healer runs no server of its own and

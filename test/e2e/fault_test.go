@@ -27,9 +27,9 @@ import (
 	"github.com/selfheal/healer/audit"
 	"github.com/selfheal/healer/bus"
 	"github.com/selfheal/healer/engine/guard"
-	"github.com/selfheal/healer/internal/serve"
-	"github.com/selfheal/healer/internal/testenv"
+	"github.com/selfheal/healer/internal/app/serve"
 	"github.com/selfheal/healer/remediators/nodedrain"
+	"github.com/selfheal/healer/test/testenv"
 )
 
 // faultCordonPolicy cordons a node with a kernel deadlock, with no rate

@@ -23,7 +23,7 @@ import (
 	"github.com/selfheal/healer/audit"
 	"github.com/selfheal/healer/bus"
 	"github.com/selfheal/healer/engine"
-	"github.com/selfheal/healer/internal/testenv"
+	"github.com/selfheal/healer/test/testenv"
 )
 
 // haPolicy drains the node with a kernel deadlock and only looks at the

@@ -15,9 +15,9 @@ import (
 	"k8s.io/apimachinery/pkg/watch"
 
 	"github.com/selfheal/healer/audit"
-	"github.com/selfheal/healer/internal/serve"
-	"github.com/selfheal/healer/internal/testenv"
+	"github.com/selfheal/healer/internal/app/serve"
 	"github.com/selfheal/healer/remediators/nodedrain"
+	"github.com/selfheal/healer/test/testenv"
 )
 
 // TestNodeProblemStorm: node-problem-detector reports a kernel deadlock on

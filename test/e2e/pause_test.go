@@ -15,8 +15,8 @@ import (
 	"github.com/selfheal/healer/engine"
 	"github.com/selfheal/healer/engine/approval"
 	"github.com/selfheal/healer/engine/guard"
-	"github.com/selfheal/healer/internal/serve"
-	"github.com/selfheal/healer/internal/testenv"
+	"github.com/selfheal/healer/internal/app/serve"
+	"github.com/selfheal/healer/test/testenv"
 )
 
 // pauseAPI calls the pauses API with the API token.

@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/selfheal/healer/internal/serve"
+	"github.com/selfheal/healer/internal/app/serve"
 )
 
 // TestPolicyReloadAndRefusal: a policy directory is reloaded on change; a

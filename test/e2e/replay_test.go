@@ -12,9 +12,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/selfheal/healer/internal/serve"
-	"github.com/selfheal/healer/internal/testenv"
+	"github.com/selfheal/healer/internal/app/serve"
 	"github.com/selfheal/healer/policies"
+	"github.com/selfheal/healer/test/testenv"
 )
 
 // candidatePolicy leaves canary nodes alone and asks two approvals for a

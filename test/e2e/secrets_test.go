@@ -18,8 +18,8 @@ import (
 
 	"github.com/selfheal/healer/chatops"
 	"github.com/selfheal/healer/engine/approval"
-	"github.com/selfheal/healer/internal/serve"
-	"github.com/selfheal/healer/internal/testenv"
+	"github.com/selfheal/healer/internal/app/serve"
+	"github.com/selfheal/healer/test/testenv"
 )
 
 // TestNoSecretStoredOrServed: approvers vote through every channel (the

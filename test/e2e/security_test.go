@@ -9,7 +9,7 @@ import (
 	"github.com/selfheal/healer/chatops"
 	"github.com/selfheal/healer/chatops/chatopstest"
 	"github.com/selfheal/healer/engine/approval"
-	"github.com/selfheal/healer/internal/serve"
+	"github.com/selfheal/healer/internal/app/serve"
 )
 
 // Every endpoint but health and metrics refuses a request without its

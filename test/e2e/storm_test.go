@@ -16,8 +16,8 @@ import (
 
 	"github.com/selfheal/healer/audit"
 	"github.com/selfheal/healer/engine/approval"
-	"github.com/selfheal/healer/internal/serve"
-	"github.com/selfheal/healer/internal/testenv"
+	"github.com/selfheal/healer/internal/app/serve"
+	"github.com/selfheal/healer/test/testenv"
 )
 
 // stormPolicy cordons a node with a kernel deadlock and, once it clears,

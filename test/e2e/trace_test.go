@@ -22,9 +22,9 @@ import (
 	"github.com/selfheal/healer/audit"
 	"github.com/selfheal/healer/engine"
 	"github.com/selfheal/healer/engine/guard"
-	"github.com/selfheal/healer/internal/serve"
+	"github.com/selfheal/healer/internal/app/serve"
 	"github.com/selfheal/healer/internal/telemetry"
-	"github.com/selfheal/healer/internal/testenv"
+	"github.com/selfheal/healer/test/testenv"
 )
 
 // collector is an OTLP/gRPC trace receiver on loopback that keeps every

@@ -14,14 +14,14 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/selfheal/healer/action"
 	"github.com/selfheal/healer/audit"
 	"github.com/selfheal/healer/bus"
-	"github.com/selfheal/healer/internal/agent"
-	"github.com/selfheal/healer/internal/serve"
-	"github.com/selfheal/healer/internal/testenv"
-	"github.com/selfheal/healer/remediators/action"
+	"github.com/selfheal/healer/internal/app/agent"
+	"github.com/selfheal/healer/internal/app/serve"
 	"github.com/selfheal/healer/remediators/restart"
 	"github.com/selfheal/healer/remediators/vip"
+	"github.com/selfheal/healer/test/testenv"
 )
 
 const (

@@ -11,7 +11,7 @@ import (
 
 	"github.com/chromedp/chromedp"
 
-	"github.com/selfheal/healer/internal/testenv"
+	"github.com/selfheal/healer/test/testenv"
 )
 
 // browser starts headless Chromium (Debian's chromium, which .ci/run

@@ -2,7 +2,7 @@
 // cluster. It holds tests and benchmarks only.
 //
 // BenchmarkServeMemory builds the healer binary, starts a real etcd and
-// kube-apiserver (internal/testenv, with etcd's quota raised to 8 GiB),
+// kube-apiserver (test/testenv, with etcd's quota raised to 8 GiB),
 // creates -scale.nodes realistic Node objects in it (labels with zones,
 // node-problem-detector's and the kubelet's conditions, addresses, capacity,
 // node info and -scale.images images: about 10 KiB each as JSON), and starts

@@ -17,7 +17,7 @@ import (
 	"k8s.io/client-go/rest"
 
 	"github.com/selfheal/healer/bus"
-	"github.com/selfheal/healer/internal/testenv"
+	"github.com/selfheal/healer/test/testenv"
 )
 
 // The size of BenchmarkServeMemory; TestServeMemorySmoke has its own.

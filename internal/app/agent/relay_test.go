@@ -13,8 +13,8 @@ import (
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 
 	"github.com/selfheal/healer/bus"
-	"github.com/selfheal/healer/internal/agent"
-	"github.com/selfheal/healer/internal/testenv"
+	"github.com/selfheal/healer/internal/app/agent"
+	"github.com/selfheal/healer/test/testenv"
 )
 
 // relayEnv is serve's relay of agent events on an embedded NATS server

@@ -5,8 +5,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/selfheal/healer/remediators/action"
-	"github.com/selfheal/healer/remediators/agentparam"
+	"github.com/selfheal/healer/action"
+	"github.com/selfheal/healer/action/agentparam"
 )
 
 // hostile are values no check may let through.

@@ -14,12 +14,12 @@ import (
 	"github.com/vishvananda/netns"
 	"go.opentelemetry.io/otel/attribute"
 
+	"github.com/selfheal/healer/action"
 	"github.com/selfheal/healer/bus"
 	"github.com/selfheal/healer/detectors/certexpiry"
 	"github.com/selfheal/healer/detectors/logpipeline"
 	"github.com/selfheal/healer/detectors/runtimepanic"
 	"github.com/selfheal/healer/internal/telemetry"
-	"github.com/selfheal/healer/remediators/action"
 	"github.com/selfheal/healer/remediators/certrenew"
 	etcdmember "github.com/selfheal/healer/remediators/etcdmember"
 	"github.com/selfheal/healer/remediators/restart"
@@ -147,7 +147,7 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger, deps Deps) (*Agent
 	if err != nil {
 		return nil, err
 	}
-	a.server.SetTracer(tp.Tracer("github.com/selfheal/healer/internal/agent"))
+	a.server.SetTracer(tp.Tracer("github.com/selfheal/healer/internal/app/agent"))
 	pub, err := NewPublisher(nc, cfg.Node)
 	if err != nil {
 		return nil, err

@@ -44,7 +44,7 @@ import (
 	"github.com/selfheal/healer/engine"
 	"github.com/selfheal/healer/engine/approval"
 	"github.com/selfheal/healer/engine/guard"
-	"github.com/selfheal/healer/internal/agent"
+	"github.com/selfheal/healer/internal/app/agent"
 	"github.com/selfheal/healer/internal/httpauth"
 	"github.com/selfheal/healer/internal/telemetry"
 	"github.com/selfheal/healer/policies"

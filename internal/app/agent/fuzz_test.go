@@ -24,14 +24,14 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/selfheal/healer/action"
 	"github.com/selfheal/healer/bus"
-	"github.com/selfheal/healer/internal/agent"
-	"github.com/selfheal/healer/internal/testenv"
-	"github.com/selfheal/healer/remediators/action"
+	"github.com/selfheal/healer/internal/app/agent"
 	"github.com/selfheal/healer/remediators/certrenew"
 	"github.com/selfheal/healer/remediators/etcdmember"
 	"github.com/selfheal/healer/remediators/restart"
 	"github.com/selfheal/healer/remediators/vip"
+	"github.com/selfheal/healer/test/testenv"
 )
 
 // fuzzNode is the node of the fuzzed agent.

@@ -9,10 +9,10 @@ import (
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 
+	"github.com/selfheal/healer/action"
 	"github.com/selfheal/healer/bus"
 	"github.com/selfheal/healer/bus/bustest"
-	"github.com/selfheal/healer/internal/agent"
-	"github.com/selfheal/healer/remediators/action"
+	"github.com/selfheal/healer/internal/app/agent"
 )
 
 // A request carries the engine's trace context in its NATS headers; the

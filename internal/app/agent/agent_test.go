@@ -16,11 +16,11 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 
+	"github.com/selfheal/healer/action"
 	"github.com/selfheal/healer/bus"
-	"github.com/selfheal/healer/internal/agent"
-	"github.com/selfheal/healer/internal/testenv"
-	"github.com/selfheal/healer/remediators/action"
+	"github.com/selfheal/healer/internal/app/agent"
 	"github.com/selfheal/healer/remediators/restart"
+	"github.com/selfheal/healer/test/testenv"
 )
 
 func TestMain(m *testing.M) {

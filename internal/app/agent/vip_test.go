@@ -11,9 +11,9 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/selfheal/healer/action"
 	"github.com/selfheal/healer/bus"
-	"github.com/selfheal/healer/internal/agent"
-	"github.com/selfheal/healer/remediators/action"
+	"github.com/selfheal/healer/internal/app/agent"
 	"github.com/selfheal/healer/remediators/restart"
 	"github.com/selfheal/healer/remediators/vip"
 )

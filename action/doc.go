@@ -4,6 +4,7 @@
 // closed when it cannot tell), acts, and verifies the result. Remediators
 // that can be reversed also implement Undoer.
 //
-// The types live apart from the registry (package remediators) so that each
-// remediator package can import them without an import cycle.
+// The contract lives below the remediators and their registry, so that the
+// bus (which carries actions to the node agents), the engine and every
+// remediator package share it without importing one another.
 package action

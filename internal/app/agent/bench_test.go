@@ -7,11 +7,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/selfheal/healer/action"
 	"github.com/selfheal/healer/bus"
-	"github.com/selfheal/healer/internal/agent"
-	"github.com/selfheal/healer/internal/testenv"
-	"github.com/selfheal/healer/remediators/action"
+	"github.com/selfheal/healer/internal/app/agent"
 	"github.com/selfheal/healer/remediators/restart"
+	"github.com/selfheal/healer/test/testenv"
 )
 
 // BenchmarkAgentRoundTrip measures one action request from serve to a

@@ -16,8 +16,8 @@ import (
 	"go.opentelemetry.io/otel/trace"
 	"go.opentelemetry.io/otel/trace/noop"
 
+	"github.com/selfheal/healer/action"
 	"github.com/selfheal/healer/bus"
-	"github.com/selfheal/healer/remediators/action"
 )
 
 // VerbPing answers with the agent's node, version and verbs; it changes

@@ -10,7 +10,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"sigs.k8s.io/yaml"
 
-	"github.com/selfheal/healer/internal/agent"
+	"github.com/selfheal/healer/internal/app/agent"
 )
 
 // TestDeployManifest checks the agent's part of the plain manifest that
