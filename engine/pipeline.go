@@ -261,9 +261,12 @@ func (e *Engine) dedupe(ctx context.Context, r *run) (bool, error) {
 		return false, err
 	}
 	r.problem = p
-	if r.ev.Trigger != "" && !e.triggerCounts(r) {
-		r.quiet = true
-		return true, nil
+	if r.ev.Trigger != "" {
+		counts, err := e.triggerCounts(ctx, r)
+		if err != nil || !counts {
+			r.quiet = err == nil
+			return !counts, err
+		}
 	}
 	st, _, err := getJSON[eventState](ctx, e.Streams.Actions, eventKey(r.ev.ID))
 	if err != nil {
@@ -311,19 +314,24 @@ func (e *Engine) dedupe(ctx context.Context, r *run) (bool, error) {
 
 // triggerCounts reports whether a re-drive or a re-assertion is to be
 // handled: a re-drive when its problem is still held back as it was; a
-// re-assertion when its problem is not open (something lost it) or is held
-// back by something that has cleared.
-func (e *Engine) triggerCounts(r *run) bool {
+// re-assertion when its problem is held back by something that has
+// cleared, or when it has no record and its news was never settled
+// (something lost it). A problem settled without an action keeps no
+// record: its news's outcome says it was handled.
+func (e *Engine) triggerCounts(ctx context.Context, r *run) (bool, error) {
 	p := r.problem
 	switch {
+	case p == nil && r.ev.Trigger == bus.TriggerResync:
+		st, _, err := getJSON[eventState](ctx, e.Streams.Actions, eventKey(r.ev.OriginID()))
+		return st == nil, err
 	case p == nil:
-		return r.ev.Trigger == bus.TriggerResync
+		return false, nil
 	case p.Phase != PhaseHeld || p.Hold == nil || p.Status != r.ev.Status:
-		return false
+		return false, nil
 	case r.ev.Trigger == bus.TriggerRedrive:
-		return true
+		return true, nil
 	default:
-		return e.holdCleared(p, e.now())
+		return e.holdCleared(p, e.now()), nil
 	}
 }
 
@@ -704,15 +712,6 @@ func (e *Engine) takeOver(ctx context.Context, r *run, st *actionState, rev uint
 // guard checks everything that must hold before acting. Undo steps give
 // capacity back and are not limited.
 func (e *Engine) guard(ctx context.Context, r *run) (bool, error) {
-	// An action an earlier attempt claimed is settled by the act stage
-	// (a claim given back, a started action finished, never dropped).
-	if r.state != "claimed" && r.state != "started" {
-		if cleared, why, err := e.superseded(ctx, r); err != nil {
-			return false, err
-		} else if cleared {
-			return true, e.suppress(ctx, r, outcomeDone, why)
-		}
-	}
 	name := r.remName
 	if e.Pauses != nil {
 		p, err := e.Pauses.Blocking(name, r.ev.Subject)
@@ -739,6 +738,17 @@ func (e *Engine) guard(ctx context.Context, r *run) (bool, error) {
 			what = "undone " + name
 		}
 		return true, e.suppress(ctx, r, outcomeDone, "dry-run: would have "+what, "params", r.decision.Params)
+	}
+	// Is the event still current? The stream is read only here, where the
+	// answer can change what is done. An action an earlier attempt
+	// claimed is settled by the act stage (a claim given back, a started
+	// action finished, never dropped).
+	if r.state != "claimed" && r.state != "started" {
+		if cleared, why, err := e.superseded(ctx, r); err != nil {
+			return false, err
+		} else if cleared {
+			return true, e.suppress(ctx, r, outcomeDone, why)
+		}
 	}
 	if e.Breakers.State(name).String() == "open" {
 		if r.state == "started" {

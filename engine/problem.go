@@ -424,6 +424,11 @@ func (e *Engine) settleProblem(ctx context.Context, r *run) error {
 	if old != nil && !old.Phase.next(phase) {
 		e.Log.WarnContext(ctx, "open problem changes phase unexpectedly", "target", next.Target, "from", old.Phase, "to", phase)
 	}
+	if old == nil && phase == PhaseSettled {
+		// Nothing held, nothing done, nothing owed: no record. The event's
+		// outcome, written next, settles its re-assertions.
+		return nil
+	}
 	next.Phase = phase
 	next.ActingEvent = ""
 	return e.problems.put(ctx, r.problemKey, &next)

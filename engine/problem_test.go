@@ -2,10 +2,13 @@ package engine
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/selfheal/healer/audit"
 	"github.com/selfheal/healer/bus"
@@ -245,13 +248,17 @@ func TestStaleResyncIsIgnored(t *testing.T) {
 	h.waitKinds(res.ID, "event", "decision", "action.started", "action.finished")
 	h.stop()
 	// The problem's record is gone; a firing re-assertion made before the
-	// problem cleared comes after it.
+	// problem cleared comes after it. Its news was settled, so it is
+	// acked without a record; the problem's next news, queued behind it,
+	// shows it has been handled.
 	rs := e.Repeat(bus.TriggerResync, bus.ResyncID(e.ID, time.Unix(120, 0)))
 	h.publish(rs, rs.ID)
+	next := event("Count", "node/s1", bus.StatusResolved)
+	h.publish(next, next.ID)
 	h.start()
-	recs := h.waitKinds(rs.ID, "event", "decision", "suppressed")
-	if r := detail(recs[2], "reason"); !strings.Contains(r, "cleared since") {
-		t.Errorf("suppressed for %q, want the problem cleared", r)
+	h.waitKinds(next.ID, "event", "decision", "action.started", "action.finished")
+	if recs := h.recordsFor(rs.ID); len(recs) != 0 {
+		t.Errorf("stale re-assertion audited: %v", kinds(recs))
 	}
 	if acts, _ := h.rem.counts(); acts != 1 {
 		t.Fatalf("acted %d times, want 1", acts)
@@ -320,5 +327,25 @@ func TestStartedActionIsFinishedAfterTheProblemCleared(t *testing.T) {
 	h.waitKinds(cleared.ID, "event", "decision", "action.started", "action.finished")
 	if acts, undos := h.rem.counts(); acts != 1 || undos != 1 {
 		t.Fatalf("acts=%d undos=%d, want the started action finished and then undone", acts, undos)
+	}
+}
+
+// A problem settled without an action (here: a dry run) keeps no record,
+// and its re-assertions are acked without being decided again.
+func TestSettledProblemKeepsNoRecord(t *testing.T) {
+	h := newHarness(t, Config{DryRun: true}, nil)
+	e := event("Count", "node/d1", bus.StatusFiring)
+	h.publish(e, e.ID)
+	h.waitKinds(e.ID, "event", "decision", "suppressed")
+	if _, err := h.streams.Problems.Get(t.Context(), problemKey(e.Subject, e.ProblemID())); !errors.Is(err, jetstream.ErrKeyNotFound) {
+		t.Fatalf("record of a settled problem: %v, want none", err)
+	}
+	rs := e.Repeat(bus.TriggerResync, bus.ResyncID(e.ID, time.Unix(60, 0)))
+	h.publish(rs, rs.ID)
+	next := event("Count", "node/d1", bus.StatusResolved)
+	h.publish(next, next.ID)
+	h.waitKinds(next.ID, "event", "decision", "suppressed")
+	if recs := h.recordsFor(rs.ID); len(recs) != 0 {
+		t.Errorf("re-assertion of a settled problem audited: %v", kinds(recs))
 	}
 }
