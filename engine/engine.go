@@ -533,10 +533,10 @@ type eventState struct {
 }
 
 type actionState struct {
-	ActionID string    `json:"action_id"`
-	State    string    `json:"state"` // claimed, started, finished, failed
-	Step     string    `json:"step"`  // act, undo
-	Time     time.Time `json:"time"`
+	ActionID string      `json:"action_id"`
+	State    actionPhase `json:"state"`
+	Step     string      `json:"step"` // act, undo
+	Time     time.Time   `json:"time"`
 	// Holder is the engine instance working on a claimed or started
 	// action; Renewed is when it last said so. Another instance takes the
 	// action over only once the lease has run out (AckWait).

@@ -64,7 +64,7 @@ type run struct {
 	undo       bool
 	idemKey    string
 	actionID   string
-	state      string // action state found in the bucket ("" when new)
+	state      actionPhase // the step's action, as found in the bucket and moved on
 	reserved   *guard.Reservation
 	slot       func() // gives back the action slot held (see actionSlot); nil when none
 	tookOut    bool
@@ -141,7 +141,7 @@ func (e *Engine) handle(ctx context.Context, m jetstream.Msg) {
 		}
 	}()
 	defer func() {
-		if r.state == "claimed" || r.state == "started" {
+		if r.state.open() {
 			r.leaveTarget() // the redelivery resumes the action and takes the lease back
 		} else {
 			e.releaseTarget(ctx, r)
@@ -479,7 +479,7 @@ func (r *run) ladder() []policies.Step {
 func (e *Engine) selectStep(ctx context.Context, r *run, i int) error {
 	st := r.ladder()[i]
 	r.stepIndex, r.remName, r.params, r.rem = i, st.Remediator, st.Params, e.Remediators[st.Remediator]
-	r.actionID, r.state, r.stepFailed = "", "", false
+	r.actionID, r.state, r.stepFailed = "", actionNew, false
 	r.lease.Store(nil)
 	name := st.Remediator
 	if i > 0 {
@@ -498,12 +498,16 @@ func (e *Engine) selectStep(ctx context.Context, r *run, i int) error {
 	if err != nil || as == nil {
 		return err
 	}
-	switch as.State {
-	case "finished", "failed":
+	switch {
+	case as.State.done():
 		r.actionID, r.state, r.stepDoneAt = as.ActionID, as.State, as.Time
 		return nil
-	default:
+	case as.State.open():
 		return e.takeOver(ctx, r, as, rev)
+	default:
+		// Not written by an engine: acting on it could repeat or skip a
+		// step, so the event is given up on, audited.
+		return fmt.Errorf("action %s: unknown state %q in the actions bucket", as.ActionID, as.State)
 	}
 }
 
@@ -530,12 +534,12 @@ func (e *Engine) act(ctx context.Context, r *run) (bool, error) {
 			}
 		}
 		var finishedAt time.Time
-		switch r.state {
-		case "finished", "failed":
+		switch {
+		case r.state.done():
 			if len(steps) == 1 {
 				return true, e.suppress(ctx, r, outcomeDone, fmt.Sprintf("duplicate: action %s for this event already %s", r.actionID, r.state))
 			}
-			r.stepFailed = r.state == "failed"
+			r.stepFailed = r.state == actionFailed
 			finishedAt = r.stepDoneAt // resumed: wait only what is left of the step's wait
 		default:
 			stop, err := e.runStep(ctx, r)
@@ -607,7 +611,7 @@ func (e *Engine) runStep(ctx context.Context, r *run) (stop bool, err error) {
 // wait: it is already under way in the world, and its target lease is
 // not renewed while it would be queued.
 func (e *Engine) actionSlot(ctx context.Context, r *run) (release func(), err error) {
-	if r.state == "claimed" || r.state == "started" {
+	if r.state.open() {
 		return func() {}, nil
 	}
 	if e.isStopping() {
@@ -743,7 +747,7 @@ func (e *Engine) guard(ctx context.Context, r *run) (bool, error) {
 	// answer can change what is done. An action an earlier attempt
 	// claimed is settled by the act stage (a claim given back, a started
 	// action finished, never dropped).
-	if r.state != "claimed" && r.state != "started" {
+	if !r.state.open() {
 		if cleared, why, err := e.superseded(ctx, r); err != nil {
 			return false, err
 		} else if cleared {
@@ -751,7 +755,7 @@ func (e *Engine) guard(ctx context.Context, r *run) (bool, error) {
 		}
 	}
 	if e.Breakers.State(name).String() == "open" {
-		if r.state == "started" {
+		if r.state == actionStarted {
 			// An action already under way is not dropped half done (a
 			// node cordoned and half drained): its redelivery resumes it,
 			// as the breaker's probe once it half-opens, or it fails
@@ -769,7 +773,7 @@ func (e *Engine) guard(ctx context.Context, r *run) (bool, error) {
 	// an action, holding an action slot, not by one that would then queue
 	// for one (and, stopped meanwhile, spend them again on its
 	// redelivery). A step an earlier attempt began or finished needs none.
-	if r.state == "" {
+	if r.state == actionNew {
 		release, err := e.actionSlot(ctx, r)
 		if err != nil {
 			return false, err
@@ -810,7 +814,7 @@ func (e *Engine) guard(ctx context.Context, r *run) (bool, error) {
 	if err := e.targetFree(ctx, r); err != nil {
 		return false, err
 	}
-	if r.state == "" { // a resumed action already passed its rate limits
+	if r.state == actionNew { // a resumed action already passed its rate limits
 		limits := make([]guard.Limit, 0, 2)
 		for _, l := range r.decision.Limits() {
 			limits = append(limits, guard.Limit{Key: l.Key, Max: l.Max, Per: l.Per})
@@ -863,7 +867,7 @@ func (e *Engine) superseded(ctx context.Context, r *run) (bool, string, error) {
 // approval channel.
 func (e *Engine) approve(ctx context.Context, r *run) (bool, error) {
 	need := r.decision.Approval
-	if r.undo || r.state != "" || need == "" || need == policies.ApprovalNone {
+	if r.undo || r.state != actionNew || need == "" || need == policies.ApprovalNone {
 		return false, nil
 	}
 	if e.Approver == nil {
@@ -968,7 +972,7 @@ func (e *Engine) actStep(ctx context.Context, r *run) (bool, error) {
 	// dropping it half done (an etcd member removed, its replacement a
 	// learner) would be worse than completing it; its undo follows the
 	// problem's clearing as usual.
-	if r.state != "started" {
+	if r.state != actionStarted {
 		if cleared, why, err := e.superseded(ctx, r); err != nil {
 			return false, err
 		} else if cleared {
@@ -1002,7 +1006,7 @@ func (e *Engine) actStep(ctx context.Context, r *run) (bool, error) {
 	if err := e.flush(ctx, r); err != nil {
 		return false, err
 	}
-	if r.state == "" && !r.undo {
+	if r.state == actionNew && !r.undo {
 		// Across replicas: no second action while one is open for the
 		// problem.
 		if other, err := e.claimProblem(ctx, r); err != nil {
@@ -1011,8 +1015,8 @@ func (e *Engine) actStep(ctx context.Context, r *run) (bool, error) {
 			return true, e.settleWithoutActing(ctx, r, step, other)
 		}
 	}
-	if r.state == "" {
-		st := actionState{ActionID: r.actionID, State: "claimed", Step: step, Time: e.now(), Holder: e.instance, Renewed: e.now()}
+	if r.state == actionNew {
+		st := actionState{ActionID: r.actionID, State: actionClaimed, Step: step, Time: e.now(), Holder: e.instance, Renewed: e.now()}
 		rev, err := e.Streams.Actions.Create(ctx, r.idemKey, stateJSON(st))
 		if errors.Is(err, jetstream.ErrKeyExists) {
 			return false, fmt.Errorf("%w: action for event %s claimed concurrently", errTransient, r.ev.ID)
@@ -1020,14 +1024,16 @@ func (e *Engine) actStep(ctx context.Context, r *run) (bool, error) {
 		if err != nil {
 			return false, fmt.Errorf("%w: claim action %s: %w", errTransient, r.actionID, err)
 		}
-		r.state = "claimed"
+		if err := r.advance(actionClaimed); err != nil {
+			return false, err
+		}
 		e.keepLease(ctx, r, &lease{key: r.idemKey, st: st, rev: rev})
 	}
-	if r.state == "claimed" {
+	if r.state == actionClaimed {
 		if err := e.audit(ctx, r, audit.KindActionStarted, audit.Details("step", step, "params", r.params, "attempt", r.attempt, "ladder_step", r.stepIndex)); err != nil {
 			return false, err
 		}
-		if err := e.setState(ctx, r, "started", step); err != nil {
+		if err := e.setState(ctx, r, actionStarted, step); err != nil {
 			return false, err
 		}
 	}
@@ -1092,7 +1098,7 @@ func (e *Engine) actStep(ctx context.Context, r *run) (bool, error) {
 	if err := e.audit(ctx, r, audit.KindActionFinished, audit.Details("step", step, "changed", res.Changed, "message", res.Message, "result", res.Details)); err != nil {
 		return false, err
 	}
-	if err := e.setState(ctx, r, "finished", step); err != nil {
+	if err := e.setState(ctx, r, actionFinished, step); err != nil {
 		return false, err
 	}
 	e.Metrics.Action(ctx, name, step, "finished")
@@ -1112,28 +1118,33 @@ func (e *Engine) actStep(ctx context.Context, r *run) (bool, error) {
 // action.finished (nothing changed) so it does not stay open forever.
 func (e *Engine) settleWithoutActing(ctx context.Context, r *run, step, why string) error {
 	outcome := r.outcome
-	if r.state == "started" {
+	if r.state == actionStarted {
 		if err := e.audit(ctx, r, audit.KindActionFinished, audit.Details("step", step, "changed", false, "message", why)); err != nil {
 			return err
 		}
 		r.outcome = outcome
-		return e.setState(ctx, r, "finished", step)
+		return e.setState(ctx, r, actionFinished, step)
 	}
-	if r.state == "claimed" {
+	if r.state == actionClaimed {
 		if err := e.Streams.Actions.Delete(ctx, r.idemKey); err != nil {
 			return fmt.Errorf("%w: release claim %s: %w", errTransient, r.actionID, err)
 		}
 		r.lease.Store(nil)
-		r.state = ""
+		if err := r.advance(actionNew); err != nil {
+			return err
+		}
 	}
 	return e.suppress(ctx, r, outcome, why)
 }
 
 // setState records the action's state; while it is open this instance
 // holds its lease.
-func (e *Engine) setState(ctx context.Context, r *run, state, step string) error {
+func (e *Engine) setState(ctx context.Context, r *run, state actionPhase, step string) error {
+	if !r.state.next(state) {
+		return fmt.Errorf("action %s: no transition from %q to %q", r.actionID, r.state, state)
+	}
 	st := actionState{ActionID: r.actionID, State: state, Step: step, Time: e.now()}
-	open := state == "claimed" || state == "started"
+	open := state.open()
 	if open {
 		st.Holder, st.Renewed = e.instance, e.now()
 	}
@@ -1264,8 +1275,8 @@ func (e *Engine) fail(ctx context.Context, r *run, step string, cause error) err
 	if err := e.audit(ctx, r, audit.KindActionFailed, audit.Details("step", step, "error", cause.Error(), "attempts", r.attempt)); err != nil {
 		return err
 	}
-	if r.idemKey != "" && r.state != "" {
-		if err := e.setState(ctx, r, "failed", step); err != nil {
+	if r.idemKey != "" && r.state != actionNew {
+		if err := e.setState(ctx, r, actionFailed, step); err != nil {
 			return err
 		}
 	}
@@ -1311,7 +1322,7 @@ func (e *Engine) retry(ctx context.Context, r *run, stage string, err error, log
 		return
 	}
 	var aerr error
-	if r.state == "started" {
+	if r.state == actionStarted {
 		aerr = e.fail(ctx, r, stage, err)
 	} else {
 		aerr = e.suppress(ctx, r, outcomeSuppressed, fmt.Sprintf("gave up in stage %s after %d attempts: %v", stage, r.attempt, err))

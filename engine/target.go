@@ -134,7 +134,7 @@ func (e *Engine) takeTarget(ctx context.Context, r *run, key string, b []byte, n
 			if err != nil {
 				return 0, err
 			}
-			if st != nil && st.ActionID == cur.ActionID && (st.State == "claimed" || st.State == "started") {
+			if st != nil && st.ActionID == cur.ActionID && st.State.open() {
 				return 0, fmt.Errorf("%w: %s waits for action %s (%s, %s) to be resumed", errTargetBusy, r.ev.Subject, cur.ActionID, cur.Remediator, st.State)
 			}
 		}
@@ -274,7 +274,7 @@ func (r *run) leaveTarget() {
 // used up: it reports errTargetBusy while another action's lease is live.
 // holdTarget decides for real.
 func (e *Engine) targetFree(ctx context.Context, r *run) error {
-	if r.state != "" {
+	if r.state != actionNew {
 		return nil // a resumed action: its limits are behind it
 	}
 	entry, err := e.Streams.Actions.Get(ctx, targetKey(r.ev.Subject))
