@@ -1,7 +1,6 @@
 package engine
 
 import (
-	"context"
 	"fmt"
 	"slices"
 	"sync"
@@ -79,9 +78,9 @@ func TestDispatcherYieldLetsOthersRun(t *testing.T) {
 	ran := make(chan string, 10)
 	release := make(chan struct{})
 	handle := func(m jetstream.Msg) {
-		ctx := context.WithValue(t.Context(), slotKey{}, d)
 		if m.Subject() == "waits" {
-			reacquire := yieldSlot(ctx) // waiting for people, like an approval
+			r := &run{worker: d}
+			reacquire := r.yieldSlot() // waiting for people, like an approval
 			<-release
 			reacquire()
 		}

@@ -239,7 +239,7 @@ func (e *Engine) Run(ctx context.Context) error {
 			_ = m.Nak() // shutting down: hand it back for redelivery
 			return
 		}
-		e.handle(context.WithValue(workCtx, slotKey{}, d), m)
+		e.handle(workCtx, m, d)
 	}
 	d.start = func(subject string) { wg.Go(func() { d.work(subject, handle) }) }
 	wg.Go(func() { d.keepAlive(ctx, e.cfg.AckWait/3) })
@@ -402,19 +402,20 @@ func (d *dispatcher) reacquire() {
 	d.fill()
 }
 
-// slotKey carries the dispatcher in a handler's context, so that a stage
-// waiting for people can give its slot back meanwhile.
-type slotKey struct{}
+// workerSlot is the slot of the dispatcher's workers an event is handled
+// in: a stage waiting for people or for an action slot gives it to other
+// events meanwhile (yield), and takes one again before going on
+// (reacquire, blocking until one is free).
+type workerSlot interface {
+	yield()
+	reacquire()
+}
 
-// yieldSlot gives the caller's worker slot to other events, and returns
-// the function that takes a slot again (blocking until one is free).
-func yieldSlot(ctx context.Context) (reacquire func()) {
-	d, ok := ctx.Value(slotKey{}).(*dispatcher)
-	if !ok {
-		return func() {}
-	}
-	d.yield()
-	return d.reacquire
+// yieldSlot gives the run's worker slot to other events, and returns the
+// function that takes a slot again.
+func (r *run) yieldSlot() (reacquire func()) {
+	r.worker.yield()
+	return r.worker.reacquire
 }
 
 // keepAlive sends in-progress acks for every message in hand until ctx ends.

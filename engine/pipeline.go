@@ -50,7 +50,8 @@ const (
 // run is one event going through the pipeline.
 type run struct {
 	msg      jetstream.Msg
-	seq      uint64 // stream sequence of msg
+	worker   workerSlot // given to other events while a stage waits
+	seq      uint64     // stream sequence of msg
 	attempt  uint64
 	ev       *bus.Event
 	policy   *policies.Policy
@@ -110,7 +111,7 @@ func (r *run) request() action.Request {
 
 // handle runs one event message through the pipeline and acks it once its
 // outcome is audited.
-func (e *Engine) handle(ctx context.Context, m jetstream.Msg) {
+func (e *Engine) handle(ctx context.Context, m jetstream.Msg, worker workerSlot) {
 	start := e.now()
 	meta, err := m.Metadata()
 	if err != nil {
@@ -123,7 +124,7 @@ func (e *Engine) handle(ctx context.Context, m jetstream.Msg) {
 		e.badEvent(ctx, m, meta, err)
 		return
 	}
-	r := &run{msg: m, seq: meta.Sequence.Stream, attempt: meta.NumDelivered, ev: ev, outcome: outcomeDone}
+	r := &run{msg: m, seq: meta.Sequence.Stream, attempt: meta.NumDelivered, ev: ev, outcome: outcomeDone, worker: worker}
 	// The trace the event's message carries (from the webhook) goes on
 	// here: through the stages, the remediator and the node's agent.
 	ctx, span := e.Tracer.Start(bus.ExtractTrace(ctx, m.Headers()), "engine.event", trace.WithSpanKind(trace.SpanKindConsumer),
@@ -627,7 +628,7 @@ func (e *Engine) actionSlot(ctx context.Context, r *run) (release func(), err er
 		return nil, err
 	}
 	e.Metrics.ActionSlotWait(ctx, 1)
-	reacquire := yieldSlot(ctx)
+	reacquire := r.yieldSlot()
 	select {
 	case e.actions <- struct{}{}:
 	case <-e.stopping:
@@ -673,7 +674,7 @@ func (e *Engine) waitCleared(ctx context.Context, r *run, deadline time.Time) (b
 	if cleared, _, err := e.superseded(ctx, r); err != nil || cleared || !e.now().Before(deadline) {
 		return cleared, err
 	}
-	reacquire := yieldSlot(ctx)
+	reacquire := r.yieldSlot()
 	defer reacquire()
 	for {
 		select {
@@ -911,7 +912,7 @@ func (e *Engine) approve(ctx context.Context, r *run) (bool, error) {
 		return false, err
 	}
 	r.releaseSlot() // people take minutes; the step takes a slot again
-	reacquire := yieldSlot(ctx)
+	reacquire := r.yieldSlot()
 	ans, err := e.Approver.Approve(waitCtx, req)
 	reacquire()
 	if err != nil && e.isStopping() {
