@@ -30,7 +30,7 @@ func TestActionPhaseTransitions(t *testing.T) {
 			t.Errorf("%q both open and done", p)
 		}
 	}
-	r := &run{actionID: "a1", state: actionFinished}
+	r := &run{stepRun: stepRun{actionID: "a1", state: actionFinished}}
 	if err := r.advance(actionStarted); err == nil || r.state != actionFinished {
 		t.Errorf("finished -> started: %v, state %q; want refused, unchanged", err, r.state)
 	}

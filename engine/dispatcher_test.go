@@ -79,7 +79,7 @@ func TestDispatcherYieldLetsOthersRun(t *testing.T) {
 	release := make(chan struct{})
 	handle := func(m jetstream.Msg) {
 		if m.Subject() == "waits" {
-			r := &run{worker: d}
+			r := &run{delivery: delivery{worker: d}}
 			reacquire := r.yieldSlot() // waiting for people, like an approval
 			<-release
 			reacquire()

@@ -4,6 +4,11 @@
 //
 //	dedupe → decide → guard → approve → act → verify
 //
+// Each stage is a type in its own file (stage_*.go) and owns a part of the
+// run (delivery, problemRun, plan, clearance, stepRun); what several use
+// lives below them (step.go). The action of a ladder step moves through
+// the typed phases of actionPhase.
+//
 // Each stage audits what it did. The records of stages that only look and
 // decide are appended together, in one group commit, before the engine
 // asks people, claims an action or settles the event. An event is

@@ -196,7 +196,7 @@ func TestTargetLeaseOfAnOpenActionWaitsForItsResume(t *testing.T) {
 	if err := putJSON(ctx, h.streams.Actions, "act.dead", open); err != nil {
 		t.Fatal(err)
 	}
-	r := &run{ev: event("Count", "node/w", bus.StatusFiring), actionID: "act-new", idemKey: "act.new", remName: "test.count"}
+	r := &run{delivery: delivery{ev: event("Count", "node/w", bus.StatusFiring)}, stepRun: stepRun{actionID: "act-new", idemKey: "act.new", remName: "test.count"}}
 	err := h.eng.holdTarget(ctx, r)
 	if !errors.Is(err, errTargetBusy) || !strings.Contains(err.Error(), "waits for action act-dead") {
 		t.Fatalf("holdTarget = %v, want busy until act-dead resumes", err)
@@ -211,7 +211,7 @@ func TestTargetLeaseOfAnOpenActionWaitsForItsResume(t *testing.T) {
 		t.Fatalf("holdTarget after the open action failed: %v", err)
 	}
 	// A live holder is never taken over.
-	other := &run{ev: r.ev, actionID: "act-other", idemKey: "act.other", remName: "test.count"}
+	other := &run{delivery: delivery{ev: r.ev}, stepRun: stepRun{actionID: "act-other", idemKey: "act.other", remName: "test.count"}}
 	if err := h.eng.holdTarget(ctx, other); !errors.Is(err, errTargetBusy) {
 		t.Fatalf("second holder: %v, want busy", err)
 	}
