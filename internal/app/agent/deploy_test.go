@@ -18,7 +18,7 @@ import (
 // configurations, and its pods hold no privilege beyond those deploy/README.md
 // documents.
 func TestDeployManifest(t *testing.T) {
-	raw, err := os.ReadFile("../../deploy/manifests/healer.yaml")
+	raw, err := os.ReadFile("../../../deploy/manifests/healer.yaml")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -65,7 +65,7 @@ func TestDeployManifest(t *testing.T) {
 			}
 		})
 	}
-	readme, err := os.ReadFile("../../deploy/README.md")
+	readme, err := os.ReadFile("../../../deploy/README.md")
 	if err != nil {
 		t.Fatal(err)
 	}
