@@ -39,12 +39,20 @@ func (p actionPhase) next(q actionPhase) bool {
 	return false // finished and failed are final
 }
 
-// advance moves the run's action to q, refusing a transition next does
-// not allow: that is a defect, and the event is given up on (audited)
-// rather than acted on from a state nobody planned for.
-func (r *run) advance(q actionPhase) error {
+// mayAdvance refuses a transition of the run's action that next does not
+// allow: that is a defect, and the event is given up on (audited) rather
+// than acted on from a state nobody planned for.
+func (r *run) mayAdvance(q actionPhase) error {
 	if !r.state.next(q) {
 		return fmt.Errorf("action %s: no transition from %q to %q", r.actionID, r.state, q)
+	}
+	return nil
+}
+
+// advance moves the run's action to q, if next allows it.
+func (r *run) advance(q actionPhase) error {
+	if err := r.mayAdvance(q); err != nil {
+		return err
 	}
 	r.state = q
 	return nil

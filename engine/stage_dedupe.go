@@ -21,9 +21,12 @@ func (e dedupeStage) run(ctx context.Context, r *run) (bool, error) {
 	r.problem = p
 	if r.ev.Trigger != "" {
 		counts, err := e.triggerCounts(ctx, r)
-		if err != nil || !counts {
-			r.quiet = err == nil
-			return !counts, err
+		if err != nil {
+			return false, err
+		}
+		if !counts {
+			r.quiet = true
+			return true, nil
 		}
 	}
 	st, _, err := getJSON[eventState](ctx, e.Streams.Actions, eventKey(r.ev.ID))

@@ -182,8 +182,8 @@ func (e *Engine) superseded(ctx context.Context, r *run) (bool, string, error) {
 // setState records the action's state; while it is open this instance
 // holds its lease.
 func (e *Engine) setState(ctx context.Context, r *run, state actionPhase, step string) error {
-	if !r.state.next(state) {
-		return fmt.Errorf("action %s: no transition from %q to %q", r.actionID, r.state, state)
+	if err := r.mayAdvance(state); err != nil {
+		return err
 	}
 	st := actionState{ActionID: r.actionID, State: state, Step: step, Time: e.now()}
 	open := state.open()
